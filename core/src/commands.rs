@@ -1,0 +1,235 @@
+//! The engine's inputs: a call start and a call end, already validated. The REST API and every
+//! connector build these from their own wire formats; the limits live here so every entry
+//! point enforces the same ones.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::domain::{
+    CallId, CustomerRef, ExternalId, IntentName, IntentStatus, Platform, VariableName,
+};
+use crate::error::FieldError;
+
+/// At most this many variables in one request.
+pub const MAX_VARIABLES: usize = 100;
+/// A variable's value, as JSON text, may be at most this many bytes.
+pub const MAX_VARIABLE_BYTES: usize = 4 * 1024;
+/// A summary may be at most this many bytes.
+pub const MAX_SUMMARY_BYTES: usize = 8 * 1024;
+/// At most this many external ids on one call.
+pub const MAX_EXTERNAL_IDS: usize = 20;
+/// A dialled number as given may be at most this many characters.
+pub const MAX_DNIS_CHARS: usize = 64;
+/// A caller number as given may be at most this many characters.
+pub const MAX_ANI_CHARS: usize = 256;
+
+/// What the platform knows about the caller, as given (numbers not yet interpreted).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdentityHints {
+    /// Caller number in any form; `None` when not given.
+    pub ani: Option<String>,
+    /// Dialled number in any form.
+    pub dnis: Option<String>,
+    /// Ids from other systems.
+    pub external_ids: Vec<ExternalId>,
+}
+
+impl IdentityHints {
+    /// Validates raw hints; `prefix` is the field path of the hints object.
+    ///
+    /// # Errors
+    /// A [`FieldError`] naming the first bad field.
+    pub fn parse(
+        prefix: &str,
+        ani: Option<String>,
+        dnis: Option<String>,
+        external_ids: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, FieldError> {
+        if let Some(a) = &ani
+            && a.chars().count() > MAX_ANI_CHARS
+        {
+            return Err(FieldError::new(
+                format!("{prefix}.ani"),
+                format!("must be at most {MAX_ANI_CHARS} characters"),
+            ));
+        }
+        if let Some(d) = &dnis
+            && d.chars().count() > MAX_DNIS_CHARS
+        {
+            return Err(FieldError::new(
+                format!("{prefix}.dnis"),
+                format!("must be at most {MAX_DNIS_CHARS} characters"),
+            ));
+        }
+        let mut ids = Vec::new();
+        for (name, value) in external_ids {
+            let id = ExternalId::new(&name, &value)
+                .map_err(|e| FieldError::new(format!("{prefix}.external_ids.{name}"), e.0))?;
+            ids.push(id);
+        }
+        if ids.len() > MAX_EXTERNAL_IDS {
+            return Err(FieldError::new(
+                format!("{prefix}.external_ids"),
+                format!("at most {MAX_EXTERNAL_IDS} external ids"),
+            ));
+        }
+        ids.sort();
+        Ok(Self {
+            ani,
+            dnis,
+            external_ids: ids,
+        })
+    }
+}
+
+/// Variable changes: a value to save, or `None` to remove the key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VariableChanges(BTreeMap<VariableName, Option<Value>>);
+
+impl VariableChanges {
+    /// Validates names, sizes and count.
+    ///
+    /// # Errors
+    /// A [`FieldError`] naming the first bad variable.
+    pub fn parse(raw: impl IntoIterator<Item = (String, Value)>) -> Result<Self, FieldError> {
+        let mut out = BTreeMap::new();
+        for (name, value) in raw {
+            let parsed = VariableName::parse(&name)
+                .map_err(|e| FieldError::new(format!("variables.{name}"), e.0))?;
+            let value = match value {
+                Value::Null => None,
+                v => {
+                    let bytes = serde_json::to_string(&v).map_or(usize::MAX, |s| s.len());
+                    if bytes > MAX_VARIABLE_BYTES {
+                        return Err(FieldError::new(
+                            format!("variables.{name}"),
+                            format!("value must be at most {MAX_VARIABLE_BYTES} bytes as JSON"),
+                        ));
+                    }
+                    Some(v)
+                }
+            };
+            out.insert(parsed, value);
+            if out.len() > MAX_VARIABLES {
+                return Err(FieldError::new(
+                    "variables",
+                    format!("at most {MAX_VARIABLES} variables per request"),
+                ));
+            }
+        }
+        Ok(Self(out))
+    }
+
+    /// The changes, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&VariableName, Option<&Value>)> {
+        self.0.iter().map(|(k, v)| (k, v.as_ref()))
+    }
+
+    /// The value given for `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .and_then(|(_, v)| v.as_ref())
+    }
+
+    /// Whether there are no changes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Checks a summary's size.
+///
+/// # Errors
+/// When it is over [`MAX_SUMMARY_BYTES`].
+pub fn parse_summary(field: &str, summary: String) -> Result<String, FieldError> {
+    if summary.len() > MAX_SUMMARY_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_SUMMARY_BYTES} bytes"),
+        ));
+    }
+    Ok(summary)
+}
+
+/// A call has started: who is it?
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartCall {
+    /// The platform's call id.
+    pub call_id: CallId,
+    /// Where the call comes from.
+    pub platform: Platform,
+    /// What the platform knows.
+    pub hints: IdentityHints,
+}
+
+/// A call has ended (or an agent reports on it): remember what happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndCall {
+    /// The platform's call id (same as at start).
+    pub call_id: CallId,
+    /// Where the call comes from; used when the end is the first we hear of the call.
+    pub platform: Platform,
+    /// Who the caller turned out to be, when known.
+    pub customer_ref: Option<CustomerRef>,
+    /// What the call was about.
+    pub intent: Option<IntentName>,
+    /// Whether that is dealt with.
+    pub intent_status: Option<IntentStatus>,
+    /// Variables to merge into the customer's.
+    pub variables: VariableChanges,
+    /// The call's summary; when absent, `variables.summary` (if text) is used.
+    pub summary: Option<String>,
+    /// Hints known at the end (merged with the start's).
+    pub hints: IdentityHints,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn null_variables_are_removals() {
+        let v =
+            VariableChanges::parse([("a".into(), json!(null)), ("b".into(), json!(1))]).unwrap();
+        let items: Vec<_> = v.iter().map(|(k, v)| (k.as_str(), v.cloned())).collect();
+        assert_eq!(items, [("a", None), ("b", Some(json!(1)))]);
+    }
+
+    #[test]
+    fn variable_limits_name_the_field() {
+        let too_big = VariableChanges::parse([("x".into(), json!("a".repeat(5000)))]);
+        assert_eq!(too_big.unwrap_err().field, "variables.x");
+        let bad_name = VariableChanges::parse([("no spaces".into(), json!(1))]);
+        assert_eq!(bad_name.unwrap_err().field, "variables.no spaces");
+        let many = VariableChanges::parse((0..101).map(|i| (format!("v{i}"), json!(i))));
+        assert_eq!(many.unwrap_err().field, "variables");
+        assert!(VariableChanges::parse((0..100).map(|i| (format!("v{i}"), json!(i)))).is_ok());
+    }
+
+    #[test]
+    fn summaries_are_limited_to_8_kib() {
+        assert!(parse_summary("summary", "a".repeat(8192)).is_ok());
+        assert_eq!(
+            parse_summary("summary", "a".repeat(8193))
+                .unwrap_err()
+                .field,
+            "summary"
+        );
+    }
+
+    #[test]
+    fn external_ids_are_validated_with_their_path() {
+        let err = IdentityHints::parse(
+            "identity_hints",
+            None,
+            None,
+            [("crm id".to_owned(), "1".to_owned())],
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "identity_hints.external_ids.crm id");
+    }
+}

@@ -1,0 +1,9 @@
+//! Domain types: parsed once at the boundary, valid wherever they are held.
+
+mod ids;
+mod phone;
+
+pub use ids::{
+    CallId, CustomerRef, ExternalId, IntentName, IntentStatus, InvalidValue, Platform, VariableName,
+};
+pub use phone::{Ani, DefaultRegion, PhoneNumber, WithheldReason};

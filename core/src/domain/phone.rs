@@ -1,0 +1,323 @@
+//! Caller numbers. Platforms send the caller (ANI) as E.164, national digits, `tel:` or `sip:`
+//! URIs, or one of many "withheld" markers; [`Ani::parse`] turns any of them into either a
+//! canonical E.164 [`PhoneNumber`] or a reason why the value is not an identity. Parsing is done
+//! by the `phonenumber` crate (libphonenumber's metadata); this module only strips URI syntax and
+//! recognises withheld markers first.
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::{Mode, country};
+
+/// A phone number in E.164 form (`+14155551234`). The only constructor parses, so holding one
+/// means the number is canonical and usable as an identity.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// The E.164 text, with its leading `+`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Phone numbers are personal data: `Debug` never prints the digits, so a stray `{:?}` in a
+/// log line cannot leak one.
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PhoneNumber(<redacted>)")
+    }
+}
+
+/// The region used for numbers written without a country code ("4155551234").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultRegion(country::Id);
+
+impl Default for DefaultRegion {
+    fn default() -> Self {
+        Self(country::Id::US)
+    }
+}
+
+impl FromStr for DefaultRegion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim()
+            .to_ascii_uppercase()
+            .parse::<country::Id>()
+            .map(Self)
+            .map_err(|_| format!("`{s}` is not an ISO 3166-1 alpha-2 region code"))
+    }
+}
+
+/// Why a caller value is not used as an identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithheldReason {
+    /// Empty, a withheld word (`anonymous`, `restricted` ...) or a platform's sentinel number.
+    Withheld,
+    /// A client or application endpoint (`client:alice`), not a telephone line.
+    NotATelephone,
+    /// Something that does not parse as a phone number at all.
+    Unparseable,
+}
+
+impl WithheldReason {
+    /// A short human explanation, safe for responses (it never repeats the raw value).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Withheld => "caller id withheld or unavailable",
+            Self::NotATelephone => "caller is an application endpoint, not a phone line",
+            Self::Unparseable => "caller id is not a usable phone number",
+        }
+    }
+}
+
+/// The caller number as the platform gave it, interpreted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ani {
+    /// A usable number.
+    Number(PhoneNumber),
+    /// A value was given but it is not an identity.
+    Withheld(WithheldReason),
+}
+
+/// Words that platforms put in place of a withheld caller id.
+const WITHHELD_WORDS: &[&str] = &[
+    "anonymous",
+    "restricted",
+    "private",
+    "unknown",
+    "unavailable",
+    "withheld",
+    "blocked",
+    "null",
+    "none",
+];
+
+/// Twilio's sentinel numbers for withheld callers (ANONYMOUS, RESTRICTED, BLOCKED, UNKNOWN,
+/// UNAVAILABLE, spelled on a keypad), and fillers seen in call-center data.
+const SENTINEL_DIGITS: &[&str] = &[
+    "266696687",
+    "7378742833",
+    "2562533",
+    "8656696",
+    "86282452253",
+    "1266696687",
+    "0000000000",
+];
+
+impl Ani {
+    /// Interprets a caller value in any common form. Never fails: a value that is not a usable
+    /// number is a [`Ani::Withheld`] with its reason.
+    pub fn parse(raw: &str, region: DefaultRegion) -> Self {
+        let mut value = raw.trim();
+        let lower = value.to_ascii_lowercase();
+        if lower.starts_with("client:") {
+            return Self::Withheld(WithheldReason::NotATelephone);
+        }
+        for scheme in ["tel:", "sips:", "sip:"] {
+            if lower.starts_with(scheme) {
+                value = &value[scheme.len()..];
+                // A SIP URI's user part is the number; a tel: URI may carry ;parameters.
+                value = value.split('@').next().unwrap_or_default();
+                value = value.split(';').next().unwrap_or_default();
+                break;
+            }
+        }
+        let compact: String = value
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\t'))
+            .collect();
+        if compact.is_empty()
+            || WITHHELD_WORDS
+                .iter()
+                .any(|w| compact.eq_ignore_ascii_case(w))
+        {
+            return Self::Withheld(WithheldReason::Withheld);
+        }
+        let (plus, digits) = match compact.strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, compact.as_str()),
+        };
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Self::Withheld(if digits.chars().any(|c| c.is_ascii_alphabetic()) {
+                // "anonymous@anonymous.invalid" and friends, or a SIP user name.
+                if WITHHELD_WORDS.iter().any(|w| lower.contains(w)) {
+                    WithheldReason::Withheld
+                } else {
+                    WithheldReason::NotATelephone
+                }
+            } else {
+                WithheldReason::Unparseable
+            });
+        }
+        if SENTINEL_DIGITS.contains(&digits) || digits.bytes().all(|b| b == b'0') {
+            return Self::Withheld(WithheldReason::Withheld);
+        }
+        // International dialling prefixes written instead of `+`.
+        let international = if plus {
+            Some(digits)
+        } else if let Some(rest) = digits.strip_prefix("011") {
+            Some(rest)
+        } else {
+            digits.strip_prefix("00")
+        };
+        let parsed = match international {
+            Some(rest) => phonenumber::parse(None, format!("+{rest}")),
+            None => phonenumber::parse(Some(region.0), digits),
+        };
+        match parsed {
+            Ok(number) if number.national().value() > 0 && is_plausible(&number) => {
+                Self::Number(PhoneNumber(number.format().mode(Mode::E164).to_string()))
+            }
+            _ => Self::Withheld(WithheldReason::Unparseable),
+        }
+    }
+
+    /// The number, when this is a usable identity.
+    pub fn number(&self) -> Option<&PhoneNumber> {
+        match self {
+            Self::Number(n) => Some(n),
+            Self::Withheld(_) => None,
+        }
+    }
+}
+
+/// E.164 allows at most 15 digits; anything shorter than 7 is a short code or an extension,
+/// not a caller line. Full validity (`is_valid`) is deliberately not required: it rejects
+/// fictional and newly allocated ranges that real platforms do deliver.
+fn is_plausible(number: &phonenumber::PhoneNumber) -> bool {
+    let national = number.national().to_string();
+    let total = number.code().value().to_string().len() + national.len();
+    (7..=15).contains(&total) && national.len() >= 4
+}
+
+impl PhoneNumber {
+    /// Parses a number that must be usable (for lookups such as `GET /v1/customers?ani=`).
+    ///
+    /// # Errors
+    /// The reason the value is not a usable number.
+    pub fn parse(raw: &str, region: DefaultRegion) -> Result<Self, WithheldReason> {
+        match Ani::parse(raw, region) {
+            Ani::Number(n) => Ok(n),
+            Ani::Withheld(reason) => Err(reason),
+        }
+    }
+
+    /// Rebuilds a number read back from storage, where only canonical values are written.
+    pub(crate) fn from_stored(e164: String) -> Self {
+        Self(e164)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e164(raw: &str) -> Option<String> {
+        Ani::parse(raw, DefaultRegion::default())
+            .number()
+            .map(|n| n.as_str().to_owned())
+    }
+
+    #[test]
+    fn common_forms_of_one_number_normalise_to_the_same_e164() {
+        let cases = [
+            "+14155551234",
+            "4155551234",
+            "14155551234",
+            "(415) 555-1234",
+            "415.555.1234",
+            "+1 415-555-1234",
+            "tel:+1-415-555-1234",
+            "sip:+14155551234@pbx.example.net",
+            "sip:+14155551234@pbx.example.net;user=phone",
+            "sips:4155551234@10.0.0.1:5061",
+            "0014155551234",
+            "01114155551234",
+        ];
+        for raw in cases {
+            assert_eq!(e164(raw).as_deref(), Some("+14155551234"), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn international_numbers_keep_their_country_code() {
+        assert_eq!(e164("+442071838750").as_deref(), Some("+442071838750"));
+        assert_eq!(e164("+33 1 42 68 53 00").as_deref(), Some("+33142685300"));
+    }
+
+    #[test]
+    fn a_configured_default_region_reads_national_numbers() {
+        let gb: DefaultRegion = "gb".parse().unwrap();
+        let ani = Ani::parse("020 7183 8750", gb);
+        assert_eq!(ani.number().unwrap().as_str(), "+442071838750");
+    }
+
+    #[test]
+    fn an_unknown_region_code_is_rejected() {
+        assert!("XX".parse::<DefaultRegion>().is_err());
+    }
+
+    #[test]
+    fn a_withheld_number_is_not_an_identity() {
+        let cases = [
+            "",
+            "   ",
+            "anonymous",
+            "Anonymous",
+            "RESTRICTED",
+            "private",
+            "unknown",
+            "unavailable",
+            "withheld",
+            "blocked",
+            "+266696687",
+            "+7378742833",
+            "+2562533",
+            "+8656696",
+            "+86282452253",
+            "266696687",
+            "1266696687",
+            "0000000000",
+            "sip:anonymous@anonymous.invalid",
+            "tel:anonymous",
+        ];
+        for raw in cases {
+            assert_eq!(
+                Ani::parse(raw, DefaultRegion::default()),
+                Ani::Withheld(WithheldReason::Withheld),
+                "input {raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn application_endpoints_are_not_phone_lines() {
+        for raw in ["client:alice", "sip:alice@example.com"] {
+            assert_eq!(
+                Ani::parse(raw, DefaultRegion::default()),
+                Ani::Withheld(WithheldReason::NotATelephone),
+                "input {raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_unparseable_not_an_identity() {
+        for raw in ["12", "+1", "++--", "#123*", "+1234567890123456789"] {
+            assert_eq!(
+                Ani::parse(raw, DefaultRegion::default()).number(),
+                None,
+                "input {raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_digits() {
+        let n = PhoneNumber::parse("+14155551234", DefaultRegion::default()).unwrap();
+        assert!(!format!("{n:?}").contains("555"));
+    }
+}

@@ -1,0 +1,400 @@
+//! Customers outside a call: look-up, GDPR export and erasure, unlinking a wrong identity,
+//! resolving an intent; and reading a stored call back.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+};
+use serde_json::Value;
+
+use super::end::set_intent;
+use super::store::{call_record, customers_by_id, find_call, find_customer_by_ref};
+use super::{CallRecord, Engine, TenantId};
+use crate::domain::{CallId, CustomerRef, ExternalId, IntentName, IntentStatus, PhoneNumber};
+use crate::entities::{call, customer, identity, intent, variable};
+use crate::error::EngineError;
+
+/// A customer in a look-up result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerSummary {
+    /// Reference.
+    pub customer_ref: String,
+    /// Created from a number alone, not yet named.
+    pub provisional: bool,
+    /// Ended calls.
+    pub call_count: i64,
+    /// First call.
+    pub first_seen_at: Option<DateTime<Utc>>,
+    /// Latest call.
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// An identity linked to a customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityRecord {
+    /// `ani` or `external_id`.
+    pub kind: String,
+    /// E.164 number, or `name:value`.
+    pub value: String,
+    /// Ended calls that carried it.
+    pub call_count: i64,
+    /// First seen.
+    pub first_seen_at: DateTime<Utc>,
+    /// Last seen.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// An intent of a customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentRecord {
+    /// Name.
+    pub intent: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    /// When (re)opened.
+    pub opened_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Last call that touched it.
+    pub last_call_id: Option<String>,
+}
+
+/// Everything stored about a customer (the GDPR export).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerExport {
+    /// The customer.
+    pub customer: CustomerSummary,
+    /// When the record was created.
+    pub created_at: DateTime<Utc>,
+    /// Linked identities.
+    pub identities: Vec<IdentityRecord>,
+    /// Saved variables.
+    pub variables: BTreeMap<String, Value>,
+    /// Intents, open and resolved.
+    pub intents: Vec<IntentRecord>,
+    /// Calls linked to or matched to the customer, oldest first.
+    pub calls: Vec<CallRecord>,
+}
+
+/// Rows removed by an erasure, per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ErasureReport {
+    /// Customer rows (1).
+    pub customers: u64,
+    /// Identity links.
+    pub identities: u64,
+    /// Saved variables.
+    pub variables: u64,
+    /// Intents.
+    pub intents: u64,
+    /// Calls.
+    pub calls: u64,
+}
+
+fn summary(m: &customer::Model) -> CustomerSummary {
+    CustomerSummary {
+        customer_ref: m.customer_ref.clone(),
+        provisional: m.provisional,
+        call_count: m.call_count,
+        first_seen_at: m.first_seen_at,
+        last_seen_at: m.last_seen_at,
+    }
+}
+
+fn not_found() -> EngineError {
+    EngineError::not_found("customer_not_found", "no customer with this customer_ref")
+}
+
+/// Calls that carry a customer's data: linked to them, or matched to them and never linked.
+fn calls_of(customer_id: i64) -> Condition {
+    Condition::any()
+        .add(call::Column::CustomerId.eq(customer_id))
+        .add(
+            Condition::all()
+                .add(call::Column::CustomerId.is_null())
+                .add(call::Column::MatchedCustomerId.eq(customer_id)),
+        )
+}
+
+impl Engine {
+    /// A stored call.
+    ///
+    /// # Errors
+    /// `call_not_found` when the tenant has no call with that id.
+    pub async fn get_call(
+        &self,
+        tenant: TenantId,
+        call_id: &CallId,
+    ) -> Result<CallRecord, EngineError> {
+        let row = find_call(&self.db, tenant, call_id)
+            .await?
+            .ok_or_else(|| EngineError::not_found("call_not_found", "no call with this call_id"))?;
+        call_record(&self.db, tenant, row).await
+    }
+
+    /// Customers linked to a number or an external id, most recently seen first.
+    ///
+    /// # Errors
+    /// Database failures only.
+    pub async fn find_customers(
+        &self,
+        tenant: TenantId,
+        ani: Option<&PhoneNumber>,
+        external_id: Option<&ExternalId>,
+    ) -> Result<Vec<CustomerSummary>, EngineError> {
+        let mut any = Condition::any();
+        if let Some(n) = ani {
+            any = any.add(
+                Condition::all()
+                    .add(identity::Column::Kind.eq(identity::KIND_ANI))
+                    .add(identity::Column::Value.eq(n.as_str())),
+            );
+        }
+        if let Some(e) = external_id {
+            any = any.add(
+                Condition::all()
+                    .add(identity::Column::Kind.eq(identity::KIND_EXTERNAL))
+                    .add(identity::Column::Value.eq(e.pair())),
+            );
+        }
+        let ids = identity::Entity::find()
+            .select_only()
+            .column(identity::Column::CustomerId)
+            .filter(identity::Column::TenantId.eq(tenant.0))
+            .filter(any)
+            .limit(100)
+            .into_tuple::<i64>()
+            .all(&self.db)
+            .await?;
+        let mut found: Vec<customer::Model> = customers_by_id(&self.db, tenant, ids)
+            .await?
+            .into_values()
+            .collect();
+        found.sort_by(|a, b| {
+            b.last_seen_at
+                .cmp(&a.last_seen_at)
+                .then(a.customer_ref.cmp(&b.customer_ref))
+        });
+        Ok(found.iter().map(summary).collect())
+    }
+
+    /// Everything stored about a customer.
+    ///
+    /// # Errors
+    /// `customer_not_found`.
+    pub async fn export_customer(
+        &self,
+        tenant: TenantId,
+        customer_ref: &CustomerRef,
+    ) -> Result<CustomerExport, EngineError> {
+        let c = find_customer_by_ref(&self.db, tenant, customer_ref.as_str())
+            .await?
+            .ok_or_else(not_found)?;
+        let identities = identity::Entity::find()
+            .filter(identity::Column::CustomerId.eq(c.id))
+            .order_by_asc(identity::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|i| IdentityRecord {
+                kind: i.kind,
+                value: i.value,
+                call_count: i.call_count,
+                first_seen_at: i.first_seen_at,
+                last_seen_at: i.last_seen_at,
+            })
+            .collect();
+        let variables = variable::Entity::find()
+            .filter(variable::Column::CustomerId.eq(c.id))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|v| Ok((v.name, serde_json::from_str(&v.value)?)))
+            .collect::<Result<BTreeMap<_, _>, EngineError>>()?;
+        let intents = intent::Entity::find()
+            .filter(intent::Column::CustomerId.eq(c.id))
+            .order_by_asc(intent::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|i| IntentRecord {
+                intent: i.intent,
+                status: i.status,
+                opened_at: i.opened_at,
+                updated_at: i.updated_at,
+                resolved_at: i.resolved_at,
+                last_call_id: i.last_call_id,
+            })
+            .collect();
+        let rows = call::Entity::find()
+            .filter(call::Column::TenantId.eq(tenant.0))
+            .filter(calls_of(c.id))
+            .order_by_asc(call::Column::Id)
+            .all(&self.db)
+            .await?;
+        let mut calls = Vec::with_capacity(rows.len());
+        for row in rows {
+            calls.push(call_record(&self.db, tenant, row).await?);
+        }
+        Ok(CustomerExport {
+            customer: summary(&c),
+            created_at: c.created_at,
+            identities,
+            variables,
+            intents,
+            calls,
+        })
+    }
+
+    /// Erases a customer and everything stored about them, in one transaction.
+    ///
+    /// # Errors
+    /// `customer_not_found`.
+    pub async fn erase_customer(
+        &self,
+        tenant: TenantId,
+        customer_ref: &CustomerRef,
+    ) -> Result<ErasureReport, EngineError> {
+        let (_writer, tx) = self.begin_write(tenant).await?;
+        let c = find_customer_by_ref(&tx, tenant, customer_ref.as_str())
+            .await?
+            .ok_or_else(not_found)?;
+        let report = ErasureReport {
+            calls: call::Entity::delete_many()
+                .filter(call::Column::TenantId.eq(tenant.0))
+                .filter(calls_of(c.id))
+                .exec(&tx)
+                .await?
+                .rows_affected,
+            identities: identity::Entity::delete_many()
+                .filter(identity::Column::CustomerId.eq(c.id))
+                .exec(&tx)
+                .await?
+                .rows_affected,
+            variables: variable::Entity::delete_many()
+                .filter(variable::Column::CustomerId.eq(c.id))
+                .exec(&tx)
+                .await?
+                .rows_affected,
+            intents: intent::Entity::delete_many()
+                .filter(intent::Column::CustomerId.eq(c.id))
+                .exec(&tx)
+                .await?
+                .rows_affected,
+            customers: {
+                // Other customers' calls that merely matched this one at start forget it.
+                call::Entity::update_many()
+                    .col_expr(
+                        call::Column::MatchedCustomerId,
+                        Expr::value(Option::<i64>::None),
+                    )
+                    .filter(call::Column::MatchedCustomerId.eq(c.id))
+                    .exec(&tx)
+                    .await?;
+                customer::Entity::delete_by_id(c.id)
+                    .exec(&tx)
+                    .await?
+                    .rows_affected
+            },
+        };
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Removes a wrong identity (a reassigned number) from a customer.
+    ///
+    /// # Errors
+    /// `customer_not_found`, or `identity_not_found` when it is not linked to them.
+    pub async fn unlink_identity(
+        &self,
+        tenant: TenantId,
+        customer_ref: &CustomerRef,
+        ani: Option<&PhoneNumber>,
+        external_id: Option<&ExternalId>,
+    ) -> Result<u64, EngineError> {
+        let (_writer, tx) = self.begin_write(tenant).await?;
+        let c = find_customer_by_ref(&tx, tenant, customer_ref.as_str())
+            .await?
+            .ok_or_else(not_found)?;
+        let mut any = Condition::any();
+        if let Some(n) = ani {
+            any = any.add(
+                Condition::all()
+                    .add(identity::Column::Kind.eq(identity::KIND_ANI))
+                    .add(identity::Column::Value.eq(n.as_str())),
+            );
+        }
+        if let Some(e) = external_id {
+            any = any.add(
+                Condition::all()
+                    .add(identity::Column::Kind.eq(identity::KIND_EXTERNAL))
+                    .add(identity::Column::Value.eq(e.pair())),
+            );
+        }
+        let removed = identity::Entity::delete_many()
+            .filter(identity::Column::CustomerId.eq(c.id))
+            .filter(any)
+            .exec(&tx)
+            .await?
+            .rows_affected;
+        if removed == 0 {
+            return Err(EngineError::not_found(
+                "identity_not_found",
+                "that identity is not linked to this customer",
+            ));
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Marks an intent of a customer resolved, outside any call.
+    ///
+    /// # Errors
+    /// `customer_not_found`, or `intent_not_found` when the customer never had it.
+    pub async fn resolve_intent(
+        &self,
+        tenant: TenantId,
+        customer_ref: &CustomerRef,
+        name: &IntentName,
+    ) -> Result<IntentRecord, EngineError> {
+        let (_writer, tx) = self.begin_write(tenant).await?;
+        let c = find_customer_by_ref(&tx, tenant, customer_ref.as_str())
+            .await?
+            .ok_or_else(not_found)?;
+        let existing = intent::Entity::find()
+            .filter(intent::Column::CustomerId.eq(c.id))
+            .filter(intent::Column::Intent.eq(name.as_str()))
+            .one(&tx)
+            .await?
+            .ok_or_else(|| {
+                EngineError::not_found("intent_not_found", "this customer has no such intent")
+            })?;
+        let updated = if existing.status == IntentStatus::Resolved.as_str() {
+            existing
+        } else {
+            set_intent(
+                &tx,
+                tenant,
+                c.id,
+                name.as_str(),
+                IntentStatus::Resolved.as_str(),
+                None,
+                crate::now(),
+            )
+            .await?
+        };
+        tx.commit().await?;
+        Ok(IntentRecord {
+            intent: updated.intent,
+            status: updated.status,
+            opened_at: updated.opened_at,
+            updated_at: updated.updated_at,
+            resolved_at: updated.resolved_at,
+            last_call_id: updated.last_call_id,
+        })
+    }
+}

@@ -1,0 +1,229 @@
+//! Call memory: the engine behind every endpoint and connector.
+//!
+//! Reads go straight to the pool. Writes that read before they write (an end resolving its
+//! caller, a merge, an erasure) are serialised: one in-process mutex, a SQLite `BEGIN
+//! IMMEDIATE` transaction, and on PostgreSQL a per-tenant advisory lock, so concurrent ends from
+//! one new number create one provisional customer, not several, even across server processes.
+
+mod customers;
+mod end;
+mod start;
+mod store;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+};
+use serde_json::Value;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::domain::DefaultRegion;
+use crate::scoring::{Band, Signal};
+
+pub use customers::{CustomerExport, CustomerSummary, ErasureReport, IdentityRecord, IntentRecord};
+
+/// The tenant a request acts for; it comes from the API key, never from a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TenantId(pub i64);
+
+/// The memory engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    db: DatabaseConnection,
+    region: DefaultRegion,
+    writes: Mutex<()>,
+}
+
+/// Another customer the caller could be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Their reference.
+    pub customer_ref: String,
+    /// How likely.
+    pub confidence: f64,
+}
+
+/// An intent still open for the customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenIntent {
+    /// Its name.
+    pub intent: String,
+    /// When it was (re)opened.
+    pub opened_at: DateTime<Utc>,
+    /// The last call that touched it.
+    pub last_call_id: Option<String>,
+}
+
+/// One of the customer's latest ended calls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentCall {
+    /// The platform's call id.
+    pub call_id: String,
+    /// When it started (absent when only its end was reported).
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// What it was about.
+    pub intent: Option<String>,
+    /// `open` or `resolved`.
+    pub intent_status: Option<String>,
+    /// Its summary.
+    pub summary: Option<String>,
+}
+
+/// What we remember about a customer, for the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerContext {
+    /// Saved variables.
+    pub variables: BTreeMap<String, Value>,
+    /// Open intents, most recently touched first.
+    pub open_intents: Vec<OpenIntent>,
+    /// Latest ended calls, most recent first (at most [`RECENT_CALLS`]).
+    pub recent_calls: Vec<RecentCall>,
+    /// Ended calls linked to the customer.
+    pub call_count: i64,
+    /// First call.
+    pub first_seen_at: Option<DateTime<Utc>>,
+    /// Latest call.
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// How many recent calls a context carries.
+pub const RECENT_CALLS: u64 = 5;
+/// How many open intents a context carries.
+pub const OPEN_INTENTS: u64 = 20;
+
+/// The answer to a call start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartOutcome {
+    /// The call id, echoed.
+    pub call_id: String,
+    /// Who the caller probably is; `None` when the band is low.
+    pub customer_ref: Option<String>,
+    /// Confidence in `customer_ref`.
+    pub confidence: f64,
+    /// Band of the confidence.
+    pub band: Band,
+    /// Why.
+    pub signals: Vec<Signal>,
+    /// Other plausible customers.
+    pub candidates: Vec<Candidate>,
+    /// The customer's memory; `None` when the band is low.
+    pub context: Option<CustomerContext>,
+}
+
+/// The answer to a call end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndOutcome {
+    /// The call id, echoed.
+    pub call_id: String,
+    /// The customer the call was linked to; `None` when the call carried no identity.
+    pub customer_ref: Option<String>,
+    /// Whether that customer is provisional (created from the number alone).
+    pub provisional: bool,
+    /// A provisional customer merged into `customer_ref` by this end.
+    pub merged_from: Option<String>,
+}
+
+/// A stored call, as `GET /v1/calls/{call_id}` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// The platform's call id.
+    pub call_id: String,
+    /// Where it came from.
+    pub platform: String,
+    /// `in_progress` or `ended`.
+    pub status: String,
+    /// Caller number in E.164, when usable.
+    pub ani: Option<String>,
+    /// Whether the caller number was withheld or unusable.
+    pub ani_withheld: bool,
+    /// Dialled number as stored (E.164 when it parsed).
+    pub dnis: Option<String>,
+    /// External ids given with the call.
+    pub external_ids: BTreeMap<String, String>,
+    /// The customer the start matched.
+    pub matched_customer_ref: Option<String>,
+    /// The start's confidence.
+    pub confidence: Option<f64>,
+    /// The start's band.
+    pub band: Option<String>,
+    /// The customer the call belongs to after its end.
+    pub customer_ref: Option<String>,
+    /// What it was about.
+    pub intent: Option<String>,
+    /// `open` or `resolved`.
+    pub intent_status: Option<String>,
+    /// Summary.
+    pub summary: Option<String>,
+    /// Variables its ends saved.
+    pub variables: BTreeMap<String, Value>,
+    /// Start time.
+    pub started_at: Option<DateTime<Utc>>,
+    /// End time.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Engine {
+    /// An engine over a connected, migrated database.
+    pub fn new(db: DatabaseConnection, region: DefaultRegion) -> Self {
+        Self {
+            db,
+            region,
+            writes: Mutex::new(()),
+        }
+    }
+
+    /// The connection pool (for readiness checks and administration).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The region national numbers are read in.
+    pub fn region(&self) -> DefaultRegion {
+        self.region
+    }
+
+    /// Whether the database answers.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.db.ping().await
+    }
+
+    /// Starts a serialised write: the process-wide writer lock, then a transaction that holds
+    /// the database's write lock from its first statement (SQLite) or the tenant's advisory
+    /// lock (PostgreSQL).
+    async fn begin_write(
+        &self,
+        tenant: TenantId,
+    ) -> Result<(MutexGuard<'_, ()>, DatabaseTransaction), DbErr> {
+        let guard = self.writes.lock().await;
+        let tx = match self.db.get_database_backend() {
+            DbBackend::Sqlite => {
+                self.db
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..Default::default()
+                    })
+                    .await?
+            }
+            backend => {
+                let tx = self.db.begin().await?;
+                if backend == DbBackend::Postgres {
+                    tx.execute_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "SELECT pg_advisory_xact_lock($1)",
+                        [tenant.0.into()],
+                    ))
+                    .await?;
+                }
+                tx
+            }
+        };
+        Ok((guard, tx))
+    }
+}

@@ -1,0 +1,70 @@
+//! Errors of the engine. A lookup that finds nobody is not an error (it is a low-confidence
+//! [`crate::scoring::Resolution`]); these are what a caller must handle differently.
+
+use sea_orm::DbErr;
+
+/// A client-supplied value that was rejected, with the field it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// Dotted path of the field (`variables.order_id`).
+    pub field: String,
+    /// What is wrong; never repeats the value.
+    pub message: String,
+}
+
+impl FieldError {
+    /// Builds one.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A client value that is well-formed but not acceptable.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// The named thing does not exist for this tenant. `what` is a stable code
+    /// (`customer_not_found`).
+    #[error("{message}")]
+    NotFound {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Human message.
+        message: String,
+    },
+    /// The request conflicts with existing data (a tenant name taken).
+    #[error("{message}")]
+    Conflict {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Human message.
+        message: String,
+    },
+    /// The database failed; not the client's fault.
+    #[error("database error")]
+    Database(#[from] DbErr),
+    /// Stored data could not be read back (a bug or a manual edit).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl EngineError {
+    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<serde_json::Error> for EngineError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}

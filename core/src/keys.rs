@@ -1,0 +1,341 @@
+//! Tenants and API keys.
+//!
+//! A key is `sc_` and 40 random base-32 characters (200 bits). Its first
+//! [`LOOKUP_PREFIX_LEN`] characters are a non-secret lookup prefix stored in clear; the whole
+//! key is stored only as a bcrypt hash. Verification runs bcrypt on the blocking pool, and at
+//! most once per key per cache period: results are cached in moka, keyed by the SHA-256 of the
+//! presented token (never the token itself). Revoking a key evicts its entries at once. An
+//! unknown prefix still pays for one bcrypt against a dummy hash, so timing does not tell
+//! which prefixes exist.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use moka::future::Cache;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::engine::TenantId;
+use crate::entities::{api_key, tenant};
+use crate::error::{EngineError, FieldError};
+
+/// Characters of a key stored in clear for lookup.
+pub const LOOKUP_PREFIX_LEN: usize = 12;
+/// Shortest key accepted (also for keys supplied through `STICKY_BOOTSTRAP_API_KEY`).
+pub const MIN_KEY_LEN: usize = 24;
+/// Longest token even looked at.
+pub const MAX_KEY_LEN: usize = 256;
+/// Name of the tenant created on an empty database.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Who a verified key acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthContext {
+    /// The key's tenant.
+    pub tenant: TenantId,
+    /// The key's public id.
+    pub key_id: String,
+}
+
+/// A key as listed (never with its secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyInfo {
+    /// Public id (`key_...`), used to revoke it.
+    pub id: String,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    /// Free text given at creation.
+    pub label: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A key just created: the only time its secret is known.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The stored part.
+    pub info: ApiKeyInfo,
+    /// The whole key, to show once.
+    pub secret: String,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    /// Storage id.
+    pub id: TenantId,
+    /// Unique name.
+    pub name: String,
+}
+
+/// Key storage and verification.
+pub struct KeyStore {
+    db: DatabaseConnection,
+    cost: u32,
+    cache: Cache<[u8; 32], Option<AuthContext>>,
+    dummy_hash: OnceCell<String>,
+}
+
+/// Validates a tenant name: 1–64 of `a-z0-9_-`.
+///
+/// # Errors
+/// A [`FieldError`] on `name`.
+pub fn parse_tenant_name(name: &str) -> Result<&str, FieldError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(name)
+    } else {
+        Err(FieldError::new(
+            "name",
+            "tenant names are 1 to 64 characters of a-z, 0-9, `_` and `-`",
+        ))
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl KeyStore {
+    /// A store hashing new keys at bcrypt `cost` and caching verifications for `ttl`.
+    pub fn new(db: DatabaseConnection, cost: u32, ttl: Duration) -> Self {
+        Self {
+            db,
+            cost,
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .support_invalidation_closures()
+                .build(),
+            dummy_hash: OnceCell::new(),
+        }
+    }
+
+    async fn hash(&self, secret: String) -> Result<String, EngineError> {
+        let cost = self.cost;
+        tokio::task::spawn_blocking(move || bcrypt::hash(secret, cost))
+            .await
+            .map_err(|e| EngineError::Corrupt(format!("hashing task failed: {e}")))?
+            .map_err(|e| EngineError::Corrupt(format!("bcrypt: {e}")))
+    }
+
+    /// Creates a tenant.
+    ///
+    /// # Errors
+    /// `invalid` name, or `tenant_exists`.
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant, EngineError> {
+        let name = parse_tenant_name(name)?;
+        if self.find_tenant(name).await?.is_some() {
+            return Err(EngineError::Conflict {
+                code: "tenant_exists",
+                message: "a tenant with this name already exists".into(),
+            });
+        }
+        let row = tenant::ActiveModel {
+            name: Set(name.to_owned()),
+            created_at: Set(crate::now()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(Tenant {
+            id: TenantId(row.id),
+            name: row.name,
+        })
+    }
+
+    /// A tenant by name.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn find_tenant(&self, name: &str) -> Result<Option<Tenant>, EngineError> {
+        Ok(tenant::Entity::find()
+            .filter(tenant::Column::Name.eq(name))
+            .one(&self.db)
+            .await?
+            .map(|t| Tenant {
+                id: TenantId(t.id),
+                name: t.name,
+            }))
+    }
+
+    /// On an empty database, creates the `default` tenant and its first key (`supplied`, or a
+    /// generated one) and returns the key; `None` when tenants already exist.
+    ///
+    /// # Errors
+    /// An unacceptable supplied key, or database failures.
+    pub async fn bootstrap(&self, supplied: Option<String>) -> Result<Option<NewKey>, EngineError> {
+        if tenant::Entity::find().count(&self.db).await? > 0 {
+            return Ok(None);
+        }
+        let tenant = self.create_tenant(DEFAULT_TENANT).await?;
+        let key = self
+            .create_key(tenant.id, Some("bootstrap".into()), supplied)
+            .await?;
+        Ok(Some(key))
+    }
+
+    /// Creates a key for a tenant: `secret` when given (it must be 24–256 printable ASCII
+    /// characters), else a random one.
+    ///
+    /// # Errors
+    /// An unacceptable secret, a prefix already in use, or database failures.
+    pub async fn create_key(
+        &self,
+        tenant: TenantId,
+        label: Option<String>,
+        secret: Option<String>,
+    ) -> Result<NewKey, EngineError> {
+        let secret = match secret {
+            Some(s) => {
+                if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&s.len())
+                    || !s.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(FieldError::new(
+                        "api_key",
+                        format!(
+                            "a supplied key must be {MIN_KEY_LEN} to {MAX_KEY_LEN} printable ASCII characters without spaces"
+                        ),
+                    )
+                    .into());
+                }
+                s
+            }
+            None => format!("sc_{}", crate::random_token(40)),
+        };
+        if let Some(l) = &label
+            && (l.chars().count() > 128 || l.chars().any(char::is_control))
+        {
+            return Err(FieldError::new(
+                "label",
+                "must be at most 128 characters without control characters",
+            )
+            .into());
+        }
+        let prefix = secret[..LOOKUP_PREFIX_LEN].to_owned();
+        if api_key::Entity::find()
+            .filter(api_key::Column::Prefix.eq(&prefix))
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
+            return Err(EngineError::Conflict {
+                code: "api_key_exists",
+                message: "a key with the same first characters already exists".into(),
+            });
+        }
+        let row = api_key::ActiveModel {
+            id: Set(format!("key_{}", crate::random_token(16))),
+            tenant_id: Set(tenant.0),
+            prefix: Set(prefix),
+            secret_hash: Set(self.hash(secret.clone()).await?),
+            label: Set(label),
+            created_at: Set(crate::now()),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(NewKey {
+            info: info(row),
+            secret,
+        })
+    }
+
+    /// The tenant's keys, oldest first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyInfo>, EngineError> {
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .order_by_asc(api_key::Column::CreatedAt)
+            .order_by_asc(api_key::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(info)
+            .collect())
+    }
+
+    /// Deletes a key of the tenant and forgets any cached verification of it.
+    ///
+    /// # Errors
+    /// `api_key_not_found`.
+    pub async fn revoke_key(&self, tenant: TenantId, id: &str) -> Result<(), EngineError> {
+        let deleted = api_key::Entity::delete_many()
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(api_key::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        if deleted == 0 {
+            return Err(EngineError::NotFound {
+                code: "api_key_not_found",
+                message: "no API key with this id".into(),
+            });
+        }
+        let id = id.to_owned();
+        self.cache
+            .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|c| c.key_id == id))
+            .map_err(|e| EngineError::Corrupt(format!("cache: {e}")))?;
+        Ok(())
+    }
+
+    /// Verifies a presented token; `None` when it is not a valid key.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<AuthContext>, EngineError> {
+        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&token.len()) || !token.is_ascii() {
+            return Ok(None);
+        }
+        let key = digest(token);
+        if let Some(hit) = self.cache.get(&key).await {
+            return Ok(hit);
+        }
+        let row = api_key::Entity::find()
+            .filter(api_key::Column::Prefix.eq(&token[..LOOKUP_PREFIX_LEN]))
+            .one(&self.db)
+            .await?;
+        let hash = match &row {
+            Some(r) => r.secret_hash.clone(),
+            None => self.dummy_hash().await?.to_owned(),
+        };
+        let presented = token.to_owned();
+        let verified = tokio::task::spawn_blocking(move || bcrypt::verify(presented, &hash))
+            .await
+            .map_err(|e| EngineError::Corrupt(format!("verify task failed: {e}")))?
+            .unwrap_or(false);
+        let result = match row {
+            Some(r) if verified => Some(AuthContext {
+                tenant: TenantId(r.tenant_id),
+                key_id: r.id,
+            }),
+            _ => None,
+        };
+        self.cache.insert(key, result.clone()).await;
+        Ok(result)
+    }
+
+    async fn dummy_hash(&self) -> Result<&str, EngineError> {
+        self.dummy_hash
+            .get_or_try_init(|| self.hash(crate::random_token(32)))
+            .await
+            .map(String::as_str)
+    }
+}
+
+fn info(row: api_key::Model) -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: row.id,
+        prefix: row.prefix,
+        label: row.label,
+        created_at: row.created_at,
+    }
+}

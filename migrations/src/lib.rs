@@ -1,0 +1,16 @@
+//! Database schema for Sticky Calls, as sea-orm migrations that run unchanged on SQLite and
+//! PostgreSQL. The server applies them at start; nothing else creates tables.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_initial;
+
+/// Every migration, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,399 @@
+//! `/v1/customers`: look-up, GDPR export and erasure, unlinking a wrong identity, resolving an
+//! intent outside a call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
+use serde_json::Value;
+use sticky_core::domain::{CustomerRef, ExternalId, IntentName, PhoneNumber};
+use sticky_core::engine::{CustomerSummary, IntentRecord};
+
+use super::ApiTags;
+use super::shared::CallDto;
+use crate::auth::ApiKeyAuth;
+use crate::error::ApiError;
+use crate::json::StrictJson;
+use crate::state::AppState;
+
+/// A customer in a look-up.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct CustomerSummaryDto {
+    /// Reference.
+    pub customer_ref: String,
+    /// Created from a number alone and not yet named by an end.
+    pub provisional: bool,
+    /// Ended calls linked to the customer.
+    pub call_count: i64,
+    /// First call.
+    #[oai(nullable)]
+    pub first_seen_at: Option<DateTime<Utc>>,
+    /// Latest call.
+    #[oai(nullable)]
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+impl From<CustomerSummary> for CustomerSummaryDto {
+    fn from(c: CustomerSummary) -> Self {
+        Self {
+            customer_ref: c.customer_ref,
+            provisional: c.provisional,
+            call_count: c.call_count,
+            first_seen_at: c.first_seen_at,
+            last_seen_at: c.last_seen_at,
+        }
+    }
+}
+
+/// Customers linked to the given identity, most recently seen first.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct CustomerListDto {
+    /// The customers (at most 100).
+    pub customers: Vec<CustomerSummaryDto>,
+}
+
+/// An identity linked to a customer.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct IdentityDto {
+    /// `ani` or `external_id`.
+    pub kind: String,
+    /// E.164 number, or `name:value`.
+    pub value: String,
+    /// Ended calls that carried it.
+    pub call_count: i64,
+    /// First seen.
+    pub first_seen_at: DateTime<Utc>,
+    /// Last seen.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// An intent of a customer.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct IntentDto {
+    /// Name.
+    pub intent: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    /// When (re)opened.
+    pub opened_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When resolved.
+    #[oai(nullable)]
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// The last call that touched it.
+    #[oai(nullable)]
+    pub last_call_id: Option<String>,
+}
+
+impl From<IntentRecord> for IntentDto {
+    fn from(i: IntentRecord) -> Self {
+        Self {
+            intent: i.intent,
+            status: i.status,
+            opened_at: i.opened_at,
+            updated_at: i.updated_at,
+            resolved_at: i.resolved_at,
+            last_call_id: i.last_call_id,
+        }
+    }
+}
+
+/// Everything stored about a customer (the GDPR export).
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct CustomerExportDto {
+    /// Reference.
+    pub customer_ref: String,
+    /// Created from a number alone and not yet named.
+    pub provisional: bool,
+    /// Ended calls linked to the customer.
+    pub call_count: i64,
+    /// First call.
+    #[oai(nullable)]
+    pub first_seen_at: Option<DateTime<Utc>>,
+    /// Latest call.
+    #[oai(nullable)]
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// When the record was created.
+    pub created_at: DateTime<Utc>,
+    /// Linked identities.
+    pub identities: Vec<IdentityDto>,
+    /// Saved variables.
+    pub variables: BTreeMap<String, Value>,
+    /// Intents, open and resolved.
+    pub intents: Vec<IntentDto>,
+    /// Calls linked or matched to the customer, oldest first.
+    pub calls: Vec<CallDto>,
+}
+
+/// Rows removed per kind.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct DeletedCountsDto {
+    /// The customer row.
+    pub customers: u64,
+    /// Identity links.
+    pub identities: u64,
+    /// Saved variables.
+    pub variables: u64,
+    /// Intents.
+    pub intents: u64,
+    /// Calls.
+    pub calls: u64,
+}
+
+/// The erasure's result.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct ErasureDto {
+    /// The erased reference.
+    pub customer_ref: String,
+    /// Rows removed.
+    pub deleted: DeletedCountsDto,
+}
+
+/// The identity to unlink: exactly one of `ani` or `external_id`.
+#[derive(Debug, Clone, Object, Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkRequest {
+    /// A caller number, in any form `identity_hints.ani` accepts.
+    pub ani: Option<String>,
+    /// An external id, `name:value`.
+    pub external_id: Option<String>,
+}
+
+/// What was unlinked.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct UnlinkResponse {
+    /// Identity links removed.
+    pub removed: u64,
+}
+
+#[derive(ApiResponse)]
+enum ListResponse {
+    /// Matching customers (possibly none).
+    #[oai(status = 200)]
+    Ok(Json<CustomerListDto>),
+}
+
+#[derive(ApiResponse)]
+enum ExportResponse {
+    /// Everything stored about the customer.
+    #[oai(status = 200)]
+    Ok(Json<CustomerExportDto>),
+}
+
+#[derive(ApiResponse)]
+enum EraseResponse {
+    /// Erased.
+    #[oai(status = 200)]
+    Ok(Json<ErasureDto>),
+}
+
+#[derive(ApiResponse)]
+enum UnlinkResult {
+    /// Unlinked.
+    #[oai(status = 200)]
+    Ok(Json<UnlinkResponse>),
+}
+
+#[derive(ApiResponse)]
+enum ResolveResponse {
+    /// The intent, now resolved.
+    #[oai(status = 200)]
+    Ok(Json<IntentDto>),
+}
+
+fn parse_ref(raw: &str) -> Result<CustomerRef, ApiError> {
+    CustomerRef::parse(raw).map_err(|e| ApiError::invalid("customer_ref", e.0))
+}
+
+/// Parses the one identity of a look-up or an unlink.
+fn parse_identity(
+    region: sticky_core::domain::DefaultRegion,
+    ani: Option<&str>,
+    external_id: Option<&str>,
+    require_one: bool,
+) -> Result<(Option<PhoneNumber>, Option<ExternalId>), ApiError> {
+    if ani.is_none() && external_id.is_none() {
+        return Err(ApiError::invalid(
+            "ani",
+            "give `ani` or `external_id` (name:value)",
+        ));
+    }
+    if require_one && ani.is_some() && external_id.is_some() {
+        return Err(ApiError::invalid(
+            "external_id",
+            "give either `ani` or `external_id`, not both",
+        ));
+    }
+    let ani = ani
+        .map(|a| PhoneNumber::parse(a, region).map_err(|r| ApiError::invalid("ani", r.describe())))
+        .transpose()?;
+    let external_id = external_id
+        .map(|e| ExternalId::parse_pair(e).map_err(|err| ApiError::invalid("external_id", err.0)))
+        .transpose()?;
+    Ok((ani, external_id))
+}
+
+/// Customer endpoints.
+pub struct CustomersApi {
+    /// Shared state.
+    pub state: Arc<AppState>,
+}
+
+#[OpenApi(prefix_path = "/v1/customers", tag = "ApiTags::Customers")]
+impl CustomersApi {
+    /// Look customers up by number or external id, without starting a call.
+    #[oai(path = "/", method = "get", operation_id = "find_customers")]
+    async fn find(
+        &self,
+        auth: ApiKeyAuth,
+        /// A caller number in any common form.
+        ani: Query<Option<String>>,
+        /// An external id, `name:value` (`crm_id:crm_12345`).
+        external_id: Query<Option<String>>,
+    ) -> Result<ListResponse, ApiError> {
+        let (ani, ext) = parse_identity(
+            self.state.engine.region(),
+            ani.0.as_deref(),
+            external_id.0.as_deref(),
+            false,
+        )?;
+        let found = self
+            .state
+            .engine
+            .find_customers(auth.0.tenant, ani.as_ref(), ext.as_ref())
+            .await?;
+        Ok(ListResponse::Ok(Json(CustomerListDto {
+            customers: found.into_iter().map(Into::into).collect(),
+        })))
+    }
+
+    /// Export everything stored about a customer (GDPR access request).
+    #[oai(
+        path = "/:customer_ref",
+        method = "get",
+        operation_id = "export_customer"
+    )]
+    async fn export(
+        &self,
+        auth: ApiKeyAuth,
+        /// The customer's reference.
+        customer_ref: Path<String>,
+    ) -> Result<ExportResponse, ApiError> {
+        let r = parse_ref(&customer_ref.0)?;
+        let e = self.state.engine.export_customer(auth.0.tenant, &r).await?;
+        Ok(ExportResponse::Ok(Json(CustomerExportDto {
+            customer_ref: e.customer.customer_ref,
+            provisional: e.customer.provisional,
+            call_count: e.customer.call_count,
+            first_seen_at: e.customer.first_seen_at,
+            last_seen_at: e.customer.last_seen_at,
+            created_at: e.created_at,
+            identities: e
+                .identities
+                .into_iter()
+                .map(|i| IdentityDto {
+                    kind: i.kind,
+                    value: i.value,
+                    call_count: i.call_count,
+                    first_seen_at: i.first_seen_at,
+                    last_seen_at: i.last_seen_at,
+                })
+                .collect(),
+            variables: e.variables,
+            intents: e.intents.into_iter().map(Into::into).collect(),
+            calls: e.calls.into_iter().map(Into::into).collect(),
+        })))
+    }
+
+    /// Erase a customer and everything stored about them (GDPR erasure). Irreversible.
+    #[oai(
+        path = "/:customer_ref",
+        method = "delete",
+        operation_id = "erase_customer"
+    )]
+    async fn erase(
+        &self,
+        auth: ApiKeyAuth,
+        /// The customer's reference.
+        customer_ref: Path<String>,
+    ) -> Result<EraseResponse, ApiError> {
+        let r = parse_ref(&customer_ref.0)?;
+        let report = self.state.engine.erase_customer(auth.0.tenant, &r).await?;
+        Ok(EraseResponse::Ok(Json(ErasureDto {
+            customer_ref: r.as_str().to_owned(),
+            deleted: DeletedCountsDto {
+                customers: report.customers,
+                identities: report.identities,
+                variables: report.variables,
+                intents: report.intents,
+                calls: report.calls,
+            },
+        })))
+    }
+
+    /// Unlink a wrong identity from a customer (a reassigned number, a mistyped CRM id).
+    #[oai(
+        path = "/:customer_ref/unlink",
+        method = "post",
+        operation_id = "unlink_identity"
+    )]
+    async fn unlink(
+        &self,
+        auth: ApiKeyAuth,
+        /// The customer's reference.
+        customer_ref: Path<String>,
+        body: StrictJson<UnlinkRequest>,
+    ) -> Result<UnlinkResult, ApiError> {
+        let r = parse_ref(&customer_ref.0)?;
+        let (ani, ext) = parse_identity(
+            self.state.engine.region(),
+            body.0.ani.as_deref(),
+            body.0.external_id.as_deref(),
+            true,
+        )?;
+        let removed = self
+            .state
+            .engine
+            .unlink_identity(auth.0.tenant, &r, ani.as_ref(), ext.as_ref())
+            .await?;
+        Ok(UnlinkResult::Ok(Json(UnlinkResponse { removed })))
+    }
+
+    /// Resolve a customer's intent outside a call.
+    #[oai(
+        path = "/:customer_ref/intents/:intent/resolve",
+        method = "post",
+        operation_id = "resolve_intent"
+    )]
+    async fn resolve_intent(
+        &self,
+        auth: ApiKeyAuth,
+        /// The customer's reference.
+        customer_ref: Path<String>,
+        /// The intent's name.
+        intent: Path<String>,
+    ) -> Result<ResolveResponse, ApiError> {
+        let r = parse_ref(&customer_ref.0)?;
+        let name = IntentName::parse(&intent.0).map_err(|e| ApiError::invalid("intent", e.0))?;
+        let updated = self
+            .state
+            .engine
+            .resolve_intent(auth.0.tenant, &r, &name)
+            .await?;
+        Ok(ResolveResponse::Ok(Json(updated.into())))
+    }
+}

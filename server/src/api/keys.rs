@@ -1,0 +1,139 @@
+//! `/v1/api-keys`: the calling tenant's keys. Any number per tenant; the secret is returned
+//! once, at creation.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
+use sticky_core::keys::ApiKeyInfo;
+
+use super::ApiTags;
+use crate::auth::ApiKeyAuth;
+use crate::error::ApiError;
+use crate::json::StrictJson;
+use crate::state::AppState;
+
+/// A new key's options.
+#[derive(Debug, Clone, Default, Object, Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// Free text to recognise the key by (up to 128 characters).
+    pub label: Option<String>,
+}
+
+/// A key, without its secret.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct ApiKeyDto {
+    /// Public id, used to revoke it.
+    pub id: String,
+    /// The key's first characters, to recognise it.
+    pub prefix: String,
+    /// The label given at creation.
+    #[oai(nullable)]
+    pub label: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ApiKeyInfo> for ApiKeyDto {
+    fn from(k: ApiKeyInfo) -> Self {
+        Self {
+            id: k.id,
+            prefix: k.prefix,
+            label: k.label,
+            created_at: k.created_at,
+        }
+    }
+}
+
+/// A key just created.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct CreatedKeyDto {
+    /// The key as stored.
+    pub key: ApiKeyDto,
+    /// The secret: shown this once, stored only as a bcrypt hash.
+    pub api_key: String,
+}
+
+/// The tenant's keys.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct ApiKeyListDto {
+    /// Oldest first.
+    pub api_keys: Vec<ApiKeyDto>,
+}
+
+#[derive(ApiResponse)]
+enum CreateResponse {
+    /// Created; the secret is in `api_key`.
+    #[oai(status = 201)]
+    Created(Json<CreatedKeyDto>),
+}
+
+#[derive(ApiResponse)]
+enum ListResponse {
+    /// The keys.
+    #[oai(status = 200)]
+    Ok(Json<ApiKeyListDto>),
+}
+
+#[derive(ApiResponse)]
+enum RevokeResponse {
+    /// Revoked: the key stops working at once.
+    #[oai(status = 204)]
+    Revoked,
+}
+
+/// API-key endpoints.
+pub struct KeysApi {
+    /// Shared state.
+    pub state: Arc<AppState>,
+}
+
+#[OpenApi(prefix_path = "/v1/api-keys", tag = "ApiTags::ApiKeys")]
+impl KeysApi {
+    /// Create an API key for the calling tenant.
+    #[oai(path = "/", method = "post", operation_id = "create_api_key")]
+    async fn create(
+        &self,
+        auth: ApiKeyAuth,
+        body: StrictJson<CreateKeyRequest>,
+    ) -> Result<CreateResponse, ApiError> {
+        let key = self
+            .state
+            .keys
+            .create_key(auth.0.tenant, body.0.label, None)
+            .await?;
+        Ok(CreateResponse::Created(Json(CreatedKeyDto {
+            key: key.info.into(),
+            api_key: key.secret,
+        })))
+    }
+
+    /// List the calling tenant's API keys.
+    #[oai(path = "/", method = "get", operation_id = "list_api_keys")]
+    async fn list(&self, auth: ApiKeyAuth) -> Result<ListResponse, ApiError> {
+        let keys = self.state.keys.list_keys(auth.0.tenant).await?;
+        Ok(ListResponse::Ok(Json(ApiKeyListDto {
+            api_keys: keys.into_iter().map(Into::into).collect(),
+        })))
+    }
+
+    /// Revoke an API key of the calling tenant.
+    #[oai(path = "/:id", method = "delete", operation_id = "revoke_api_key")]
+    async fn revoke(
+        &self,
+        auth: ApiKeyAuth,
+        /// The key's id (`key_...`).
+        id: Path<String>,
+    ) -> Result<RevokeResponse, ApiError> {
+        self.state.keys.revoke_key(auth.0.tenant, &id.0).await?;
+        Ok(RevokeResponse::Revoked)
+    }
+}

@@ -1,0 +1,46 @@
+//! The REST API (poem-openapi): one file per resource, one tag enum, one error type.
+
+pub mod calls;
+pub mod customers;
+pub mod keys;
+pub mod shared;
+
+use std::sync::Arc;
+
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::state::AppState;
+
+/// Groups of operations in the API document.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Call start and end: who is calling, and what to remember.
+    Calls,
+    /// Customers outside a call: look-up, export, erasure, corrections.
+    Customers,
+    /// API keys of the calling tenant.
+    ApiKeys,
+}
+
+/// The API description shown at `/docs` and served at `/openapi.json`.
+pub const DESCRIPTION: &str = include_str!("description.md");
+
+/// Builds the OpenAPI service over all resources.
+pub fn service(
+    state: Arc<AppState>,
+) -> OpenApiService<(calls::CallsApi, customers::CustomersApi, keys::KeysApi), ()> {
+    OpenApiService::new(
+        (
+            calls::CallsApi {
+                state: state.clone(),
+            },
+            customers::CustomersApi {
+                state: state.clone(),
+            },
+            keys::KeysApi { state },
+        ),
+        "Sticky Calls",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(DESCRIPTION)
+}

@@ -1,0 +1,272 @@
+//! Wire types used by several resources, and their conversions from the engine's types.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use serde::Deserialize;
+use serde_json::Value;
+use sticky_core::commands::IdentityHints;
+use sticky_core::engine::{CallRecord, CustomerContext};
+use sticky_core::scoring::{Band, Signal};
+
+use crate::error::ApiError;
+
+/// What the platform knows about the caller.
+#[derive(Debug, Clone, Default, Object, Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHintsDto {
+    /// Caller number (ANI) in any common form: E.164, national digits (read in the configured
+    /// default region), `tel:` or `sip:` URI. Withheld values (`anonymous`, Twilio's sentinel
+    /// numbers ...) are recognised and never used as an identity.
+    pub ani: Option<String>,
+    /// Dialled number (DNIS).
+    pub dnis: Option<String>,
+    /// Ids from other systems, by kind: `{"crm_id": "crm_12345"}`.
+    pub external_ids: Option<BTreeMap<String, String>>,
+}
+
+impl IdentityHintsDto {
+    /// Validates into the engine's hints.
+    ///
+    /// # Errors
+    /// 422 naming the field.
+    pub fn into_hints(self) -> Result<IdentityHints, ApiError> {
+        Ok(IdentityHints::parse(
+            "identity_hints",
+            self.ani,
+            self.dnis,
+            self.external_ids.unwrap_or_default(),
+        )?)
+    }
+}
+
+/// Confidence band.
+#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum BandDto {
+    /// confidence ≥ 0.8
+    High,
+    /// 0.5 ≤ confidence < 0.8
+    Medium,
+    /// confidence < 0.5
+    Low,
+}
+
+impl From<Band> for BandDto {
+    fn from(b: Band) -> Self {
+        match b {
+            Band::High => Self::High,
+            Band::Medium => Self::Medium,
+            Band::Low => Self::Low,
+        }
+    }
+}
+
+/// What the agent should do with the answer.
+#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum ActionDto {
+    /// Greet the caller by name and carry on from their context.
+    Greet,
+    /// Confirm who the caller is before using their context.
+    Verify,
+    /// Treat the caller as new.
+    TreatAsNew,
+}
+
+impl From<Band> for ActionDto {
+    fn from(b: Band) -> Self {
+        match b {
+            Band::High => Self::Greet,
+            Band::Medium => Self::Verify,
+            Band::Low => Self::TreatAsNew,
+        }
+    }
+}
+
+/// One reason behind the confidence.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct SignalDto {
+    /// `ani_match`, `external_id_match`, `recency`, `shared_ani`, `conflict` or `withheld_ani`.
+    pub signal: String,
+    /// Weight in natural log-odds (negative lowers the confidence).
+    pub contribution: f64,
+    /// Human explanation.
+    pub detail: String,
+}
+
+impl From<Signal> for SignalDto {
+    fn from(s: Signal) -> Self {
+        Self {
+            signal: s.kind.as_str().to_owned(),
+            contribution: s.contribution,
+            detail: s.detail,
+        }
+    }
+}
+
+/// An open intent.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct OpenIntentDto {
+    /// Intent name.
+    pub intent: String,
+    /// When it was (re)opened.
+    pub opened_at: DateTime<Utc>,
+    /// The last call that touched it.
+    #[oai(nullable)]
+    pub last_call_id: Option<String>,
+}
+
+/// A recent ended call.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct RecentCallDto {
+    /// The platform's call id.
+    pub call_id: String,
+    /// Start time (null when only the end was reported).
+    #[oai(nullable)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// End time.
+    #[oai(nullable)]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// What it was about.
+    #[oai(nullable)]
+    pub intent: Option<String>,
+    /// `open` or `resolved`.
+    #[oai(nullable)]
+    pub intent_status: Option<String>,
+    /// Its summary.
+    #[oai(nullable)]
+    pub summary: Option<String>,
+}
+
+/// What we remember about the customer.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct ContextDto {
+    /// Saved variables (latest value of each).
+    pub variables: BTreeMap<String, Value>,
+    /// Intents still open, most recently touched first.
+    pub open_intents: Vec<OpenIntentDto>,
+    /// The latest ended calls, most recent first (at most 5).
+    pub recent_calls: Vec<RecentCallDto>,
+    /// Ended calls linked to the customer.
+    pub call_count: i64,
+    /// First call.
+    #[oai(nullable)]
+    pub first_seen_at: Option<DateTime<Utc>>,
+    /// Latest call.
+    #[oai(nullable)]
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+impl From<CustomerContext> for ContextDto {
+    fn from(c: CustomerContext) -> Self {
+        Self {
+            variables: c.variables,
+            open_intents: c
+                .open_intents
+                .into_iter()
+                .map(|i| OpenIntentDto {
+                    intent: i.intent,
+                    opened_at: i.opened_at,
+                    last_call_id: i.last_call_id,
+                })
+                .collect(),
+            recent_calls: c
+                .recent_calls
+                .into_iter()
+                .map(|k| RecentCallDto {
+                    call_id: k.call_id,
+                    started_at: k.started_at,
+                    ended_at: k.ended_at,
+                    intent: k.intent,
+                    intent_status: k.intent_status,
+                    summary: k.summary,
+                })
+                .collect(),
+            call_count: c.call_count,
+            first_seen_at: c.first_seen_at,
+            last_seen_at: c.last_seen_at,
+        }
+    }
+}
+
+/// A stored call.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct CallDto {
+    /// The platform's call id.
+    pub call_id: String,
+    /// Where the call came from.
+    pub platform: String,
+    /// `in_progress` or `ended`.
+    pub status: String,
+    /// Caller number in E.164 (null when withheld, unusable or not given).
+    #[oai(nullable)]
+    pub ani: Option<String>,
+    /// Whether the caller number was withheld or unusable.
+    pub ani_withheld: bool,
+    /// Dialled number as stored (E.164 when it parsed).
+    #[oai(nullable)]
+    pub dnis: Option<String>,
+    /// External ids given with the call.
+    pub external_ids: BTreeMap<String, String>,
+    /// The customer the start matched (any band).
+    #[oai(nullable)]
+    pub matched_customer_ref: Option<String>,
+    /// The start's confidence.
+    #[oai(nullable)]
+    pub confidence: Option<f64>,
+    /// The start's band.
+    #[oai(nullable)]
+    pub band: Option<String>,
+    /// The customer the call belongs to after its end.
+    #[oai(nullable)]
+    pub customer_ref: Option<String>,
+    /// What the call was about.
+    #[oai(nullable)]
+    pub intent: Option<String>,
+    /// `open` or `resolved`.
+    #[oai(nullable)]
+    pub intent_status: Option<String>,
+    /// Summary.
+    #[oai(nullable)]
+    pub summary: Option<String>,
+    /// Variables the call's ends saved.
+    pub variables: BTreeMap<String, Value>,
+    /// Start time (null when only the end was reported).
+    #[oai(nullable)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// End time (null while in progress).
+    #[oai(nullable)]
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl From<CallRecord> for CallDto {
+    fn from(c: CallRecord) -> Self {
+        Self {
+            call_id: c.call_id,
+            platform: c.platform,
+            status: c.status,
+            ani: c.ani,
+            ani_withheld: c.ani_withheld,
+            dnis: c.dnis,
+            external_ids: c.external_ids,
+            matched_customer_ref: c.matched_customer_ref,
+            confidence: c.confidence,
+            band: c.band,
+            customer_ref: c.customer_ref,
+            intent: c.intent,
+            intent_status: c.intent_status,
+            summary: c.summary,
+            variables: c.variables,
+            started_at: c.started_at,
+            ended_at: c.ended_at,
+        }
+    }
+}

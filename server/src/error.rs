@@ -1,0 +1,234 @@
+//! The one error body of the API: `{"error": {"code", "message", "field", "request_id"}}`.
+//!
+//! Handlers return [`ApiError`]; everything else that fails before a handler runs (no route,
+//! missing auth, a bad path parameter) is a plain `poem::Error`, which the request middleware
+//! turns into the same body with [`render`]. Codes are stable and documented in the OpenAPI
+//! description; messages are for people and never echo a submitted value.
+
+use std::borrow::Cow;
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registry};
+use poem_openapi::{ApiResponse, Object, types::Type};
+use sticky_core::EngineError;
+
+use crate::middleware::current_request_id;
+
+/// The error body.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+#[oai(rename_all = "snake_case")]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+#[oai(rename_all = "snake_case")]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_value`, `unknown_field`, `customer_not_found`.
+    pub code: String,
+    /// Human explanation.
+    pub message: String,
+    /// The offending field (dotted path), when there is one.
+    #[oai(nullable)]
+    pub field: Option<String>,
+    /// The request's id (also in the `x-request-id` response header); quote it to support.
+    pub request_id: String,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    status: StatusCode,
+    code: Cow<'static, str>,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    /// Any error.
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// Names the offending field.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// 422 `invalid_value` on a field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", message).with_field(field)
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid API key: send `Authorization: Bearer <api key>`",
+        )
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The offending field, if any.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
+    fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+                field: self.field.clone(),
+                request_id: current_request_id(),
+            },
+        }
+    }
+}
+
+impl poem::error::ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn as_response(&self) -> Response {
+        poem::web::Json(self.body())
+            .with_status(self.status)
+            .into_response()
+    }
+}
+
+impl From<sticky_core::FieldError> for ApiError {
+    fn from(e: sticky_core::FieldError) -> Self {
+        Self::invalid(e.field, e.message)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(f) => f.into(),
+            EngineError::NotFound { code, message } => {
+                Self::new(StatusCode::NOT_FOUND, code, message)
+            }
+            EngineError::Conflict { code, message } => {
+                Self::new(StatusCode::CONFLICT, code, message)
+            }
+            EngineError::Database(db) => {
+                tracing::error!(error = %db, "database error");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database did not answer; retry shortly",
+                )
+            }
+            EngineError::Corrupt(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+const DOCUMENTED: &[(u16, &str)] = &[
+    (
+        400,
+        "Malformed JSON (`malformed_json`), a wrong type (`invalid_type`), an unknown field (`unknown_field`) or a missing one (`missing_field`).",
+    ),
+    (401, "Missing or invalid API key (`unauthorized`)."),
+    (
+        404,
+        "The named call, customer, intent or key does not exist for this tenant.",
+    ),
+    (409, "Conflicts with existing data."),
+    (413, "The body is over 64 KiB (`payload_too_large`)."),
+    (
+        422,
+        "A value is well-formed but not acceptable (`invalid_value`), with the field named.",
+    ),
+];
+
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: DOCUMENTED
+                .iter()
+                .map(|(status, description)| MetaResponse {
+                    description,
+                    status: Some(*status),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: "application/json; charset=utf-8",
+                        schema: ErrorBody::schema_ref(),
+                    }],
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorBody::register(registry);
+    }
+}
+
+/// Renders any error as our body. Errors of ours keep their code; poem's own get one from
+/// their status. A 5xx that is not ours is logged with its cause and answered opaquely.
+pub fn render(err: poem::Error) -> Response {
+    if err.is::<ApiError>() {
+        return err.into_response();
+    }
+    let status = err.status();
+    let api = match status {
+        StatusCode::UNAUTHORIZED => ApiError::unauthorized(),
+        StatusCode::NOT_FOUND => ApiError::new(status, "not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "method_not_allowed",
+            "this route does not accept that method",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            "payload_too_large",
+            "request bodies are limited to 64 KiB",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            status,
+            "unsupported_media_type",
+            "send `Content-Type: application/json`",
+        ),
+        s if s.is_client_error() => ApiError::new(s, "bad_request", err.to_string()),
+        s => {
+            tracing::error!(error = %err, status = s.as_u16(), "unhandled error");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+            )
+        }
+    };
+    poem::error::ResponseError::as_response(&api)
+}

@@ -1,0 +1,194 @@
+//! `StrictJson<T>`: a JSON request body parsed by serde (not by poem-openapi's lenient parser),
+//! so wrong types are rejected instead of coerced (`{"call_id": 5}` is an error), unknown
+//! fields are rejected where the type says `deny_unknown_fields`, and every error names the
+//! field by its path. The OpenAPI schema still comes from the type's poem-openapi `Object`.
+//! Bodies are read with a hard limit ([`MAX_BODY_BYTES`]) whatever `Content-Length` says.
+
+use poem::http::StatusCode;
+use poem::{Request, RequestBody};
+use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
+use poem_openapi::types::Type;
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A strictly parsed JSON body.
+pub struct StrictJson<T>(pub T);
+
+/// Classifies a serde error into a stable code and the field it concerns.
+pub fn classify(path: &str, err: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let message = err.to_string();
+    // serde's messages end with " at line L column C": keep them, they help find the spot.
+    let field = if path.is_empty() || path == "." {
+        None
+    } else {
+        Some(path.to_owned())
+    };
+    let (status, code, field) = match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            (StatusCode::BAD_REQUEST, "malformed_json", None)
+        }
+        // The path already ends with the unknown key.
+        Category::Data if message.starts_with("unknown field") => {
+            let full = field.or_else(|| between_backticks(&message).map(str::to_owned));
+            (StatusCode::BAD_REQUEST, "unknown_field", full)
+        }
+        Category::Data if message.starts_with("missing field") => {
+            let name = between_backticks(&message);
+            let full = match (&field, name) {
+                (Some(p), Some(n)) => Some(format!("{p}.{n}")),
+                (None, Some(n)) => Some(n.to_owned()),
+                (p, None) => p.clone(),
+            };
+            (StatusCode::BAD_REQUEST, "missing_field", full)
+        }
+        // serde reads a struct from an array too; for a JSON API that is a wrong type.
+        Category::Data
+            if message.starts_with("invalid type")
+                || (message.starts_with("invalid length")
+                    && message.contains("expected struct")) =>
+        {
+            (StatusCode::BAD_REQUEST, "invalid_type", field)
+        }
+        Category::Data => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", field),
+    };
+    let err = ApiError::new(status, code, message);
+    match field {
+        Some(f) => err.with_field(f),
+        None => err,
+    }
+}
+
+fn between_backticks(s: &str) -> Option<&str> {
+    let start = s.find('`')? + 1;
+    let len = s[start..].find('`')?;
+    Some(&s[start..start + len])
+}
+
+/// Parses a JSON document into `T`, naming the failing field.
+///
+/// # Errors
+/// An [`ApiError`] with a stable code.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        classify(&path, e.inner())
+    })?;
+    Ok(value)
+}
+
+impl<'a, T: Type + DeserializeOwned + Send> ApiExtractor<'a> for StrictJson<T> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: "application/json",
+                schema: <T as Type>::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        _request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let bytes = body
+            .take()?
+            .into_bytes_limit(MAX_BODY_BYTES)
+            .await
+            .map_err(|e| match e {
+                poem::error::ReadBodyError::PayloadTooLarge => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request bodies are limited to 64 KiB",
+                ),
+                _ => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_body",
+                    "the request body could not be read",
+                ),
+            })?;
+        Ok(Self(parse(&bytes)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Probe {
+        call_id: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        ani: Option<String>,
+    }
+
+    fn code_and_field(body: &str) -> (String, Option<String>) {
+        let e = parse::<Probe>(body.as_bytes()).unwrap_err();
+        (e.code().to_owned(), e.field().map(str::to_owned))
+    }
+
+    #[test]
+    fn each_kind_of_bad_json_gets_its_code_and_field() {
+        let cases = [
+            ("{", "malformed_json", None),
+            ("", "malformed_json", None),
+            ("[1]", "invalid_type", None),
+            ("[]", "invalid_type", None),
+            (
+                r#"{"call_id": "a", "inner": []}"#,
+                "invalid_type",
+                Some("inner"),
+            ),
+            (r#"{"call_id": 5}"#, "invalid_type", Some("call_id")),
+            (r#"{"call_id": "a", "x": 1}"#, "unknown_field", Some("x")),
+            (r#"{}"#, "missing_field", Some("call_id")),
+            (
+                r#"{"call_id": "a", "inner": {"ani": 1}}"#,
+                "invalid_type",
+                Some("inner.ani"),
+            ),
+            (
+                r#"{"call_id": "a", "inner": {"zz": 1}}"#,
+                "unknown_field",
+                Some("inner.zz"),
+            ),
+        ];
+        for (body, code, field) in cases {
+            let (got_code, got_field) = code_and_field(body);
+            assert_eq!(got_code, code, "body {body:?}");
+            assert_eq!(got_field.as_deref(), field, "body {body:?}");
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Server configuration, read from the command line or `STICKY_*` environment variables.
+
+use std::time::Duration;
+
+use clap::Args;
+use sticky_core::db::DEFAULT_DATABASE_URL;
+use sticky_core::domain::DefaultRegion;
+
+/// Where the data lives and how keys are hashed: shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: `sqlite://FILE` (the default, created when missing) or `postgres://...`.
+    #[arg(long, env = "STICKY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// bcrypt cost for new API keys (4–31; each step doubles the work).
+    #[arg(long, env = "STICKY_BCRYPT_COST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+}
+
+/// `sticky-calls serve` options.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to listen on (`0.0.0.0:8080` to accept outside connections).
+    #[arg(long, env = "STICKY_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Region for caller numbers written without a country code (ISO 3166-1 alpha-2).
+    #[arg(long, env = "STICKY_DEFAULT_REGION", default_value = "US")]
+    pub default_region: DefaultRegion,
+    /// How long a verified API key stays cached, in seconds (revocation evicts at once).
+    #[arg(long, env = "STICKY_KEY_CACHE_SECONDS", default_value_t = 300)]
+    pub key_cache_seconds: u64,
+    /// The first API key of tenant `default`, used only when the database is empty
+    /// (24–256 printable characters). Without it a key is generated and printed once.
+    #[arg(long, env = "STICKY_BOOTSTRAP_API_KEY", hide_env_values = true)]
+    pub bootstrap_api_key: Option<String>,
+}
+
+/// Everything `Application::build` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Database URL.
+    pub database_url: String,
+    /// Listen address; port 0 picks a free one.
+    pub bind: String,
+    /// Region for national numbers.
+    pub default_region: DefaultRegion,
+    /// bcrypt cost for new keys.
+    pub bcrypt_cost: u32,
+    /// Verified-key cache period.
+    pub key_cache_ttl: Duration,
+    /// Key for tenant `default` on an empty database.
+    pub bootstrap_api_key: Option<String>,
+}
+
+impl From<ServeArgs> for Settings {
+    fn from(a: ServeArgs) -> Self {
+        Self {
+            database_url: a.database.database_url,
+            bind: a.bind,
+            default_region: a.default_region,
+            bcrypt_cost: a.database.bcrypt_cost,
+            key_cache_ttl: Duration::from_secs(a.key_cache_seconds),
+            bootstrap_api_key: a.bootstrap_api_key,
+        }
+    }
+}

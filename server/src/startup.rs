@@ -1,0 +1,147 @@
+//! Startup as a value: [`Application::build`] connects the database, runs migrations,
+//! bootstraps the first tenant, and binds the listener (port 0 allowed); `main` and the tests
+//! use the very same builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::web::Json;
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Response, Route, Server, handler, http::StatusCode,
+};
+use sticky_core::keys::{KeyStore, NewKey};
+use sticky_core::{Engine, db};
+
+use crate::api;
+use crate::error::ApiError;
+use crate::middleware::request_context;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    state: Arc<AppState>,
+    acceptor: TcpAcceptor,
+    port: u16,
+    bootstrap_key: Option<NewKey>,
+}
+
+impl Application {
+    /// Connects, migrates, bootstraps and binds.
+    ///
+    /// # Errors
+    /// When the database cannot be opened or migrated, the bootstrap key is unacceptable, or
+    /// the address cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = db::connect_and_migrate(&settings.database_url).await?;
+        let keys = KeyStore::new(db.clone(), settings.bcrypt_cost, settings.key_cache_ttl);
+        let bootstrap_key = keys
+            .bootstrap(settings.bootstrap_api_key.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("bootstrapping tenant `default`: {e}"))?;
+        let engine = Engine::new(db, settings.default_region);
+        let state = Arc::new(AppState { engine, keys });
+        let acceptor = TcpListener::bind(settings.bind.as_str())
+            .into_acceptor()
+            .await?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().map(std::net::SocketAddr::port))
+            .unwrap_or_default();
+        Ok(Self {
+            state,
+            acceptor,
+            port,
+            bootstrap_key,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The key created for tenant `default` when the database was empty.
+    pub fn bootstrap_key(&self) -> Option<&NewKey> {
+        self.bootstrap_key.as_ref()
+    }
+
+    /// Shared state (tests use it to create tenants and keys).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// The complete HTTP application, for poem's test client.
+    pub fn endpoint(&self) -> impl Endpoint + use<> {
+        routes(self.state.clone())
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then drains for up to 10 seconds.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(
+                routes(self.state),
+                shutdown_signal(),
+                Some(Duration::from_secs(10)),
+            )
+            .await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = ctrl_c => {},
+            () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+#[handler]
+fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+#[handler]
+async fn readyz(state: poem::web::Data<&Arc<AppState>>) -> Response {
+    match state.engine.ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            poem::error::ResponseError::as_response(&ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database did not answer",
+            ))
+        }
+    }
+}
+
+/// Every route of the server.
+pub fn routes(state: Arc<AppState>) -> impl Endpoint + use<> {
+    let api = api::service(state.clone());
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .at("/healthz", healthz)
+        .at("/readyz", readyz)
+        .data(state)
+        .around(request_context)
+}

@@ -1,0 +1,396 @@
+//! Call start and end: recognition, idempotency, provisional customers and merges.
+
+use poem::http::StatusCode;
+use serde_json::{Value, json};
+use sticky_calls_tests::TestApp;
+
+backend_tests!(
+    a_second_call_is_recognised_with_its_variables_and_open_intent,
+    an_unknown_number_is_low_with_no_customer_and_no_context,
+    a_retried_start_returns_the_same_answer_and_writes_no_second_call,
+    a_repeated_end_merges_without_duplicating_history,
+    an_end_without_customer_ref_creates_a_provisional_customer_recognised_next_time,
+    naming_a_provisional_customer_merges_it_and_leaves_no_trace_on_the_old_ref,
+    ends_from_two_sources_merge_in_either_order,
+    a_resolved_intent_leaves_the_open_list,
+    a_null_variable_removes_the_key,
+    a_withheld_number_is_never_linked_or_matched,
+    a_number_shared_by_two_customers_is_medium_with_candidates,
+    an_external_id_match_is_high_without_a_number,
+    concurrent_ends_from_one_new_number_create_one_provisional_customer,
+    the_stored_call_can_be_read_back,
+    an_end_before_its_start_is_kept_and_the_late_start_answers,
+    summary_falls_back_to_the_summary_variable,
+    an_intent_status_without_any_intent_is_rejected_and_nothing_is_written,
+);
+
+fn start(call_id: &str, ani: &str) -> Value {
+    json!({"call_id": call_id, "identity_hints": {"ani": ani, "dnis": "+18005550100"}})
+}
+
+/// Redacts what changes between runs: timestamps and generated refs.
+fn redacted(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, val) in map.iter_mut() {
+                    if k.ends_with("_at") && val.is_string() {
+                        *val = json!("[timestamp]");
+                    } else if val
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("cust_") && s.len() == 21)
+                    {
+                        *val = json!("[generated ref]");
+                    } else {
+                        walk(val);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
+async fn a_second_call_is_recognised_with_its_variables_and_open_intent(app: TestApp) {
+    // Arrange: a first call from a new number, ended with what the agent learned.
+    app.start_call(start("call_1", "+14155551234")).await;
+    let ended = app
+        .end_call(json!({
+            "call_id": "call_1", "customer_ref": "cust_abc123",
+            "intent": "refund_request", "intent_status": "open",
+            "variables": {"name": "John Doe", "order_id": "12345", "amount": "49.99",
+                          "summary": "Customer called about refund"}
+        }))
+        .await;
+    assert_eq!(ended["customer_ref"], "cust_abc123");
+    assert_eq!(ended["provisional"], false);
+
+    // Act: the same person calls again, number written differently.
+    let second = app.start_call(start("call_2", "(415) 555-1234")).await;
+
+    // Assert
+    assert_eq!(second["customer_ref"], "cust_abc123");
+    assert_eq!(second["band"], "high");
+    assert_eq!(second["recommended_action"], "greet");
+    let ctx = &second["context"];
+    assert_eq!(ctx["variables"]["name"], "John Doe");
+    assert_eq!(ctx["open_intents"][0]["intent"], "refund_request");
+    assert_eq!(ctx["open_intents"][0]["last_call_id"], "call_1");
+    assert_eq!(
+        ctx["recent_calls"][0]["summary"],
+        "Customer called about refund"
+    );
+    assert_eq!(ctx["call_count"], 1);
+    insta::assert_json_snapshot!("recognised_start", redacted(second));
+}
+
+async fn an_unknown_number_is_low_with_no_customer_and_no_context(app: TestApp) {
+    let r = app.start_call(start("call_x", "+14155550000")).await;
+    assert_eq!(r["band"], "low");
+    assert_eq!(r["recommended_action"], "treat_as_new");
+    assert_eq!(r["customer_ref"], Value::Null);
+    assert_eq!(r["context"], Value::Null);
+    assert_eq!(r["candidates"], json!([]));
+    insta::assert_json_snapshot!("unknown_start", r);
+}
+
+async fn a_retried_start_returns_the_same_answer_and_writes_no_second_call(app: TestApp) {
+    app.start_call(start("c1", "+14155551234")).await;
+    app.end_call(json!({"call_id": "c1", "customer_ref": "alice"}))
+        .await;
+
+    let first = app.start_call(start("c2", "+14155551234")).await;
+    let retry = app.start_call(start("c2", "+14155551234")).await;
+
+    assert_eq!(first, retry);
+    assert_eq!(app.count_rows("calls").await, 2);
+}
+
+async fn a_repeated_end_merges_without_duplicating_history(app: TestApp) {
+    app.start_call(start("c1", "+14155551234")).await;
+    let end = json!({"call_id": "c1", "customer_ref": "alice", "intent": "billing",
+                     "variables": {"plan": "gold"}});
+    app.end_call(end.clone()).await;
+    app.end_call(end).await;
+
+    let export = app.get("/v1/customers/alice").await.body;
+    assert_eq!(export["call_count"], 1);
+    assert_eq!(export["calls"].as_array().unwrap().len(), 1);
+    assert_eq!(export["identities"][0]["call_count"], 1);
+    assert_eq!(export["intents"].as_array().unwrap().len(), 1);
+    let next = app.start_call(start("c2", "+14155551234")).await;
+    assert_eq!(next["context"]["recent_calls"].as_array().unwrap().len(), 1);
+}
+
+async fn an_end_without_customer_ref_creates_a_provisional_customer_recognised_next_time(
+    app: TestApp,
+) {
+    app.start_call(start("c1", "+14155551234")).await;
+    let ended = app
+        .end_call(json!({"call_id": "c1", "variables": {"language": "es"}}))
+        .await;
+    let provisional = ended["customer_ref"].as_str().unwrap().to_owned();
+    assert!(provisional.starts_with("cust_"));
+    assert_eq!(ended["provisional"], true);
+
+    let next = app.start_call(start("c2", "4155551234")).await;
+    assert_eq!(next["customer_ref"], provisional.as_str());
+    assert_eq!(next["band"], "high");
+    assert_eq!(next["context"]["variables"]["language"], "es");
+}
+
+async fn naming_a_provisional_customer_merges_it_and_leaves_no_trace_on_the_old_ref(app: TestApp) {
+    // The named customer already exists with another number and a variable.
+    app.start_call(start("c0", "+14155550000")).await;
+    app.end_call(json!({"call_id": "c0", "customer_ref": "crm_42",
+                        "variables": {"tier": "gold", "language": "en"}}))
+        .await;
+    // A new number calls twice; the first end does not know who it is.
+    app.start_call(start("c1", "+14155551234")).await;
+    let p = app
+        .end_call(json!({"call_id": "c1", "intent": "refund", "variables": {"language": "es"}}))
+        .await["customer_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = app.start_call(start("c2", "+14155551234")).await;
+    assert_eq!(second["customer_ref"], p.as_str());
+
+    // Act: the second call's end names the customer.
+    let ended = app
+        .end_call(json!({"call_id": "c2", "customer_ref": "crm_42"}))
+        .await;
+
+    // Assert: merged, the old ref is gone, the number belongs to crm_42 only.
+    assert_eq!(ended["customer_ref"], "crm_42");
+    assert_eq!(ended["merged_from"], p.as_str());
+    assert_eq!(
+        app.get(&format!("/v1/customers/{p}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let found = app.get("/v1/customers?ani=%2B14155551234").await.body;
+    assert_eq!(found["customers"].as_array().unwrap().len(), 1);
+    assert_eq!(found["customers"][0]["customer_ref"], "crm_42");
+    let export = app.get("/v1/customers/crm_42").await.body;
+    assert_eq!(export["call_count"], 3);
+    assert_eq!(export["calls"].as_array().unwrap().len(), 3);
+    assert_eq!(export["variables"]["tier"], "gold");
+    assert_eq!(
+        export["variables"]["language"], "es",
+        "the later value wins"
+    );
+    assert_eq!(export["intents"][0]["intent"], "refund");
+    let ani = export["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["value"] == "+14155551234")
+        .unwrap();
+    assert_eq!(ani["call_count"], 2);
+    let again = app.start_call(start("c3", "+14155551234")).await;
+    assert_eq!(again["customer_ref"], "crm_42");
+    assert_eq!(again["band"], "high");
+    assert_eq!(again["candidates"], json!([]));
+}
+
+async fn ends_from_two_sources_merge_in_either_order(app: TestApp) {
+    for (call, agent_first) in [("c1", true), ("c2", false)] {
+        app.start_call(start(call, "+14155551234")).await;
+        let platform_end = json!({"call_id": call, "platform": "generic"});
+        let agent_end = json!({"call_id": call, "customer_ref": "bob",
+                               "intent": "moving", "summary": format!("agent summary {call}")});
+        if agent_first {
+            app.end_call(agent_end).await;
+            app.end_call(platform_end).await;
+        } else {
+            app.end_call(platform_end).await;
+            app.end_call(agent_end).await;
+        }
+        let stored = app.get(&format!("/v1/calls/{call}")).await.body;
+        assert_eq!(stored["customer_ref"], "bob", "agent first: {agent_first}");
+        assert_eq!(stored["summary"], format!("agent summary {call}"));
+        assert_eq!(stored["intent"], "moving");
+        assert_eq!(stored["status"], "ended");
+    }
+    let export = app.get("/v1/customers/bob").await.body;
+    assert_eq!(export["call_count"], 2);
+    let customers = app.get("/v1/customers?ani=4155551234").await.body;
+    assert_eq!(customers["customers"].as_array().unwrap().len(), 1);
+}
+
+async fn a_resolved_intent_leaves_the_open_list(app: TestApp) {
+    app.start_call(start("c1", "+14155551234")).await;
+    app.end_call(json!({"call_id": "c1", "customer_ref": "a", "intent": "refund"}))
+        .await;
+    app.start_call(start("c2", "+14155551234")).await;
+    app.end_call(json!({"call_id": "c2", "intent": "refund", "intent_status": "resolved"}))
+        .await;
+    let third = app.start_call(start("c3", "+14155551234")).await;
+    assert_eq!(third["context"]["open_intents"], json!([]));
+    assert_eq!(
+        third["context"]["recent_calls"][0]["intent_status"],
+        "resolved"
+    );
+}
+
+async fn a_null_variable_removes_the_key(app: TestApp) {
+    app.start_call(start("c1", "+14155551234")).await;
+    app.end_call(json!({"call_id": "c1", "customer_ref": "a",
+                        "variables": {"keep": 1, "drop": "x"}}))
+        .await;
+    app.end_call(json!({"call_id": "c1", "variables": {"drop": null, "keep": 2}}))
+        .await;
+    let next = app.start_call(start("c2", "+14155551234")).await;
+    assert_eq!(next["context"]["variables"], json!({"keep": 2}));
+}
+
+async fn a_withheld_number_is_never_linked_or_matched(app: TestApp) {
+    for (i, ani) in [
+        "anonymous",
+        "+266696687",
+        "",
+        "sip:anonymous@anonymous.invalid",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let id = format!("w{i}");
+        let r = app.start_call(start(&id, ani)).await;
+        assert_eq!(r["band"], "low", "ani {ani:?}");
+        assert_eq!(r["signals"][0]["signal"], "withheld_ani", "ani {ani:?}");
+        let ended = app.end_call(json!({"call_id": id})).await;
+        assert_eq!(ended["customer_ref"], Value::Null, "ani {ani:?}");
+        assert_eq!(
+            app.get(&format!("/v1/calls/{id}")).await.body["ani_withheld"],
+            true
+        );
+    }
+    assert_eq!(app.count_rows("identities").await, 0);
+    assert_eq!(app.count_rows("customers").await, 0);
+}
+
+async fn a_number_shared_by_two_customers_is_medium_with_candidates(app: TestApp) {
+    for (call, who) in [("c1", "mum"), ("c2", "dad")] {
+        app.start_call(start(call, "+14155551234")).await;
+        app.end_call(json!({"call_id": call, "customer_ref": who}))
+            .await;
+    }
+    let r = app.start_call(start("c3", "+14155551234")).await;
+    assert_eq!(r["band"], "medium");
+    assert_eq!(r["recommended_action"], "verify");
+    let signals: Vec<&str> = r["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["signal"].as_str().unwrap())
+        .collect();
+    assert!(signals.contains(&"shared_ani"), "{signals:?}");
+    let best = r["customer_ref"].as_str().unwrap();
+    let other = r["candidates"][0]["customer_ref"].as_str().unwrap();
+    let mut both = [best, other];
+    both.sort_unstable();
+    assert_eq!(both, ["dad", "mum"]);
+}
+
+async fn an_external_id_match_is_high_without_a_number(app: TestApp) {
+    app.start_call(
+        json!({"call_id": "c1", "identity_hints": {"external_ids": {"crm_id": "crm_12345"}}}),
+    )
+    .await;
+    app.end_call(json!({"call_id": "c1", "customer_ref": "cust_9"}))
+        .await;
+    let r = app
+        .start_call(
+            json!({"call_id": "c2", "identity_hints": {"external_ids": {"crm_id": "crm_12345"}}}),
+        )
+        .await;
+    assert_eq!(r["customer_ref"], "cust_9");
+    assert_eq!(r["band"], "high");
+    assert_eq!(r["signals"][0]["signal"], "external_id_match");
+}
+
+async fn concurrent_ends_from_one_new_number_create_one_provisional_customer(app: TestApp) {
+    let app = std::sync::Arc::new(app);
+    let ends = (0..12).map(|i| {
+        let app = app.clone();
+        async move {
+            app.end_call(json!({"call_id": format!("c{i}"),
+                                "identity_hints": {"ani": "+14155551234"}}))
+                .await["customer_ref"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    });
+    let refs: Vec<String> = futures::future::join_all(ends).await;
+    assert!(refs.iter().all(|r| r == &refs[0]), "{refs:?}");
+    assert_eq!(app.count_rows("customers").await, 1);
+    let export = app.get(&format!("/v1/customers/{}", refs[0])).await.body;
+    assert_eq!(export["call_count"], 12);
+}
+
+async fn the_stored_call_can_be_read_back(app: TestApp) {
+    app.start_call(json!({"call_id": "CA123", "platform": "twilio",
+                          "identity_hints": {"ani": "tel:+1-415-555-1234", "dnis": "8005550100",
+                                             "external_ids": {"crm_id": "7"}}}))
+        .await;
+    let r = app.get("/v1/calls/CA123").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["ani"], "+14155551234");
+    assert_eq!(r.body["dnis"], "+18005550100");
+    assert_eq!(r.body["platform"], "twilio");
+    assert_eq!(r.body["status"], "in_progress");
+    assert_eq!(r.body["external_ids"], json!({"crm_id": "7"}));
+    insta::assert_json_snapshot!("stored_call", redacted(r.body));
+    let missing = app.get("/v1/calls/nope").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.body["error"]["code"], "call_not_found");
+}
+
+async fn an_end_before_its_start_is_kept_and_the_late_start_answers(app: TestApp) {
+    app.end_call(json!({"call_id": "c1", "customer_ref": "zed",
+                        "identity_hints": {"ani": "+14155551234"}, "summary": "early"}))
+        .await;
+    let late = app.start_call(start("c1", "+14155551234")).await;
+    assert_eq!(late["customer_ref"], "zed");
+    let stored = app.get("/v1/calls/c1").await.body;
+    assert_eq!(stored["status"], "ended");
+    assert_eq!(stored["summary"], "early");
+    assert_eq!(stored["customer_ref"], "zed");
+}
+
+async fn summary_falls_back_to_the_summary_variable(app: TestApp) {
+    app.start_call(start("c1", "+14155551234")).await;
+    app.end_call(json!({"call_id": "c1", "variables": {"summary": "from variables"}}))
+        .await;
+    assert_eq!(
+        app.get("/v1/calls/c1").await.body["summary"],
+        "from variables"
+    );
+    app.end_call(json!({"call_id": "c1", "summary": "explicit",
+                        "variables": {"summary": "ignored for the call"}}))
+        .await;
+    assert_eq!(app.get("/v1/calls/c1").await.body["summary"], "explicit");
+}
+
+async fn an_intent_status_without_any_intent_is_rejected_and_nothing_is_written(app: TestApp) {
+    app.start_call(start("c1", "+14155551234")).await;
+    let r = app
+        .post(
+            "/v1/calls/end",
+            json!({"call_id": "c1", "intent_status": "resolved",
+                                       "variables": {"x": 1}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["error"]["field"], "intent_status");
+    assert_eq!(
+        app.count_rows("customers").await,
+        0,
+        "the transaction rolled back"
+    );
+    assert_eq!(app.get("/v1/calls/c1").await.body["status"], "in_progress");
+}

@@ -1,0 +1,161 @@
+//! Customers outside a call: look-up, export, erasure, unlinking, resolving intents.
+
+use poem::http::StatusCode;
+use serde_json::{Value, json};
+use sticky_calls_tests::TestApp;
+
+backend_tests!(
+    the_export_holds_everything_stored_about_the_customer,
+    erasure_removes_everything_and_nothing_is_matched_afterwards,
+    customers_can_be_looked_up_by_number_or_external_id,
+    a_lookup_needs_a_usable_identity,
+    an_unlinked_number_no_longer_matches,
+    an_intent_can_be_resolved_outside_a_call,
+);
+
+async fn seed(app: &TestApp) {
+    app.start_call(json!({"call_id": "c1", "identity_hints": {
+        "ani": "+14155551234", "external_ids": {"crm_id": "crm_1"}}}))
+        .await;
+    app.end_call(
+        json!({"call_id": "c1", "customer_ref": "alice", "intent": "refund",
+                        "variables": {"name": "Alice"}, "summary": "first"}),
+    )
+    .await;
+}
+
+async fn the_export_holds_everything_stored_about_the_customer(app: TestApp) {
+    seed(&app).await;
+    let r = app.get("/v1/customers/alice").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let e = r.body;
+    assert_eq!(e["customer_ref"], "alice");
+    assert_eq!(e["provisional"], false);
+    let values: Vec<&str> = e["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(values, ["+14155551234", "crm_id:crm_1"]);
+    assert_eq!(e["variables"], json!({"name": "Alice"}));
+    assert_eq!(e["intents"][0]["status"], "open");
+    assert_eq!(e["calls"][0]["summary"], "first");
+    assert_eq!(e["calls"][0]["ani"], "+14155551234");
+    let missing = app.get("/v1/customers/nobody").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.body["error"]["code"], "customer_not_found");
+}
+
+async fn erasure_removes_everything_and_nothing_is_matched_afterwards(app: TestApp) {
+    seed(&app).await;
+    // A second call that matched alice at start but never ended also carries her number.
+    app.start_call(json!({"call_id": "c2", "identity_hints": {"ani": "+14155551234"}}))
+        .await;
+
+    let r = app.delete("/v1/customers/alice").await;
+
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body,
+        json!({"customer_ref": "alice", "deleted": {
+            "customers": 1, "identities": 2, "variables": 1, "intents": 1, "calls": 2}})
+    );
+    for table in ["customers", "identities", "variables", "intents", "calls"] {
+        assert_eq!(app.count_rows(table).await, 0, "{table} emptied");
+    }
+    let again = app
+        .start_call(json!({"call_id": "c3", "identity_hints": {
+            "ani": "+14155551234", "external_ids": {"crm_id": "crm_1"}}}))
+        .await;
+    assert_eq!(again["band"], "low");
+    assert_eq!(again["customer_ref"], Value::Null);
+    assert_eq!(
+        app.get("/v1/customers/alice").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(app.get("/v1/calls/c1").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get("/v1/customers?ani=%2B14155551234").await.body["customers"],
+        json!([])
+    );
+    assert_eq!(
+        app.delete("/v1/customers/alice").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn customers_can_be_looked_up_by_number_or_external_id(app: TestApp) {
+    seed(&app).await;
+    for query in [
+        "ani=%2B14155551234",
+        "ani=415-555-1234",
+        "external_id=crm_id:crm_1",
+    ] {
+        let r = app.get(&format!("/v1/customers?{query}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{query}");
+        assert_eq!(r.body["customers"][0]["customer_ref"], "alice", "{query}");
+        assert_eq!(r.body["customers"][0]["call_count"], 1, "{query}");
+    }
+    let none = app.get("/v1/customers?ani=%2B14155550000").await;
+    assert_eq!(none.body["customers"], json!([]));
+}
+
+async fn a_lookup_needs_a_usable_identity(app: TestApp) {
+    for (query, field) in [
+        ("", "ani"),
+        ("?ani=anonymous", "ani"),
+        ("?ani=12", "ani"),
+        ("?external_id=nocolon", "external_id"),
+    ] {
+        let r = app.get(&format!("/v1/customers{query}")).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(r.body["error"]["code"], "invalid_value", "{query}");
+        assert_eq!(r.body["error"]["field"], field, "{query}");
+    }
+}
+
+async fn an_unlinked_number_no_longer_matches(app: TestApp) {
+    seed(&app).await;
+    let r = app
+        .post("/v1/customers/alice/unlink", json!({"ani": "4155551234"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["removed"], 1);
+    let next = app
+        .start_call(json!({"call_id": "c2", "identity_hints": {"ani": "+14155551234"}}))
+        .await;
+    assert_eq!(next["band"], "low");
+    let again = app
+        .post("/v1/customers/alice/unlink", json!({"ani": "4155551234"}))
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(again.body["error"]["code"], "identity_not_found");
+    let both = app
+        .post(
+            "/v1/customers/alice/unlink",
+            json!({"ani": "4155551234", "external_id": "crm_id:crm_1"}),
+        )
+        .await;
+    assert_eq!(both.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn an_intent_can_be_resolved_outside_a_call(app: TestApp) {
+    seed(&app).await;
+    let r = app
+        .post("/v1/customers/alice/intents/refund/resolve", json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "resolved");
+    assert_eq!(r.body["last_call_id"], "c1");
+    assert!(r.body["resolved_at"].is_string());
+    let next = app
+        .start_call(json!({"call_id": "c2", "identity_hints": {"ani": "+14155551234"}}))
+        .await;
+    assert_eq!(next["context"]["open_intents"], json!([]));
+    let unknown = app
+        .post("/v1/customers/alice/intents/nothing/resolve", json!({}))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.body["error"]["code"], "intent_not_found");
+}

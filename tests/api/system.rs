@@ -1,0 +1,69 @@
+//! Health, readiness, the API document, request ids, and the real server on a bound port.
+
+use poem::http::StatusCode;
+use sticky_calls_server::Application;
+use sticky_calls_tests::{TestApp, settings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+backend_tests!(
+    health_and_readiness_answer,
+    the_openapi_document_is_stable,
+    the_docs_page_is_served,
+    a_request_id_is_returned_and_a_sane_one_is_reused,
+    the_server_answers_on_a_bound_port,
+);
+
+async fn health_and_readiness_answer(app: TestApp) {
+    let h = app.send("GET", "/healthz", None, None).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.body["status"], "ok");
+    let r = app.send("GET", "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "ready");
+}
+
+async fn the_openapi_document_is_stable(app: TestApp) {
+    let r = app.send("GET", "/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    insta::assert_json_snapshot!("openapi", r.body);
+}
+
+async fn the_docs_page_is_served(app: TestApp) {
+    let resp = app.client.get("/docs").send().await;
+    resp.assert_status_is_ok();
+    let html = resp.0.into_body().into_string().await.unwrap();
+    assert!(html.contains("swagger"), "Swagger UI page");
+}
+
+async fn a_request_id_is_returned_and_a_sane_one_is_reused(app: TestApp) {
+    let fresh = app.send("GET", "/healthz", None, None).await;
+    assert!(fresh.request_id.unwrap().starts_with("req_"));
+    let resp = app
+        .client
+        .get("/healthz")
+        .header("x-request-id", "trace-123")
+        .send()
+        .await;
+    assert_eq!(resp.0.headers().get("x-request-id").unwrap(), "trace-123");
+}
+
+async fn the_server_answers_on_a_bound_port(app: TestApp) {
+    let server = Application::build(settings(&app.database_url))
+        .await
+        .unwrap();
+    let port = server.port();
+    assert_ne!(port, 0);
+    let task = tokio::spawn(server.run_until_stopped());
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#"{"status":"ok"}"#), "{response}");
+    task.abort();
+}

@@ -1,0 +1,220 @@
+//! The end-to-end test harness: `spawn_app(Backend)` builds the real application with the same
+//! `Application::build` as `main`, on a fresh database (a SQLite temp file, or a uniquely named
+//! PostgreSQL database when `STICKY_TEST_POSTGRES_URL` is set), with tenant `default` and its
+//! key, and typed helpers for the HTTP calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::endpoint::BoxEndpoint;
+use poem::test::TestClient;
+use poem::{EndpointExt, http::StatusCode};
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use serde_json::Value;
+use sticky_calls_server::state::AppState;
+use sticky_calls_server::{Application, Settings};
+
+/// The environment variable naming the PostgreSQL server for tests
+/// (`postgres://postgres@127.0.0.1:5432/test`).
+pub const POSTGRES_URL_VAR: &str = "STICKY_TEST_POSTGRES_URL";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A new database on the PostgreSQL server named by [`POSTGRES_URL_VAR`].
+    Postgres,
+}
+
+/// A running application and a client for it.
+pub struct TestApp {
+    /// Client over the full HTTP stack (middleware, routing, auth).
+    pub client: TestClient<BoxEndpoint<'static>>,
+    /// The key of tenant `default`.
+    pub key: String,
+    /// The engine and key store.
+    pub state: Arc<AppState>,
+    /// The database URL (to open a second application on the same data).
+    pub database_url: String,
+    /// Which backend.
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A response: status and JSON body (`Value::Null` when the body is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Parsed body.
+    pub body: Value,
+    /// The `x-request-id` header.
+    pub request_id: Option<String>,
+}
+
+async fn postgres_database() -> Option<String> {
+    let admin = std::env::var(POSTGRES_URL_VAR).ok()?;
+    let name = format!(
+        "sc_test_{}_{}",
+        std::process::id(),
+        sticky_core::random_token(10)
+    );
+    let conn = Database::connect(&admin)
+        .await
+        .expect("connect to the PostgreSQL test server");
+    conn.execute_raw(Statement::from_string(
+        DbBackend::Postgres,
+        format!("CREATE DATABASE {name}"),
+    ))
+    .await
+    .expect("create a test database");
+    let _ = conn.close().await;
+    let (base, _) = admin.rsplit_once('/').expect("a URL with a database name");
+    Some(format!("{base}/{name}"))
+}
+
+/// Builds the application on a fresh database; `None` (after saying so) when the backend is
+/// PostgreSQL and no server is configured.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let (database_url, dir) = match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("test.db").display());
+            (url, Some(dir))
+        }
+        Backend::Postgres => match postgres_database().await {
+            Some(url) => (url, None),
+            None => {
+                eprintln!("skipped: {POSTGRES_URL_VAR} is not set, PostgreSQL test not run");
+                return None;
+            }
+        },
+    };
+    let app = Application::build(settings(&database_url))
+        .await
+        .expect("application builds");
+    let key = app
+        .bootstrap_key()
+        .expect("an empty database bootstraps tenant `default`")
+        .secret
+        .clone();
+    Some(TestApp {
+        client: TestClient::new(app.endpoint().map_to_response().boxed()),
+        key,
+        state: app.state(),
+        database_url,
+        backend,
+        _dir: dir,
+    })
+}
+
+/// Settings for tests: a free port, a cheap bcrypt cost.
+pub fn settings(database_url: &str) -> Settings {
+    Settings {
+        database_url: database_url.to_owned(),
+        bind: "127.0.0.1:0".into(),
+        default_region: Default::default(),
+        bcrypt_cost: 4,
+        key_cache_ttl: Duration::from_secs(300),
+        bootstrap_api_key: None,
+    }
+}
+
+impl TestApp {
+    /// Creates another tenant and returns its key.
+    pub async fn new_tenant(&self, name: &str) -> String {
+        let t = self.state.keys.create_tenant(name).await.expect("tenant");
+        self.state
+            .keys
+            .create_key(t.id, None, None)
+            .await
+            .expect("key")
+            .secret
+    }
+
+    async fn reply(resp: poem::test::TestResponse) -> Reply {
+        let status = resp.0.status();
+        let request_id = resp
+            .0
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = resp.0.into_body().into_vec().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            request_id,
+        }
+    }
+
+    /// A request with `key` (or none) and a raw body.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<String>,
+    ) -> Reply {
+        let m = poem::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(m, path);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        Self::reply(req.send().await).await
+    }
+
+    /// POST JSON as tenant `default`.
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.post_as(&self.key, path, body).await
+    }
+
+    /// POST JSON with a given key.
+    pub async fn post_as(&self, key: &str, path: &str, body: Value) -> Reply {
+        self.send("POST", path, Some(key), Some(body.to_string()))
+            .await
+    }
+
+    /// GET as tenant `default`.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, Some(&self.key), None).await
+    }
+
+    /// DELETE as tenant `default`.
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send("DELETE", path, Some(&self.key), None).await
+    }
+
+    /// `POST /v1/calls/start`, expecting 200.
+    pub async fn start_call(&self, body: Value) -> Value {
+        let r = self.post("/v1/calls/start", body).await;
+        assert_eq!(r.status, StatusCode::OK, "start failed: {}", r.body);
+        r.body
+    }
+
+    /// `POST /v1/calls/end`, expecting 200.
+    pub async fn end_call(&self, body: Value) -> Value {
+        let r = self.post("/v1/calls/end", body).await;
+        assert_eq!(r.status, StatusCode::OK, "end failed: {}", r.body);
+        r.body
+    }
+
+    /// Counts rows of a table for the whole database (to prove nothing was written).
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let db = self.state.engine.db();
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .expect("count")
+            .expect("a row");
+        row.try_get::<i64>("", "n").expect("n")
+    }
+}
