@@ -8,6 +8,7 @@
 //! unknown prefix still pays for one bcrypt against a dummy hash, so timing does not tell
 //! which prefixes exist.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -295,10 +296,16 @@ impl KeyStore {
         if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&token.len()) || !token.is_ascii() {
             return Ok(None);
         }
-        let key = digest(token);
-        if let Some(hit) = self.cache.get(&key).await {
-            return Ok(hit);
-        }
+        // Concurrent first uses of one key wait for a single verification.
+        self.cache
+            .try_get_with(digest(token), self.verify(token))
+            .await
+            .map_err(|shared| {
+                Arc::try_unwrap(shared).unwrap_or_else(|e| EngineError::Corrupt(e.to_string()))
+            })
+    }
+
+    async fn verify(&self, token: &str) -> Result<Option<AuthContext>, EngineError> {
         let row = api_key::Entity::find()
             .filter(api_key::Column::Prefix.eq(&token[..LOOKUP_PREFIX_LEN]))
             .one(&self.db)
@@ -312,15 +319,13 @@ impl KeyStore {
             .await
             .map_err(|e| EngineError::Corrupt(format!("verify task failed: {e}")))?
             .unwrap_or(false);
-        let result = match row {
+        Ok(match row {
             Some(r) if verified => Some(AuthContext {
                 tenant: TenantId(r.tenant_id),
                 key_id: r.id,
             }),
             _ => None,
-        };
-        self.cache.insert(key, result.clone()).await;
-        Ok(result)
+        })
     }
 
     async fn dummy_hash(&self) -> Result<&str, EngineError> {

@@ -133,14 +133,7 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict { code, message } => {
                 Self::new(StatusCode::CONFLICT, code, message)
             }
-            EngineError::Database(db) => {
-                tracing::error!(error = %db, "database error");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the database did not answer; retry shortly",
-                )
-            }
+            EngineError::Database(db) => database_error(&db),
             EngineError::Corrupt(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 Self::new(
@@ -150,6 +143,33 @@ impl From<EngineError> for ApiError {
                 )
             }
         }
+    }
+}
+
+/// The one place database errors become answers: a unique-constraint violation is a conflict
+/// (two requests raced to create the same thing), an unreachable database is 503, anything
+/// else is an opaque 500 with the cause in the log.
+fn database_error(db: &sea_orm::DbErr) -> ApiError {
+    use sea_orm::{DbErr, SqlErr};
+    if let Some(SqlErr::UniqueConstraintViolation(_)) = db.sql_err() {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "a concurrent request created the same thing; retry",
+        );
+    }
+    tracing::error!(error = %db, "database error");
+    match db {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database did not answer; retry shortly",
+        ),
+        _ => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error",
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `sticky-calls` binary: `serve`, `tenants create NAME`, `keys create --tenant NAME`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -65,6 +66,7 @@ fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
