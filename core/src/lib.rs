@@ -4,11 +4,13 @@
 //! - [`scoring`]: identity resolution and confidence, pure and table-tested.
 //! - [`engine`]: call memory on top of a sea-orm database (start, end, customers, erasure).
 //! - [`keys`]: tenants and API keys (bcrypt hashes, cached verification).
+//! - [`connector`]: the trait every platform connector implements.
 //!
 //! This crate knows nothing about HTTP: the server and the connectors translate wire formats
 //! into the commands defined in [`commands`].
 
 pub mod commands;
+pub mod connector;
 pub mod db;
 pub mod domain;
 pub mod engine;
@@ -16,6 +18,7 @@ pub mod entities;
 pub mod error;
 pub mod keys;
 pub mod scoring;
+pub mod secrets;
 
 pub use engine::Engine;
 pub use error::{EngineError, FieldError};

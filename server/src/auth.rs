@@ -23,9 +23,17 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<AuthContext> {
             "internal error",
         )
     })?;
-    match state.keys.authenticate(&bearer.token).await {
+    Ok(authenticate_token(state, &bearer.token).await?)
+}
+
+/// Verifies an API key (shared by the REST API and the connector webhooks).
+///
+/// # Errors
+/// 401 for an unknown key; database failures.
+pub async fn authenticate_token(state: &AppState, token: &str) -> Result<AuthContext, ApiError> {
+    match state.keys.authenticate(token).await {
         Ok(Some(ctx)) => Ok(ctx),
-        Ok(None) => Err(ApiError::unauthorized().into()),
-        Err(e) => Err(ApiError::from(e).into()),
+        Ok(None) => Err(ApiError::unauthorized()),
+        Err(e) => Err(ApiError::from(e)),
     }
 }

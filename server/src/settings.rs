@@ -1,5 +1,6 @@
 //! Server configuration, read from the command line or `STICKY_*` environment variables.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -36,6 +37,22 @@ pub struct ServeArgs {
     /// (24–256 printable characters). Without it a key is generated and printed once.
     #[arg(long, env = "STICKY_BOOTSTRAP_API_KEY", hide_env_values = true)]
     pub bootstrap_api_key: Option<String>,
+    /// The public base URL platforms call (`https://sticky.example.com`), when a proxy stands
+    /// in front: platform signatures are computed over it. Without it the URL is rebuilt from
+    /// the request's `Host` and `X-Forwarded-Proto`/`X-Forwarded-Host`.
+    #[arg(long, env = "STICKY_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+    /// Key that encrypts platform secrets at rest: 64 hex characters.
+    #[arg(long, env = "STICKY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Where the server key is kept when `STICKY_SECRET_KEY` is not set (created on first
+    /// start, readable only by its owner). Keep it out of database backups.
+    #[arg(
+        long,
+        env = "STICKY_SECRET_KEY_FILE",
+        default_value = "sticky-calls.secret"
+    )]
+    pub secret_key_file: PathBuf,
 }
 
 /// Everything `Application::build` needs.
@@ -53,6 +70,12 @@ pub struct Settings {
     pub key_cache_ttl: Duration,
     /// Key for tenant `default` on an empty database.
     pub bootstrap_api_key: Option<String>,
+    /// Public base URL, behind a proxy.
+    pub public_base_url: Option<String>,
+    /// Server key (hex), or else...
+    pub secret_key: Option<String>,
+    /// ...the file that holds it (created when missing).
+    pub secret_key_file: PathBuf,
 }
 
 impl From<ServeArgs> for Settings {
@@ -64,6 +87,9 @@ impl From<ServeArgs> for Settings {
             bcrypt_cost: a.database.bcrypt_cost,
             key_cache_ttl: Duration::from_secs(a.key_cache_seconds),
             bootstrap_api_key: a.bootstrap_api_key,
+            public_base_url: a.public_base_url,
+            secret_key: a.secret_key,
+            secret_key_file: a.secret_key_file,
         }
     }
 }

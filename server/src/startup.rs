@@ -11,9 +11,11 @@ use poem::{
     Endpoint, EndpointExt, IntoResponse, Response, Route, Server, handler, http::StatusCode,
 };
 use sticky_core::keys::{KeyStore, NewKey};
+use sticky_core::secrets::{SecretStore, ServerKey};
 use sticky_core::{Engine, db};
 
 use crate::api;
+use crate::connectors;
 use crate::error::ApiError;
 use crate::middleware::request_context;
 use crate::settings::Settings;
@@ -40,8 +42,22 @@ impl Application {
             .bootstrap(settings.bootstrap_api_key.clone())
             .await
             .map_err(|e| anyhow::anyhow!("bootstrapping tenant `default`: {e}"))?;
+        let server_key = load_server_key(&settings)?;
+        let secrets = SecretStore::new(db.clone(), &server_key);
         let engine = Engine::new(db, settings.default_region);
-        let state = Arc::new(AppState { engine, keys });
+        let public_base_url = match settings.public_base_url {
+            Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+                anyhow::bail!("STICKY_PUBLIC_BASE_URL must start with https:// or http://")
+            }
+            other => other,
+        };
+        let state = Arc::new(AppState {
+            engine,
+            keys,
+            secrets,
+            connectors: connectors::registry(),
+            public_base_url,
+        });
         let acceptor = TcpListener::bind(settings.bind.as_str())
             .into_acceptor()
             .await?;
@@ -93,6 +109,32 @@ impl Application {
     }
 }
 
+/// The key that encrypts platform secrets: from the settings, else from its file, else a new
+/// one written to that file (owner-only).
+fn load_server_key(settings: &Settings) -> anyhow::Result<ServerKey> {
+    if let Some(hex) = &settings.secret_key {
+        return ServerKey::from_hex(hex).map_err(|e| anyhow::anyhow!("STICKY_SECRET_KEY: {e}"));
+    }
+    let path = &settings.secret_key_file;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            ServerKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let hex = ServerKey::generate_hex();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path)?;
+            std::io::Write::write_all(&mut file, hex.as_bytes())?;
+            tracing::info!(path = %path.display(), "created a new server key file");
+            ServerKey::from_hex(&hex).map_err(|e| anyhow::anyhow!(e))
+        }
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -140,6 +182,12 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint + use<> {
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at("/v1/connectors/:platform", poem::post(connectors::auto))
+        .at(
+            "/v1/connectors/:platform/start",
+            poem::post(connectors::start),
+        )
+        .at("/v1/connectors/:platform/end", poem::post(connectors::end))
         .at("/healthz", healthz)
         .at("/readyz", readyz)
         .data(state)

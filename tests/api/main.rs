@@ -30,6 +30,7 @@ macro_rules! backend_tests {
 
 mod bad_input;
 mod calls;
+mod connectors;
 mod customers;
 mod isolation;
 mod keys;

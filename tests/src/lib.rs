@@ -53,6 +53,24 @@ pub struct Reply {
     pub request_id: Option<String>,
 }
 
+/// A response kept as text (TwiML, platform JSON).
+#[derive(Debug)]
+pub struct RawReply {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// Body.
+    pub text: String,
+}
+
+impl RawReply {
+    /// The body as JSON (`Null` when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+}
+
 async fn postgres_database() -> Option<String> {
     let admin = std::env::var(POSTGRES_URL_VAR).ok()?;
     let name = format!(
@@ -118,6 +136,9 @@ pub fn settings(database_url: &str) -> Settings {
         bcrypt_cost: 4,
         key_cache_ttl: Duration::from_secs(300),
         bootstrap_api_key: None,
+        public_base_url: None,
+        secret_key: Some("0f".repeat(32)),
+        secret_key_file: "unused-in-tests.secret".into(),
     }
 }
 
@@ -167,6 +188,34 @@ impl TestApp {
             req = req.header("content-type", "application/json").body(b);
         }
         Self::reply(req.send().await).await
+    }
+
+    /// A request with arbitrary headers and a raw body (connector webhooks).
+    pub async fn send_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: impl Into<Vec<u8>>,
+    ) -> RawReply {
+        let mut req = self.client.post(path);
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let resp = req.body(body.into()).send().await;
+        let status = resp.0.status();
+        let content_type = resp
+            .0
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = resp.0.into_body().into_string().await.expect("body");
+        RawReply {
+            status,
+            content_type,
+            text,
+        }
     }
 
     /// POST JSON as tenant `default`.

@@ -4,6 +4,7 @@
 
 pub mod api_key;
 pub mod call;
+pub mod connector_setting;
 pub mod customer;
 pub mod identity;
 pub mod intent;

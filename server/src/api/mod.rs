@@ -1,6 +1,7 @@
 //! The REST API (poem-openapi): one file per resource, one tag enum, one error type.
 
 pub mod calls;
+pub mod connectors;
 pub mod customers;
 pub mod keys;
 pub mod shared;
@@ -20,6 +21,8 @@ pub enum ApiTags {
     Customers,
     /// API keys of the calling tenant.
     ApiKeys,
+    /// Settings of platform connectors (the webhooks themselves take native payloads).
+    Connectors,
 }
 
 /// The API description shown at `/docs` and served at `/openapi.json`.
@@ -28,7 +31,15 @@ pub const DESCRIPTION: &str = include_str!("description.md");
 /// Builds the OpenAPI service over all resources.
 pub fn service(
     state: Arc<AppState>,
-) -> OpenApiService<(calls::CallsApi, customers::CustomersApi, keys::KeysApi), ()> {
+) -> OpenApiService<
+    (
+        calls::CallsApi,
+        customers::CustomersApi,
+        keys::KeysApi,
+        connectors::ConnectorsApi,
+    ),
+    (),
+> {
     OpenApiService::new(
         (
             calls::CallsApi {
@@ -37,7 +48,10 @@ pub fn service(
             customers::CustomersApi {
                 state: state.clone(),
             },
-            keys::KeysApi { state },
+            keys::KeysApi {
+                state: state.clone(),
+            },
+            connectors::ConnectorsApi { state },
         ),
         "Sticky Calls",
         env!("CARGO_PKG_VERSION"),

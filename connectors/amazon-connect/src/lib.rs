@@ -1,0 +1,305 @@
+//! Amazon Connect connector.
+//!
+//! - A contact flow's "Invoke AWS Lambda function" block runs a small forwarding Lambda (in
+//!   the guide) that posts the flow event
+//!   (<https://docs.aws.amazon.com/connect/latest/adminguide/connect-lambda-functions.html>)
+//!   to `/start` or `/end` (or to `/v1/connectors/amazon-connect` with the block parameter
+//!   `sticky_event` set to `start` or `end`). The answer is the flat string-to-string map a
+//!   flow reads as `$.External.<key>`, within Connect's 32 KB limit.
+//! - EventBridge "Amazon Connect Contact Event"s
+//!   (<https://docs.aws.amazon.com/connect/latest/adminguide/contact-events.html>) sent through
+//!   an API destination: `DISCONNECTED` voice contacts end the call; other events are
+//!   acknowledged and ignored.
+//!
+//! Block parameters: `ext_<name>` become external ids (`ext_crm_id` → `crm_id`), and at the end
+//! `customer_ref`, `intent`, `intent_status`, `summary`, and `var_<name>` variables; contact
+//! attributes named `var_<name>` are variables too (parameters win).
+
+pub mod models;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use sticky_core::commands::{EndCall, IdentityHints, StartCall, VariableChanges, parse_summary};
+use sticky_core::connector::{
+    Connector, ConnectorCommand, InboundRequest, Rejection, Rendered, Route, context_fields,
+};
+use sticky_core::domain::{CallId, CustomerRef, IntentName, IntentStatus, Platform};
+use sticky_core::engine::{EndOutcome, StartOutcome};
+
+use crate::models::{EventBridgeEvent, FlowEvent};
+
+/// The slug in our URLs.
+pub const SLUG: &str = "amazon-connect";
+/// Connect rejects Lambda responses over 32 KB.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024;
+/// Longest attribute key we produce.
+const MAX_KEY_CHARS: usize = 127;
+
+/// The Amazon Connect connector.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AmazonConnect;
+
+fn platform() -> Platform {
+    Platform::parse(SLUG).expect("a valid slug")
+}
+
+fn invalid_payload(message: String) -> Rejection {
+    Rejection::Invalid {
+        status: 400,
+        code: "invalid_payload",
+        message,
+        field: None,
+    }
+}
+
+fn call_id(raw: Option<&str>, field: &str) -> Result<CallId, Rejection> {
+    let raw = raw.ok_or_else(|| Rejection::missing(field))?;
+    CallId::parse(raw).map_err(|e| Rejection::invalid(field, e.0))
+}
+
+fn non_empty(v: Option<&String>) -> Option<&str> {
+    v.map(String::as_str).filter(|s| !s.trim().is_empty())
+}
+
+fn flow_start(event: &FlowEvent) -> Result<StartCall, Rejection> {
+    let contact = &event.details.contact_data;
+    let call_id = call_id(
+        contact.contact_id.as_deref(),
+        "Details.ContactData.ContactId",
+    )?;
+    Ok(StartCall {
+        call_id,
+        platform: platform(),
+        hints: hints(event)?,
+    })
+}
+
+fn hints(event: &FlowEvent) -> Result<IdentityHints, Rejection> {
+    let contact = &event.details.contact_data;
+    // Only a telephone endpoint is a caller number; a missing or other endpoint is "not
+    // given" (chat, tasks), and the engine recognises withheld values in the address.
+    let ani = contact
+        .customer_endpoint
+        .as_ref()
+        .filter(|e| e.kind.as_deref().is_none_or(|k| k == "TELEPHONE_NUMBER"))
+        .map(|e| e.address.clone().unwrap_or_default());
+    let dnis = contact
+        .system_endpoint
+        .as_ref()
+        .and_then(|e| e.address.clone());
+    let mut external: Vec<(String, String)> = event
+        .details
+        .parameters
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix("ext_")?;
+            (!v.is_empty()).then(|| (name.to_owned(), v.clone()))
+        })
+        .collect();
+    if let Some(id) = non_empty(contact.customer_id.as_ref()) {
+        external.push(("connect_customer_id".into(), id.to_owned()));
+    }
+    IdentityHints::parse("Details", ani, dnis, external).map_err(|e| {
+        let field = match e.field.as_str() {
+            "Details.ani" => "Details.ContactData.CustomerEndpoint.Address".to_owned(),
+            "Details.dnis" => "Details.ContactData.SystemEndpoint.Address".to_owned(),
+            other => other.replace("Details.external_ids.", "Details.Parameters.ext_"),
+        };
+        Rejection::invalid(field, e.message)
+    })
+}
+
+fn flow_end(event: &FlowEvent) -> Result<EndCall, Rejection> {
+    let contact = &event.details.contact_data;
+    let params = &event.details.parameters;
+    let call_id = call_id(
+        contact.contact_id.as_deref(),
+        "Details.ContactData.ContactId",
+    )?;
+    let mut variables: BTreeMap<String, Value> = BTreeMap::new();
+    for (source, prefix) in [(&contact.attributes, "var_"), (params, "var_")] {
+        for (k, v) in source {
+            if let Some(name) = k.strip_prefix(prefix) {
+                variables.insert(name.to_owned(), Value::String(v.clone()));
+            }
+        }
+    }
+    let field = |name: &str| format!("Details.Parameters.{name}");
+    Ok(EndCall {
+        call_id,
+        platform: platform(),
+        customer_ref: non_empty(params.get("customer_ref"))
+            .map(|r| {
+                CustomerRef::parse(r).map_err(|e| Rejection::invalid(field("customer_ref"), e.0))
+            })
+            .transpose()?,
+        intent: non_empty(params.get("intent"))
+            .map(|i| IntentName::parse(i).map_err(|e| Rejection::invalid(field("intent"), e.0)))
+            .transpose()?,
+        intent_status: non_empty(params.get("intent_status"))
+            .map(|s| {
+                IntentStatus::parse(s).map_err(|e| Rejection::invalid(field("intent_status"), e.0))
+            })
+            .transpose()?,
+        variables: VariableChanges::parse(variables).map_err(|e| {
+            Rejection::invalid(
+                e.field.replace("variables.", "Details.Parameters.var_"),
+                e.message,
+            )
+        })?,
+        summary: non_empty(params.get("summary"))
+            .map(|s| parse_summary(&field("summary"), s.to_owned()))
+            .transpose()?,
+        hints: hints(event)?,
+    })
+}
+
+fn eventbridge(event: &EventBridgeEvent) -> Result<ConnectorCommand, Rejection> {
+    if event.detail_type != "Amazon Connect Contact Event" {
+        return Ok(ConnectorCommand::Ignore {
+            reason: "not a contact event",
+        });
+    }
+    let d = &event.detail;
+    if d.channel.as_deref().is_some_and(|c| c != "VOICE") {
+        return Ok(ConnectorCommand::Ignore {
+            reason: "not a voice contact",
+        });
+    }
+    if d.event_type != "DISCONNECTED" {
+        return Ok(ConnectorCommand::Ignore {
+            reason: "contact not disconnected yet",
+        });
+    }
+    Ok(ConnectorCommand::End(EndCall {
+        call_id: call_id(Some(&d.contact_id), "detail.contactId")?,
+        platform: platform(),
+        customer_ref: None,
+        intent: None,
+        intent_status: None,
+        variables: VariableChanges::default(),
+        summary: None,
+        hints: IdentityHints::default(),
+    }))
+}
+
+/// Which of the two payloads this is.
+enum Payload {
+    Flow(FlowEvent),
+    EventBridge(EventBridgeEvent),
+}
+
+fn read(body: &[u8]) -> Result<Payload, Rejection> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| Rejection::malformed("the body is not valid JSON"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| invalid_payload("an Amazon Connect event is a JSON object".into()))?;
+    if obj.contains_key("detail-type") {
+        serde_json::from_value(value)
+            .map(Payload::EventBridge)
+            .map_err(|e| invalid_payload(format!("not an EventBridge contact event: {e}")))
+    } else if obj.contains_key("Details") {
+        serde_json::from_value(value)
+            .map(Payload::Flow)
+            .map_err(|e| invalid_payload(format!("not a contact-flow Lambda event: {e}")))
+    } else {
+        Err(invalid_payload(
+            "expected a contact-flow Lambda event (`Details`) or an EventBridge contact event (`detail-type`)".into(),
+        ))
+    }
+}
+
+/// Adds `fields` to a flat map while it stays under the size limit; later fields are dropped.
+fn flat_map(fields: Vec<(String, String)>) -> Value {
+    let mut map = Map::new();
+    let mut size = 2usize;
+    for (k, v) in fields {
+        if k.chars().count() > MAX_KEY_CHARS {
+            continue;
+        }
+        // Each entry costs its JSON encoding plus a comma and a colon.
+        let cost = serde_json::to_string(&k).map_or(usize::MAX, |s| s.len())
+            + serde_json::to_string(&v).map_or(usize::MAX, |s| s.len())
+            + 2;
+        if size + cost > MAX_RESPONSE_BYTES {
+            continue;
+        }
+        size += cost;
+        map.insert(k, Value::String(v));
+    }
+    Value::Object(map)
+}
+
+impl Connector for AmazonConnect {
+    fn slug(&self) -> &'static str {
+        SLUG
+    }
+
+    fn supports_auto_route(&self) -> bool {
+        true
+    }
+
+    fn parse(
+        &self,
+        route: Route,
+        request: &InboundRequest<'_>,
+    ) -> Result<ConnectorCommand, Rejection> {
+        match (read(request.body)?, route) {
+            (Payload::EventBridge(e), Route::End | Route::Auto) => eventbridge(&e),
+            (Payload::EventBridge(_), Route::Start) => Err(invalid_payload(
+                "an EventBridge contact event is an end: send it to /v1/connectors/amazon-connect"
+                    .into(),
+            )),
+            (Payload::Flow(f), Route::Start) => Ok(ConnectorCommand::Start(flow_start(&f)?)),
+            (Payload::Flow(f), Route::End) => Ok(ConnectorCommand::End(flow_end(&f)?)),
+            (Payload::Flow(f), Route::Auto) => {
+                match f.details.parameters.get("sticky_event").map(String::as_str) {
+                    None | Some("start") => Ok(ConnectorCommand::Start(flow_start(&f)?)),
+                    Some("end") => Ok(ConnectorCommand::End(flow_end(&f)?)),
+                    Some(_) => Err(Rejection::invalid(
+                        "Details.Parameters.sticky_event",
+                        "`sticky_event` must be `start` or `end`",
+                    )),
+                }
+            }
+        }
+    }
+
+    fn render_start(&self, _request: &InboundRequest<'_>, outcome: &StartOutcome) -> Rendered {
+        Rendered::json(&flat_map(context_fields(outcome)))
+    }
+
+    fn render_end(&self, _request: &InboundRequest<'_>, outcome: &EndOutcome) -> Rendered {
+        Rendered::json(&flat_map(vec![
+            ("sticky_call_id".into(), outcome.call_id.clone()),
+            (
+                "sticky_customer_ref".into(),
+                outcome.customer_ref.clone().unwrap_or_default(),
+            ),
+            ("sticky_provisional".into(), outcome.provisional.to_string()),
+        ]))
+    }
+
+    fn render_ignored(&self, _request: &InboundRequest<'_>, reason: &'static str) -> Rendered {
+        Rendered::json(&flat_map(vec![("sticky_ignored".into(), reason.into())]))
+    }
+
+    fn check_answer(&self, rendered: &Rendered) -> Result<(), String> {
+        if rendered.body.len() > MAX_RESPONSE_BYTES {
+            return Err(format!(
+                "{} bytes, over Connect's 32 KB",
+                rendered.body.len()
+            ));
+        }
+        let v: Value = serde_json::from_slice(&rendered.body).map_err(|e| e.to_string())?;
+        let obj = v.as_object().ok_or("Connect needs a flat JSON object")?;
+        match obj.iter().find(|(_, v)| !v.is_string()) {
+            Some((k, _)) => Err(format!(
+                "`{k}` is not a string: Connect needs a flat string map"
+            )),
+            None => Ok(()),
+        }
+    }
+}

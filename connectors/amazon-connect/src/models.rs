@@ -1,0 +1,99 @@
+//! Amazon Connect's native payloads, as far as this connector reads them. Unknown fields are
+//! ignored: AWS adds fields over time.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The event a contact flow's "Invoke AWS Lambda function" block sends (our forwarding Lambda
+/// posts it unchanged).
+/// <https://docs.aws.amazon.com/connect/latest/adminguide/connect-lambda-functions.html>
+#[derive(Debug, Clone, Deserialize)]
+pub struct FlowEvent {
+    /// The contact and the block's parameters.
+    #[serde(rename = "Details")]
+    pub details: FlowDetails,
+    /// `ContactFlowEvent`.
+    #[serde(rename = "Name")]
+    pub name: Option<String>,
+}
+
+/// `Details` of a flow event.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FlowDetails {
+    /// The contact.
+    #[serde(rename = "ContactData")]
+    pub contact_data: ContactData,
+    /// The key-value parameters set on the Invoke block.
+    #[serde(rename = "Parameters", default)]
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// `Details.ContactData`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContactData {
+    /// The contact's user-defined attributes.
+    #[serde(rename = "Attributes", default)]
+    pub attributes: BTreeMap<String, String>,
+    /// `VOICE`, `CHAT`, `TASK` ...
+    #[serde(rename = "Channel")]
+    pub channel: Option<String>,
+    /// This contact's id.
+    #[serde(rename = "ContactId")]
+    pub contact_id: Option<String>,
+    /// The caller.
+    #[serde(rename = "CustomerEndpoint")]
+    pub customer_endpoint: Option<Endpoint>,
+    /// The Customer Profiles id, when the flow has one.
+    #[serde(rename = "CustomerId")]
+    pub customer_id: Option<String>,
+    /// The first contact of a chain of transfers.
+    #[serde(rename = "InitialContactId")]
+    pub initial_contact_id: Option<String>,
+    /// `INBOUND`, `OUTBOUND`, `TRANSFER`, `CALLBACK` ...
+    #[serde(rename = "InitiationMethod")]
+    pub initiation_method: Option<String>,
+    /// The number the customer called.
+    #[serde(rename = "SystemEndpoint")]
+    pub system_endpoint: Option<Endpoint>,
+}
+
+/// A phone endpoint.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Endpoint {
+    /// The number, E.164 for `TELEPHONE_NUMBER`.
+    #[serde(rename = "Address")]
+    pub address: Option<String>,
+    /// `TELEPHONE_NUMBER` for calls.
+    #[serde(rename = "Type")]
+    pub kind: Option<String>,
+}
+
+/// An "Amazon Connect Contact Event" delivered by EventBridge (an API destination pointing at
+/// us). <https://docs.aws.amazon.com/connect/latest/adminguide/contact-events.html>
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventBridgeEvent {
+    /// `Amazon Connect Contact Event`.
+    #[serde(rename = "detail-type")]
+    pub detail_type: String,
+    /// `aws.connect`.
+    pub source: Option<String>,
+    /// The event.
+    pub detail: ContactEventDetail,
+}
+
+/// `detail` of a contact event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactEventDetail {
+    /// `INITIATED`, `CONNECTED_TO_AGENT`, `DISCONNECTED` ...
+    pub event_type: String,
+    /// The contact's id.
+    pub contact_id: String,
+    /// `VOICE`, `CHAT` ...
+    pub channel: Option<String>,
+    /// `INBOUND`, `OUTBOUND` ...
+    pub initiation_method: Option<String>,
+    /// `CUSTOMER_DISCONNECT`, `AGENT_DISCONNECT` ...
+    pub disconnect_reason: Option<String>,
+}

@@ -1,0 +1,408 @@
+//! Twilio connector.
+//!
+//! - The incoming-call voice webhook (form-encoded; <https://www.twilio.com/docs/voice/twiml#request-parameters>)
+//!   is a call start. We answer TwiML that `<Redirect>`s Twilio to the customer's own voice URL,
+//!   given to us as the `next` query parameter of our webhook URL, with the caller's context
+//!   appended as `sticky_*` query parameters: a number's voice URL can point at us with no code.
+//! - The status callback (<https://www.twilio.com/docs/voice/api/call-resource#statuscallback>)
+//!   with a final `CallStatus` is a call end; other statuses are acknowledged and ignored.
+//! - A Studio "Make HTTP Request" widget (<https://www.twilio.com/docs/studio/widget-library/http-request>)
+//!   posting JSON is a start (or an end on `/end`), answered with a flat JSON object the widget
+//!   parses.
+//!
+//! `X-Twilio-Signature` is verified (see [`signature`]) whenever the tenant has stored its
+//! auth token with `PUT /v1/connectors/twilio/settings`.
+
+pub mod models;
+pub mod signature;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sticky_core::commands::{EndCall, IdentityHints, StartCall, VariableChanges, parse_summary};
+use sticky_core::connector::{
+    Connector, ConnectorCommand, InboundRequest, PlatformSecret, Rejection, Rendered, Route,
+    context_fields,
+};
+use sticky_core::domain::{CallId, CustomerRef, IntentName, IntentStatus, Platform};
+use sticky_core::engine::{EndOutcome, StartOutcome};
+
+use crate::models::{StatusCallback, StudioRequest, VoiceWebhook};
+
+/// The slug in our URLs.
+pub const SLUG: &str = "twilio";
+/// Longest redirect URL we produce (Twilio documents no limit below this; browsers and
+/// proxies commonly stop at 8 KiB).
+pub const MAX_REDIRECT_URL: usize = 4096;
+/// `CallStatus` values after which a call is over.
+const FINAL_STATUSES: &[&str] = &["completed", "busy", "failed", "no-answer", "canceled"];
+
+/// The Twilio connector.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Twilio;
+
+fn platform() -> Platform {
+    Platform::parse(SLUG).expect("a valid slug")
+}
+
+fn call_id(raw: Option<String>, field: &str) -> Result<CallId, Rejection> {
+    let raw = raw.ok_or_else(|| Rejection::missing(field))?;
+    CallId::parse(&raw).map_err(|e| Rejection::invalid(field, e.0))
+}
+
+fn is_form(request: &InboundRequest<'_>) -> bool {
+    request.content_type() == "application/x-www-form-urlencoded"
+}
+
+fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, Rejection> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .map_err(|_| Rejection::malformed("the body is not a valid form-encoded Twilio request"))
+}
+
+fn from_pairs<T: serde::de::DeserializeOwned>(pairs: &[(String, String)]) -> Result<T, Rejection> {
+    let encoded = serde_urlencoded::to_string(pairs)
+        .map_err(|_| Rejection::malformed("the form could not be read"))?;
+    serde_urlencoded::from_str(&encoded)
+        .map_err(|_| Rejection::malformed("the form could not be read"))
+}
+
+fn hints(from: Option<String>, to: Option<String>) -> Result<IdentityHints, Rejection> {
+    IdentityHints::parse("", from, to, Vec::new()).map_err(|e| {
+        let field = match e.field.as_str() {
+            ".ani" => "From",
+            ".dnis" => "To",
+            other => other,
+        };
+        Rejection::invalid(field, e.message)
+    })
+}
+
+/// The customer's own voice URL, where the call continues after we answer.
+fn next_url<'a>(request: &'a InboundRequest<'_>) -> Result<&'a str, Rejection> {
+    let next = request
+        .query_param("next")
+        .ok_or_else(|| Rejection::Invalid {
+            status: 400,
+            code: "missing_field",
+            message: "add your own voice URL to our webhook URL as the `next` query parameter \
+                  (…/v1/connectors/twilio/start?next=https%3A%2F%2Fyour.app%2Fvoice)"
+                .into(),
+            field: Some("next".into()),
+        })?;
+    let ok_scheme = next.starts_with("https://") || next.starts_with("http://");
+    if !ok_scheme || next.len() > 2048 || next.chars().any(char::is_whitespace) {
+        return Err(Rejection::invalid(
+            "next",
+            "`next` must be an http(s) URL of at most 2048 characters",
+        ));
+    }
+    Ok(next)
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `next` with the context appended, dropping trailing pairs that would make it too long.
+fn redirect_url(next: &str, pairs: &[(String, String)]) -> String {
+    let mut url = next.to_owned();
+    let mut sep = if next.contains('?') { '&' } else { '?' };
+    for pair in pairs {
+        let encoded = serde_urlencoded::to_string([pair]).unwrap_or_default();
+        if url.len() + 1 + encoded.len() > MAX_REDIRECT_URL {
+            continue;
+        }
+        url.push(sep);
+        url.push_str(&encoded);
+        sep = '&';
+    }
+    url
+}
+
+fn studio_json(outcome: &StartOutcome) -> Value {
+    let ctx = outcome.context.as_ref();
+    json!({
+        "call_id": outcome.call_id,
+        "customer_ref": outcome.customer_ref,
+        "band": outcome.band.as_str(),
+        "confidence": outcome.confidence,
+        "recommended_action": outcome.band.action(),
+        "open_intents": ctx.map(|c| c.open_intents.iter().map(|i| i.intent.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+        "call_count": ctx.map_or(0, |c| c.call_count),
+        "last_summary": ctx.and_then(|c| c.recent_calls.first()).and_then(|c| c.summary.clone()),
+        "variables": ctx.map(|c| Value::Object(c.variables.clone().into_iter().collect())).unwrap_or_else(|| json!({})),
+    })
+}
+
+fn parse_studio(route: Route, body: &[u8]) -> Result<ConnectorCommand, Rejection> {
+    let req: StudioRequest = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            Rejection::Invalid {
+                status: 400,
+                code: "invalid_payload",
+                message: format!("not a Studio request as our guide describes it: {e}"),
+                field: None,
+            }
+        } else {
+            Rejection::malformed("the body is not valid JSON")
+        }
+    })?;
+    let call_id = call_id(Some(req.call_sid), "CallSid")?;
+    let mut hints = hints(req.from, req.to)?;
+    hints.external_ids =
+        IdentityHints::parse("external_ids", None, None, req.external_ids)?.external_ids;
+    Ok(match route {
+        Route::End => ConnectorCommand::End(EndCall {
+            call_id,
+            platform: platform(),
+            customer_ref: req
+                .customer_ref
+                .filter(|r| !r.is_empty())
+                .map(|r| {
+                    CustomerRef::parse(&r).map_err(|e| Rejection::invalid("customer_ref", e.0))
+                })
+                .transpose()?,
+            intent: req
+                .intent
+                .filter(|i| !i.is_empty())
+                .map(|i| IntentName::parse(&i).map_err(|e| Rejection::invalid("intent", e.0)))
+                .transpose()?,
+            intent_status: req
+                .intent_status
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    IntentStatus::parse(&s).map_err(|e| Rejection::invalid("intent_status", e.0))
+                })
+                .transpose()?,
+            variables: VariableChanges::parse(req.variables)?,
+            summary: req
+                .summary
+                .filter(|s| !s.is_empty())
+                .map(|s| parse_summary("summary", s))
+                .transpose()?,
+            hints,
+        }),
+        _ => ConnectorCommand::Start(StartCall {
+            call_id,
+            platform: platform(),
+            hints,
+        }),
+    })
+}
+
+impl Connector for Twilio {
+    fn slug(&self) -> &'static str {
+        SLUG
+    }
+
+    fn parse_settings(&self, settings: &Value) -> Result<PlatformSecret, Rejection> {
+        let obj = settings
+            .as_object()
+            .ok_or_else(|| Rejection::malformed("settings must be a JSON object"))?;
+        if let Some(unknown) = obj.keys().find(|k| k.as_str() != "auth_token") {
+            return Err(Rejection::Invalid {
+                status: 400,
+                code: "unknown_field",
+                message: format!("unknown field `{unknown}`, expected `auth_token`"),
+                field: Some(unknown.clone()),
+            });
+        }
+        let token = obj
+            .get("auth_token")
+            .ok_or_else(|| Rejection::missing("auth_token"))?
+            .as_str()
+            .ok_or_else(|| Rejection::Invalid {
+                status: 400,
+                code: "invalid_type",
+                message: "`auth_token` must be a string".into(),
+                field: Some("auth_token".into()),
+            })?;
+        if !(16..=128).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Rejection::invalid(
+                "auth_token",
+                "a Twilio auth token is 16 to 128 letters and digits (32 hex characters)",
+            ));
+        }
+        Ok(PlatformSecret(token.to_owned()))
+    }
+
+    fn verify(
+        &self,
+        request: &InboundRequest<'_>,
+        secret: Option<&PlatformSecret>,
+    ) -> Result<(), Rejection> {
+        let Some(token) = secret else {
+            return Ok(());
+        };
+        let bad = |message: &str| Rejection::BadSignature {
+            message: message.to_owned(),
+        };
+        let signature = request
+            .header("x-twilio-signature")
+            .ok_or_else(|| bad("missing X-Twilio-Signature header"))?;
+        let credentials = basic_credentials(request);
+        let creds = credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        let params = if is_form(request) {
+            form_pairs(request.body).unwrap_or_default()
+        } else {
+            let expected = request
+                .query_param("bodySHA256")
+                .ok_or_else(|| bad("a JSON request must carry bodySHA256 in its URL"))?;
+            let actual = signature::body_sha256(request.body);
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                actual.as_bytes(),
+                expected.as_bytes(),
+            )) {
+                return Err(bad("bodySHA256 does not match the body"));
+            }
+            Vec::new()
+        };
+        if signature::is_valid(&token.0, request.url, creds, &params, signature) {
+            Ok(())
+        } else {
+            Err(bad(
+                "X-Twilio-Signature does not match: check the auth token and that the URL Twilio calls is the one we see (set STICKY_PUBLIC_BASE_URL behind a proxy)",
+            ))
+        }
+    }
+
+    fn parse(
+        &self,
+        route: Route,
+        request: &InboundRequest<'_>,
+    ) -> Result<ConnectorCommand, Rejection> {
+        if !is_form(request) {
+            return parse_studio(route, request.body);
+        }
+        let pairs = form_pairs(request.body)?;
+        match route {
+            Route::End => {
+                let cb: StatusCallback = from_pairs(&pairs)?;
+                let call_id = call_id(cb.call_sid, "CallSid")?;
+                let status = cb
+                    .call_status
+                    .ok_or_else(|| Rejection::missing("CallStatus"))?;
+                if !FINAL_STATUSES.contains(&status.as_str()) {
+                    return Ok(ConnectorCommand::Ignore {
+                        reason: "call not over yet",
+                    });
+                }
+                Ok(ConnectorCommand::End(EndCall {
+                    call_id,
+                    platform: platform(),
+                    customer_ref: None,
+                    intent: None,
+                    intent_status: None,
+                    variables: VariableChanges::default(),
+                    summary: None,
+                    hints: hints(cb.from, cb.to)?,
+                }))
+            }
+            _ => {
+                next_url(request)?;
+                let hook: VoiceWebhook = from_pairs(&pairs)?;
+                Ok(ConnectorCommand::Start(StartCall {
+                    call_id: call_id(hook.call_sid, "CallSid")?,
+                    platform: platform(),
+                    hints: hints(hook.from, hook.to)?,
+                }))
+            }
+        }
+    }
+
+    fn render_start(&self, request: &InboundRequest<'_>, outcome: &StartOutcome) -> Rendered {
+        if !is_form(request) {
+            return Rendered::json(&studio_json(outcome));
+        }
+        // parse() has checked `next`; an absent one cannot reach here.
+        let next = next_url(request).unwrap_or("");
+        let url = redirect_url(next, &context_fields(outcome));
+        Rendered::xml(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Redirect method=\"POST\">{}</Redirect></Response>",
+            xml_escape(&url)
+        ))
+    }
+
+    fn render_end(&self, request: &InboundRequest<'_>, outcome: &EndOutcome) -> Rendered {
+        if !is_form(request) {
+            return Rendered::json(&json!({
+                "call_id": outcome.call_id,
+                "customer_ref": outcome.customer_ref,
+                "provisional": outcome.provisional,
+            }));
+        }
+        empty_twiml()
+    }
+
+    fn render_ignored(&self, request: &InboundRequest<'_>, reason: &'static str) -> Rendered {
+        if is_form(request) {
+            empty_twiml()
+        } else {
+            Rendered::json(&json!({ "ignored": reason }))
+        }
+    }
+
+    fn check_answer(&self, rendered: &Rendered) -> Result<(), String> {
+        if rendered.status != 200 {
+            return Err(format!("status {}", rendered.status));
+        }
+        let body = std::str::from_utf8(&rendered.body).map_err(|e| e.to_string())?;
+        if rendered.content_type.starts_with("text/xml") {
+            if !body.starts_with("<?xml")
+                || !(body.ends_with("</Response>") || body.ends_with("<Response/>"))
+            {
+                return Err("TwiML must be an XML document whose root is <Response>".into());
+            }
+            if let Some(start) = body.find("<Redirect") {
+                let inner = &body[start..];
+                let url_start = inner.find('>').ok_or("unterminated Redirect")? + 1;
+                let url_end = inner.find("</Redirect>").ok_or("unterminated Redirect")?;
+                let url = &inner[url_start..url_end];
+                if url.contains('<') || url.contains('"') {
+                    return Err("the redirect URL is not escaped".into());
+                }
+                let unescaped = url.replace("&amp;", "&");
+                if unescaped.len() > MAX_REDIRECT_URL {
+                    return Err(format!("redirect URL of {} bytes", unescaped.len()));
+                }
+            }
+            Ok(())
+        } else {
+            let v: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+            if v.is_object() {
+                Ok(())
+            } else {
+                Err("Studio needs a JSON object".into())
+            }
+        }
+    }
+}
+
+fn empty_twiml() -> Rendered {
+    Rendered::xml("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>".into())
+}
+
+/// `user:password` from an `Authorization: Basic` header: Twilio signs the URL as configured,
+/// credentials included.
+fn basic_credentials(request: &InboundRequest<'_>) -> Option<(String, String)> {
+    let value = request.header("authorization")?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}

@@ -1,0 +1,226 @@
+//! Platform webhooks: `POST /v1/connectors/{platform}/start`, `.../end` and, for platforms that
+//! call one URL for several events, `POST /v1/connectors/{platform}`. The connectors are listed
+//! here, explicitly; each translates its platform's native request and renders our answer in
+//! the platform's format. This module does the IO around them: authentication (a Bearer key,
+//! or HTTP Basic with the key as the password, since platforms can put credentials in a
+//! webhook URL), the body limit, the URL the platform signed, the tenant's platform secret,
+//! and the engine call.
+
+use std::sync::Arc;
+
+use poem::http::{HeaderValue, StatusCode};
+use poem::web::Path;
+use poem::{Body, IntoResponse, Request, Response, handler};
+use sticky_core::connector::{Connector, ConnectorCommand, InboundRequest, Rejection, Route};
+use sticky_core::keys::AuthContext;
+
+use crate::auth::authenticate_token;
+use crate::error::ApiError;
+use crate::json::MAX_BODY_BYTES;
+use crate::state::AppState;
+
+/// Every connector the server serves, in one place.
+pub fn registry() -> Vec<Box<dyn Connector>> {
+    vec![
+        Box::new(sticky_connector_twilio::Twilio),
+        Box::new(sticky_connector_amazon_connect::AmazonConnect),
+        Box::new(sticky_connector_dialogflow_cx::DialogflowCx),
+    ]
+}
+
+/// The connector for a slug, or a typed 404.
+pub fn find<'a>(state: &'a AppState, slug: &str) -> Result<&'a dyn Connector, ApiError> {
+    state
+        .connectors
+        .iter()
+        .find(|c| c.slug() == slug)
+        .map(AsRef::as_ref)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_platform",
+                format!(
+                    "no connector for this platform; available: {}",
+                    state
+                        .connectors
+                        .iter()
+                        .map(|c| c.slug())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .with_field("platform")
+        })
+}
+
+/// A connector's rejection as our error body.
+pub fn rejection(r: Rejection) -> ApiError {
+    match r {
+        Rejection::Invalid {
+            status,
+            code,
+            message,
+            field,
+        } => {
+            let e = ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                code,
+                message,
+            );
+            match field {
+                Some(f) => e.with_field(f),
+                None => e,
+            }
+        }
+        Rejection::BadSignature { message } => {
+            ApiError::new(StatusCode::FORBIDDEN, "bad_signature", message)
+        }
+    }
+}
+
+/// Bearer key, or Basic with the key as the password.
+async fn authenticate(state: &AppState, req: &Request) -> Result<AuthContext, ApiError> {
+    let header = req.header("authorization").unwrap_or_default();
+    let token = if let Some(t) = header.strip_prefix("Bearer ") {
+        t.trim().to_owned()
+    } else if let Some(b) = header.strip_prefix("Basic ") {
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|_| ApiError::unauthorized())?;
+        let text = String::from_utf8(decoded).map_err(|_| ApiError::unauthorized())?;
+        text.split_once(':')
+            .map(|(_, password)| password.to_owned())
+            .ok_or_else(ApiError::unauthorized)?
+    } else {
+        return Err(ApiError::unauthorized());
+    };
+    authenticate_token(state, &token).await
+}
+
+/// The URL the platform called: the configured public base URL, or the scheme and host the
+/// request (or its proxy's `X-Forwarded-*` headers) names, with the path and query exactly as
+/// received.
+fn public_url(state: &AppState, req: &Request) -> String {
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if let Some(base) = &state.public_base_url {
+        return format!("{}{path_and_query}", base.trim_end_matches('/'));
+    }
+    let scheme = req
+        .header("x-forwarded-proto")
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| *v == "https" || *v == "http")
+        .unwrap_or("http");
+    let host = req
+        .header("x-forwarded-host")
+        .or_else(|| req.header("host"))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}{path_and_query}")
+}
+
+async fn handle(req: &Request, body: Body, slug: &str, route: Route) -> Result<Response, ApiError> {
+    let state = req
+        .data::<Arc<AppState>>()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+            )
+        })?
+        .clone();
+    let connector = find(&state, slug)?;
+    if route == Route::Auto && !connector.supports_auto_route() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("the {slug} connector is served at /v1/connectors/{slug}/start and /end"),
+        ));
+    }
+    let auth = authenticate(&state, req).await?;
+    let bytes = body
+        .into_bytes_limit(MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            poem::error::ReadBodyError::PayloadTooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request bodies are limited to 64 KiB",
+            ),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                "the request body could not be read",
+            ),
+        })?;
+    let url = public_url(&state, req);
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let query: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.uri().query().unwrap_or_default()).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_query",
+                "the query string could not be read",
+            )
+        })?;
+    let inbound = InboundRequest {
+        method: req.method().as_str(),
+        url: &url,
+        headers: &headers,
+        query: &query,
+        body: &bytes,
+    };
+    let secret = state.secrets.get(auth.tenant, slug).await?;
+    connector
+        .verify(&inbound, secret.as_ref())
+        .map_err(rejection)?;
+    let rendered = match connector.parse(route, &inbound).map_err(rejection)? {
+        ConnectorCommand::Start(cmd) => {
+            let outcome = state.engine.start_call(auth.tenant, cmd).await?;
+            connector.render_start(&inbound, &outcome)
+        }
+        ConnectorCommand::End(cmd) => {
+            let outcome = state.engine.end_call(auth.tenant, cmd).await?;
+            connector.render_end(&inbound, &outcome)
+        }
+        ConnectorCommand::Ignore { reason } => connector.render_ignored(&inbound, reason),
+    };
+    let mut resp = Response::builder()
+        .status(StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::OK))
+        .body(rendered.body);
+    resp.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static(rendered.content_type),
+    );
+    Ok(resp)
+}
+
+/// `POST /v1/connectors/{platform}/start`
+#[handler]
+pub async fn start(req: &Request, body: Body, Path(slug): Path<String>) -> poem::Result<Response> {
+    Ok(handle(req, body, &slug, Route::Start)
+        .await?
+        .into_response())
+}
+
+/// `POST /v1/connectors/{platform}/end`
+#[handler]
+pub async fn end(req: &Request, body: Body, Path(slug): Path<String>) -> poem::Result<Response> {
+    Ok(handle(req, body, &slug, Route::End).await?.into_response())
+}
+
+/// `POST /v1/connectors/{platform}`
+#[handler]
+pub async fn auto(req: &Request, body: Body, Path(slug): Path<String>) -> poem::Result<Response> {
+    Ok(handle(req, body, &slug, Route::Auto).await?.into_response())
+}
