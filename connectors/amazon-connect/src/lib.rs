@@ -162,7 +162,11 @@ fn eventbridge(event: &EventBridgeEvent) -> Result<ConnectorCommand, Rejection> 
         });
     }
     let d = &event.detail;
-    if d.channel.as_deref().is_some_and(|c| c != "VOICE") {
+    if d
+        .channel
+        .as_deref()
+        .is_some_and(|c| !c.eq_ignore_ascii_case("voice"))
+    {
         return Ok(ConnectorCommand::Ignore {
             reason: "not a voice contact",
         });

@@ -3,7 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+/// Reads `null` as the empty value: Connect sends `"Attributes": null` on some contacts.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// The event a contact flow's "Invoke AWS Lambda function" block sends (our forwarding Lambda
 /// posts it unchanged).
@@ -25,7 +34,7 @@ pub struct FlowDetails {
     #[serde(rename = "ContactData")]
     pub contact_data: ContactData,
     /// The key-value parameters set on the Invoke block.
-    #[serde(rename = "Parameters", default)]
+    #[serde(rename = "Parameters", default, deserialize_with = "null_as_default")]
     pub parameters: BTreeMap<String, String>,
 }
 
@@ -33,7 +42,7 @@ pub struct FlowDetails {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ContactData {
     /// The contact's user-defined attributes.
-    #[serde(rename = "Attributes", default)]
+    #[serde(rename = "Attributes", default, deserialize_with = "null_as_default")]
     pub attributes: BTreeMap<String, String>,
     /// `VOICE`, `CHAT`, `TASK` ...
     #[serde(rename = "Channel")]
@@ -82,18 +91,21 @@ pub struct EventBridgeEvent {
     pub detail: ContactEventDetail,
 }
 
-/// `detail` of a contact event.
+/// `detail` of a contact event. Older revisions of the documentation spell the fields in
+/// PascalCase (`EventType`, `ContactId`); both are read.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContactEventDetail {
     /// `INITIATED`, `CONNECTED_TO_AGENT`, `DISCONNECTED` ...
+    #[serde(alias = "EventType")]
     pub event_type: String,
     /// The contact's id.
+    #[serde(alias = "ContactId")]
     pub contact_id: String,
-    /// `VOICE`, `CHAT` ...
+    /// `VOICE` (documented samples also show `Voice`), `CHAT` ...
+    #[serde(alias = "Channel", default)]
     pub channel: Option<String>,
     /// `INBOUND`, `OUTBOUND` ...
+    #[serde(alias = "InitiationMethod", default)]
     pub initiation_method: Option<String>,
-    /// `CUSTOMER_DISCONNECT`, `AGENT_DISCONNECT` ...
-    pub disconnect_reason: Option<String>,
 }
