@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use poem::http::{HeaderValue, StatusCode};
 use poem::web::Path;
-use poem::{Body, IntoResponse, Request, Response, handler};
+use poem::{Body, Request, Response, handler};
 use sticky_core::connector::{Connector, ConnectorCommand, InboundRequest, Rejection, Route};
 use sticky_core::keys::AuthContext;
 
@@ -205,22 +205,38 @@ async fn handle(req: &Request, body: Body, slug: &str, route: Route) -> Result<R
     Ok(resp)
 }
 
-/// `POST /v1/connectors/{platform}/start`
+/// A 401 that invites the platform to retry with the Basic credentials of its webhook URL
+/// (Twilio sends them only after a challenge).
+fn answer(result: Result<Response, ApiError>) -> Response {
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = poem::error::ResponseError::as_response(&e);
+            if e.code() == "unauthorized" {
+                r.headers_mut().insert(
+                    "www-authenticate",
+                    HeaderValue::from_static("Basic realm=\"sticky-calls\", charset=\"UTF-8\""),
+                );
+            }
+            r
+        }
+    }
+}
+
+/// `POST /v1/connectors/{platform}/start` (and GET, for Twilio webhooks set to GET)
 #[handler]
-pub async fn start(req: &Request, body: Body, Path(slug): Path<String>) -> poem::Result<Response> {
-    Ok(handle(req, body, &slug, Route::Start)
-        .await?
-        .into_response())
+pub async fn start(req: &Request, body: Body, Path(slug): Path<String>) -> Response {
+    answer(handle(req, body, &slug, Route::Start).await)
 }
 
 /// `POST /v1/connectors/{platform}/end`
 #[handler]
-pub async fn end(req: &Request, body: Body, Path(slug): Path<String>) -> poem::Result<Response> {
-    Ok(handle(req, body, &slug, Route::End).await?.into_response())
+pub async fn end(req: &Request, body: Body, Path(slug): Path<String>) -> Response {
+    answer(handle(req, body, &slug, Route::End).await)
 }
 
 /// `POST /v1/connectors/{platform}`
 #[handler]
-pub async fn auto(req: &Request, body: Body, Path(slug): Path<String>) -> poem::Result<Response> {
-    Ok(handle(req, body, &slug, Route::Auto).await?.into_response())
+pub async fn auto(req: &Request, body: Body, Path(slug): Path<String>) -> Response {
+    answer(handle(req, body, &slug, Route::Auto).await)
 }

@@ -185,9 +185,12 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint + use<> {
         .at("/v1/connectors/:platform", poem::post(connectors::auto))
         .at(
             "/v1/connectors/:platform/start",
-            poem::post(connectors::start),
+            poem::post(connectors::start).get(connectors::start),
         )
-        .at("/v1/connectors/:platform/end", poem::post(connectors::end))
+        .at(
+            "/v1/connectors/:platform/end",
+            poem::post(connectors::end).get(connectors::end),
+        )
         .at("/healthz", healthz)
         .at("/readyz", readyz)
         .data(state)

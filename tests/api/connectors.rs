@@ -116,6 +116,22 @@ async fn a_twilio_caller_is_recognised_on_the_second_call_in_twiml(app: TestApp)
     assert_eq!(stored["ani"], "+14155551234");
     assert_eq!(stored["status"], "ended");
 
+    // A number whose webhook is configured for GET sends the same parameters in the query.
+    let get = app
+        .client
+        .get(format!(
+            "{start}&CallSid=CA03&From=%2B14155551234&To=%2B18005550100&CallStatus=ringing"
+        ))
+        .header("authorization", basic(&app.key))
+        .send()
+        .await;
+    let get_text = get.0.into_body().into_string().await.unwrap();
+    assert!(get_text.contains("sticky_band=high"), "{get_text}");
+    assert!(
+        !get_text.contains("CallSid=CA03"),
+        "Twilio's own parameters are not echoed"
+    );
+
     let ringing = app
         .send_raw(
             "/v1/connectors/twilio/end",
@@ -584,6 +600,22 @@ async fn connector_errors_are_4xx_with_our_error_body(app: TestApp) {
         assert_eq!(r.json()["error"]["code"], code, "{what}: {}", r.text);
     }
     assert_eq!(app.count_rows("calls").await, 0, "nothing written");
+    // Twilio sends Basic credentials from its webhook URL only after a challenge.
+    let challenged = app
+        .client
+        .post("/v1/connectors/twilio/start?next=https%3A%2F%2Fa.b")
+        .body("CallSid=CA1")
+        .send()
+        .await;
+    let header = challenged
+        .0
+        .headers()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(header.starts_with("Basic realm="), "{header}");
 }
 
 fn connect_event_str() -> String {

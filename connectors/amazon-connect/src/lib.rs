@@ -162,8 +162,7 @@ fn eventbridge(event: &EventBridgeEvent) -> Result<ConnectorCommand, Rejection> 
         });
     }
     let d = &event.detail;
-    if d
-        .channel
+    if d.channel
         .as_deref()
         .is_some_and(|c| !c.eq_ignore_ascii_case("voice"))
     {

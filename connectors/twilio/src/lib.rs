@@ -49,8 +49,24 @@ fn call_id(raw: Option<String>, field: &str) -> Result<CallId, Rejection> {
     CallId::parse(&raw).map_err(|e| Rejection::invalid(field, e.0))
 }
 
+/// Twilio sends its parameters form-encoded in a POST body, or in the query string when the
+/// webhook is configured for GET.
 fn is_form(request: &InboundRequest<'_>) -> bool {
-    request.content_type() == "application/x-www-form-urlencoded"
+    request.method == "GET" || request.content_type() == "application/x-www-form-urlencoded"
+}
+
+/// The Twilio parameters of a form request: the body, or the query for GET.
+fn twilio_params(request: &InboundRequest<'_>) -> Result<Vec<(String, String)>, Rejection> {
+    if request.method == "GET" {
+        Ok(request
+            .query
+            .iter()
+            .filter(|(k, _)| k != "next")
+            .cloned()
+            .collect())
+    } else {
+        form_pairs(request.body)
+    }
 }
 
 fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, Rejection> {
@@ -252,7 +268,10 @@ impl Connector for Twilio {
             .ok_or_else(|| bad("missing X-Twilio-Signature header"))?;
         let credentials = basic_credentials(request);
         let creds = credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        let params = if is_form(request) {
+        let params = if request.method == "GET" {
+            // A GET is signed over its URL alone: the parameters are in it.
+            Vec::new()
+        } else if is_form(request) {
             form_pairs(request.body).unwrap_or_default()
         } else {
             let expected = request
@@ -284,7 +303,7 @@ impl Connector for Twilio {
         if !is_form(request) {
             return parse_studio(route, request.body);
         }
-        let pairs = form_pairs(request.body)?;
+        let pairs = twilio_params(request)?;
         match route {
             Route::End => {
                 let cb: StatusCallback = from_pairs(&pairs)?;
