@@ -32,6 +32,7 @@ mod bad_input;
 mod calls;
 mod connectors;
 mod customers;
+mod import;
 mod isolation;
 mod keys;
 mod system;

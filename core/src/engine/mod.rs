@@ -7,6 +7,7 @@
 
 mod customers;
 mod end;
+mod import;
 mod start;
 mod store;
 
@@ -24,6 +25,7 @@ use crate::domain::DefaultRegion;
 use crate::scoring::{Band, Signal};
 
 pub use customers::{CustomerExport, CustomerSummary, ErasureReport, IdentityRecord, IntentRecord};
+pub use import::{ImportReport, ImportedCall, ImportedCustomer, ImportedIdentity};
 
 /// The tenant a request acts for; it comes from the API key, never from a request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

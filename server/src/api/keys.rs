@@ -83,6 +83,21 @@ enum ListResponse {
     Ok(Json<ApiKeyListDto>),
 }
 
+/// The key a request was made with.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct CurrentKeyDto {
+    /// The key's id.
+    pub key_id: String,
+}
+
+#[derive(ApiResponse)]
+enum CurrentResponse {
+    /// The key is valid.
+    #[oai(status = 200)]
+    Ok(Json<CurrentKeyDto>),
+}
+
 #[derive(ApiResponse)]
 enum RevokeResponse {
     /// Revoked: the key stops working at once.
@@ -122,6 +137,15 @@ impl KeysApi {
         let keys = self.state.keys.list_keys(auth.0.tenant).await?;
         Ok(ListResponse::Ok(Json(ApiKeyListDto {
             api_keys: keys.into_iter().map(Into::into).collect(),
+        })))
+    }
+
+    /// Check a key: which key is this? Touches no data (and serves as the benchmark's
+    /// baseline for the cost of the HTTP stack and authentication).
+    #[oai(path = "/current", method = "get", operation_id = "current_api_key")]
+    async fn current(&self, auth: ApiKeyAuth) -> Result<CurrentResponse, ApiError> {
+        Ok(CurrentResponse::Ok(Json(CurrentKeyDto {
+            key_id: auth.0.key_id,
         })))
     }
 

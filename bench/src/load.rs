@@ -1,0 +1,294 @@
+//! HTTP load from this process against the server process: a fixed number of keep-alive
+//! connections, each sending its next request when the previous answer is read (closed loop),
+//! or at a fixed rate (open loop; latency then counts from the intended send time, so a slow
+//! answer is not hidden by the requests it delayed).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+
+use crate::seed;
+
+/// What one request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// `GET /v1/api-keys/current`: auth and JSON, no database.
+    Trivial,
+    /// Start for a known caller, by number.
+    StartKnownAni,
+    /// Start for a known caller, by CRM id.
+    StartKnownCrm,
+    /// Start for a number nobody has.
+    StartUnknown,
+    /// End with variables and an intent, for a known customer.
+    End,
+    /// 50% known by number, 10% by CRM id, 20% unknown, 20% ends.
+    Mix,
+}
+
+impl Scenario {
+    /// Name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Trivial => "trivial (auth + JSON, no DB)",
+            Self::StartKnownAni => "start: known caller by number",
+            Self::StartKnownCrm => "start: known caller by CRM id",
+            Self::StartUnknown => "start: unknown number",
+            Self::End => "end: variables + intent",
+            Self::Mix => "mix (50/10/20/20)",
+        }
+    }
+}
+
+/// The server under load.
+#[derive(Clone)]
+pub struct Target {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// API key.
+    pub key: String,
+    /// Seeded customers.
+    pub customers: u64,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Target {
+    /// A client for the server at `base`.
+    pub fn new(base: String, key: String, customers: u64) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self {
+            base,
+            key,
+            customers,
+            client,
+        }
+    }
+
+    /// Sends one request; `Ok(body)` for a 2xx.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> anyhow::Result<Bytes> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", self.key));
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let resp = self.client.request(req).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            anyhow::bail!("{status}: {}", String::from_utf8_lossy(&bytes))
+        }
+    }
+}
+
+/// One request of a scenario; `n` makes call ids unique, `pick` chooses the customer.
+fn request(
+    s: Scenario,
+    run: u64,
+    n: u64,
+    pick: u64,
+    customers: u64,
+) -> (&'static str, &'static str, Option<String>) {
+    let i = pick % customers;
+    let call_id = format!("bench-{run}-{n}");
+    match s {
+        Scenario::Trivial => ("GET", "/v1/api-keys/current", None),
+        Scenario::StartKnownAni => (
+            "POST",
+            "/v1/calls/start",
+            Some(json!({"call_id": call_id, "identity_hints": {"ani": seed::number(i), "dnis": "+18005550100"}}).to_string()),
+        ),
+        Scenario::StartKnownCrm => {
+            // Customers with a CRM id are the 70% with i % 10 < 7.
+            let j = i - i % 10 + (i % 7);
+            (
+                "POST",
+                "/v1/calls/start",
+                Some(json!({"call_id": call_id, "identity_hints": {"external_ids": {"crm_id": seed::crm_id(j.min(customers - 1)).unwrap_or_default()}}}).to_string()),
+            )
+        }
+        Scenario::StartUnknown => (
+            "POST",
+            "/v1/calls/start",
+            Some(json!({"call_id": call_id, "identity_hints": {"ani": seed::unknown_number(pick)}}).to_string()),
+        ),
+        Scenario::End => (
+            "POST",
+            "/v1/calls/end",
+            Some(json!({
+                "call_id": call_id, "customer_ref": seed::customer_ref(i),
+                "intent": "billing_question", "intent_status": "open",
+                "identity_hints": {"ani": seed::number(i)},
+                "variables": {"last_topic": "billing", "plan": "gold", "callback": n.is_multiple_of(2),
+                              "summary": "Asked about the invoice; callback promised."}
+            }).to_string()),
+        ),
+        Scenario::Mix => {
+            let kind = match n % 10 {
+                0..=4 => Scenario::StartKnownAni,
+                5 => Scenario::StartKnownCrm,
+                6 | 7 => Scenario::StartUnknown,
+                _ => Scenario::End,
+            };
+            request(kind, run, n, pick, customers)
+        }
+    }
+}
+
+/// What a scenario measured.
+pub struct Measured {
+    /// Scenario.
+    pub scenario: Scenario,
+    /// Intended rate for an open-loop run.
+    pub rate: Option<f64>,
+    /// Successful requests.
+    pub ok: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Latencies in microseconds.
+    pub latency: Histogram<u64>,
+    /// First error seen, for the report.
+    pub first_error: Option<String>,
+}
+
+impl Measured {
+    /// Successful requests per second.
+    pub fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+static RUN: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a scenario for `duration` with `concurrency` connections; with `rate`, paced at that
+/// many requests per second in total.
+pub async fn run(
+    target: &Target,
+    scenario: Scenario,
+    concurrency: u64,
+    duration: Duration,
+    rate: Option<f64>,
+) -> Measured {
+    let run = RUN.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 1000;
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let target = target.clone();
+        let counter = counter.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
+            let interval = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
+            let mut next_at = started
+                + interval.map_or(Duration::ZERO, |i| {
+                    i.mul_f64(worker as f64 / concurrency as f64)
+                });
+            let mut pick = worker.wrapping_mul(2_654_435_761);
+            loop {
+                if interval.is_some() {
+                    if next_at > deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(next_at.into()).await;
+                } else if Instant::now() >= deadline {
+                    break;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                pick = pick
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let (method, path, body) = request(scenario, run, n, pick >> 17, target.customers);
+                let sent = if interval.is_some() {
+                    next_at
+                } else {
+                    Instant::now()
+                };
+                match target.send(method, path, body).await {
+                    Ok(_) => {
+                        ok += 1;
+                        let _ = hist.record(sent.elapsed().as_micros().max(1) as u64);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+                if let Some(i) = interval {
+                    next_at += i;
+                }
+            }
+            (hist, ok, errors, first_error)
+        }));
+    }
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let (mut ok, mut errors, mut first_error) = (0, 0, None);
+    for t in tasks {
+        let (h, o, e, f) = t.await.expect("worker");
+        latency.add(h).expect("same bounds");
+        ok += o;
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    Measured {
+        scenario,
+        rate,
+        ok,
+        errors,
+        elapsed: started.elapsed(),
+        latency,
+        first_error,
+    }
+}
+
+/// Read-your-writes under load: an end saves a fresh value, the start right after must see it.
+/// Returns (checked, violations).
+pub async fn read_your_writes(target: &Target, rounds: u64) -> anyhow::Result<(u64, u64)> {
+    let mut violations = 0;
+    let run = RUN.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 1000;
+    for r in 0..rounds {
+        let i = (r * 7919 + 13) % target.customers;
+        if seed::shares_number(i) {
+            continue;
+        }
+        let token = format!("ryw-{run}-{r}");
+        target
+            .send("POST", "/v1/calls/end", Some(json!({"call_id": format!("{token}-end"), "customer_ref": seed::customer_ref(i), "identity_hints": {"ani": seed::number(i)}, "variables": {"ryw": token}}).to_string()))
+            .await?;
+        let body = target
+            .send("POST", "/v1/calls/start", Some(json!({"call_id": format!("{token}-start"), "identity_hints": {"ani": seed::number(i)}}).to_string()))
+            .await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        if v["context"]["variables"]["ryw"] != token.as_str() {
+            violations += 1;
+        }
+    }
+    Ok((rounds, violations))
+}

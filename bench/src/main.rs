@@ -1,0 +1,319 @@
+//! `sticky-calls-bench`: how fast is call start, end and the HTTP stack under it?
+//!
+//! For each database (SQLite; PostgreSQL when a URL is given): seed N customers through the
+//! engine's bulk import, start the real `sticky-calls` binary on that database, drive HTTP load
+//! from this process, and report throughput, latency percentiles, errors, the ratio to a
+//! trivial endpoint, the server's peak RSS and the database size, as a markdown table
+//! (printed and written to `bench-results/latest.md`) and JSON (`bench-results/latest.json`).
+
+mod load;
+mod seed;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use load::{Measured, Scenario, Target};
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use serde_json::json;
+use sticky_core::Engine;
+use sticky_core::keys::KeyStore;
+
+/// Benchmark the Sticky Calls server.
+#[derive(Parser, Debug)]
+#[command(name = "sticky-calls-bench")]
+struct Args {
+    /// Customers to seed.
+    #[arg(long, default_value_t = 1_000_000)]
+    customers: u64,
+    /// Concurrent connections of the closed-loop scenarios.
+    #[arg(long, default_value_t = 32)]
+    concurrency: u64,
+    /// Seconds per scenario (default: 5 up to 100k customers, else 10).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// PostgreSQL server to also run on (a database is created and dropped on it), e.g.
+    /// `postgres://postgres@127.0.0.1:5432/test`.
+    #[arg(long, env = "STICKY_BENCH_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// Skip SQLite.
+    #[arg(long)]
+    no_sqlite: bool,
+    /// Where the databases and the results go.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+struct BackendReport {
+    backend: &'static str,
+    seed_secs: f64,
+    rows: sticky_core::engine::ImportReport,
+    results: Vec<Measured>,
+    peak_rss: Option<u64>,
+    db_bytes: Option<u64>,
+    ryw: (u64, u64),
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+async fn run_backend(
+    args: &Args,
+    backend: &'static str,
+    url: String,
+    admin: Option<(String, String)>,
+) -> anyhow::Result<BackendReport> {
+    eprintln!("== {backend}: seeding {} customers", args.customers);
+    let db = sticky_core::db::connect_and_migrate(&url).await?;
+    let keys = KeyStore::new(db.clone(), 4, Duration::from_secs(60));
+    let tenant = keys.create_tenant("bench").await?;
+    let key = keys
+        .create_key(tenant.id, Some("bench".into()), None)
+        .await?
+        .secret;
+    let engine = Engine::new(db.clone(), Default::default());
+    let (seed_time, rows) = seed::seed(&engine, tenant.id, args.customers).await?;
+    eprintln!(
+        "   {} customers, {} identities, {} variables, {} calls, {} intents in {:.1}s",
+        rows.customers,
+        rows.identities,
+        rows.variables,
+        rows.calls,
+        rows.intents,
+        seed_time.as_secs_f64()
+    );
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        ))
+        .await?;
+    }
+    db.execute_raw(Statement::from_string(db.get_database_backend(), "ANALYZE"))
+        .await?;
+    drop(engine);
+    db.close().await?;
+
+    let server = server::Server::start(&server::binary()?, &url, &args.out)?;
+    let target = Target::new(
+        format!("http://127.0.0.1:{}", server.port),
+        key,
+        args.customers,
+    );
+    let secs = args
+        .seconds
+        .unwrap_or(if args.customers <= 100_000 { 5 } else { 10 });
+    let d = Duration::from_secs(secs);
+    // Warm the key cache and connections.
+    let _ = load::run(
+        &target,
+        Scenario::Trivial,
+        args.concurrency,
+        Duration::from_secs(1),
+        None,
+    )
+    .await;
+    let mut results = Vec::new();
+    for s in [
+        Scenario::Trivial,
+        Scenario::StartKnownAni,
+        Scenario::StartKnownCrm,
+        Scenario::StartUnknown,
+        Scenario::End,
+        Scenario::Mix,
+    ] {
+        eprintln!("   {} ...", s.name());
+        let m = load::run(&target, s, args.concurrency, d, None).await;
+        if let Some(e) = &m.first_error {
+            eprintln!("   first error: {e}");
+        }
+        results.push(m);
+    }
+    let known = results[1].throughput();
+    eprintln!(
+        "   start: known caller at half of its throughput ({:.0}/s) ...",
+        known / 2.0
+    );
+    let paced = load::run(
+        &target,
+        Scenario::StartKnownAni,
+        args.concurrency,
+        d,
+        Some(known / 2.0),
+    )
+    .await;
+    results.push(paced);
+    eprintln!("   read-your-writes ...");
+    let ryw = load::read_your_writes(&target, 200).await?;
+    let peak_rss = server.peak_rss();
+    drop(server);
+
+    let db_bytes = match &admin {
+        None => {
+            let file = url
+                .trim_start_matches("sqlite://")
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let size = |p: String| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            Some(size(file.clone()) + size(format!("{file}-wal")))
+        }
+        Some((admin_url, name)) => {
+            let conn = Database::connect(admin_url).await?;
+            let row = conn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("SELECT pg_database_size('{name}') AS n"),
+                ))
+                .await?;
+            let n = row
+                .and_then(|r| r.try_get::<i64>("", "n").ok())
+                .map(|n| n as u64);
+            conn.execute_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            ))
+            .await?;
+            n
+        }
+    };
+    Ok(BackendReport {
+        backend,
+        seed_secs: seed_time.as_secs_f64(),
+        rows,
+        results,
+        peak_rss,
+        db_bytes,
+        ryw,
+    })
+}
+
+fn markdown(args: &Args, reports: &[BackendReport]) -> String {
+    let mut out = format!(
+        "# Sticky Calls benchmark\n\n{} customers, {} connections, {} cores, {}.\n",
+        args.customers,
+        args.concurrency,
+        std::thread::available_parallelism().map_or(0, usize::from),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    for r in reports {
+        let trivial = r.results[0].throughput();
+        out.push_str(&format!(
+            "\n## {}\n\nSeed: {:.1} s ({} customers, {} identities, {} variables, {} calls, {} intents). \
+             Database: {}. Server peak RSS: {}. Read-your-writes: {} violations in {} end→start pairs.\n\n",
+            r.backend,
+            r.seed_secs,
+            r.rows.customers,
+            r.rows.identities,
+            r.rows.variables,
+            r.rows.calls,
+            r.rows.intents,
+            r.db_bytes.map_or("?".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+            r.peak_rss.map_or("?".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+            r.ryw.1,
+            r.ryw.0,
+        ));
+        out.push_str("| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | vs trivial |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        for m in &r.results {
+            let name = match m.rate {
+                Some(rate) => format!("{} at {:.0}/s (paced)", m.scenario.name(), rate),
+                None => m.scenario.name().to_owned(),
+            };
+            let h = &m.latency;
+            out.push_str(&format!(
+                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0}% |\n",
+                m.throughput(),
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.9)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.value_at_quantile(0.999)),
+                m.errors,
+                100.0 * m.throughput() / trivial.max(1e-9),
+            ));
+        }
+    }
+    out
+}
+
+fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
+    json!({
+        "customers": args.customers,
+        "concurrency": args.concurrency,
+        "backends": reports.iter().map(|r| json!({
+            "backend": r.backend,
+            "seed_seconds": r.seed_secs,
+            "rows": {"customers": r.rows.customers, "identities": r.rows.identities, "variables": r.rows.variables, "calls": r.rows.calls, "intents": r.rows.intents},
+            "database_bytes": r.db_bytes,
+            "server_peak_rss_bytes": r.peak_rss,
+            "read_your_writes": {"checked": r.ryw.0, "violations": r.ryw.1},
+            "scenarios": r.results.iter().map(|m| json!({
+                "scenario": m.scenario.name(),
+                "paced_rate": m.rate,
+                "requests_per_second": m.throughput(),
+                "ok": m.ok,
+                "errors": m.errors,
+                "first_error": m.first_error,
+                "latency_ms": {
+                    "p50": ms(m.latency.value_at_quantile(0.5)),
+                    "p90": ms(m.latency.value_at_quantile(0.9)),
+                    "p99": ms(m.latency.value_at_quantile(0.99)),
+                    "p99_9": ms(m.latency.value_at_quantile(0.999)),
+                },
+                "ratio_to_trivial": m.throughput() / r.results[0].throughput().max(1e-9),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn fresh_sqlite(out: &Path) -> anyhow::Result<String> {
+    let file = out.join("bench.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+    Ok(format!("sqlite://{}", file.display()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.out)?;
+    let mut reports = Vec::new();
+    if !args.no_sqlite {
+        let url = fresh_sqlite(&args.out)?;
+        reports.push(run_backend(&args, "SQLite", url, None).await?);
+    }
+    if let Some(admin) = &args.postgres_url {
+        let name = format!("sc_bench_{}", std::process::id());
+        let conn = Database::connect(admin.as_str()).await?;
+        conn.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("CREATE DATABASE {name}"),
+        ))
+        .await?;
+        conn.close().await?;
+        let (base, _) = admin
+            .rsplit_once('/')
+            .ok_or_else(|| anyhow::anyhow!("the PostgreSQL URL needs a database name"))?;
+        let url = format!("{base}/{name}");
+        reports.push(run_backend(&args, "PostgreSQL", url, Some((admin.clone(), name))).await?);
+    }
+    let md = markdown(&args, &reports);
+    println!("{md}");
+    std::fs::write(args.out.join("latest.md"), &md)?;
+    std::fs::write(
+        args.out.join("latest.json"),
+        serde_json::to_string_pretty(&json_report(&args, &reports))?,
+    )?;
+    eprintln!(
+        "written to {}/latest.md and latest.json",
+        args.out.display()
+    );
+    let _ = std::fs::remove_file(args.out.join("bench.db"));
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(args.out.join(format!("bench.db{suffix}")));
+    }
+    Ok(())
+}

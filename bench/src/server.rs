@@ -1,0 +1,83 @@
+//! The real `sticky-calls` binary as a separate process.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// The server binary next to this one, built in release mode when missing.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let here = std::env::current_exe()?;
+    let path = here.with_file_name("sticky-calls");
+    if !path.exists() {
+        eprintln!("building the server binary (cargo build --release --bin sticky-calls)...");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--bin", "sticky-calls"])
+            .status()?;
+        anyhow::ensure!(status.success(), "building the server failed");
+        anyhow::ensure!(path.exists(), "no server binary at {}", path.display());
+    }
+    Ok(path)
+}
+
+impl Server {
+    /// Starts `sticky-calls serve` on `database_url`, on a free port.
+    pub fn start(
+        binary: &PathBuf,
+        database_url: &str,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .env("STICKY_DATABASE_URL", database_url)
+            .env("STICKY_BIND", "127.0.0.1:0")
+            .env("STICKY_LOG", "warn,poem::server=info")
+            .env("STICKY_SECRET_KEY_FILE", dir.join("bench.secret"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .rsplit(':')
+                    .next()
+                    .filter(|_| line.contains("listening"))
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                } else if line.contains("ERROR") || line.contains("WARN") {
+                    eprintln!("  server: {line}");
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(120))
+            .map_err(|_| anyhow::anyhow!("the server did not start"))?;
+        Ok(Self { child, port })
+    }
+
+    /// Peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
