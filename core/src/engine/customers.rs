@@ -302,6 +302,7 @@ impl Engine {
             },
         };
         tx.commit().await?;
+        self.caches.written_widely();
         Ok(report)
     }
 
@@ -348,6 +349,12 @@ impl Engine {
             ));
         }
         tx.commit().await?;
+        let keys: Vec<(&'static str, String)> = ani
+            .map(|n| (identity::KIND_ANI, n.as_str().to_owned()))
+            .into_iter()
+            .chain(external_id.map(|e| (identity::KIND_EXTERNAL, e.pair())))
+            .collect();
+        self.caches.written(tenant, &[c.id], &keys).await;
         Ok(removed)
     }
 
@@ -388,6 +395,7 @@ impl Engine {
             .await?
         };
         tx.commit().await?;
+        self.caches.written(tenant, &[c.id], &[]).await;
         Ok(IntentRecord {
             intent: updated.intent,
             status: updated.status,

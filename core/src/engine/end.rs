@@ -14,7 +14,7 @@ use sea_orm::{
 use serde_json::Value;
 
 use super::start::normalise_dnis;
-use super::store::{find_call, find_customer_by_ref, load_evidence, parse_variables};
+use super::store::{IdentityKey, find_call, find_customer_by_ref, load_evidence, parse_variables};
 use super::{EndOutcome, Engine, TenantId};
 use crate::commands::EndCall;
 use crate::domain::{Ani, CustomerRef, ExternalId, IntentStatus};
@@ -35,8 +35,15 @@ impl Engine {
         cmd: EndCall,
     ) -> Result<EndOutcome, EngineError> {
         let (_writer, tx) = self.begin_write(tenant).await?;
-        let outcome = self.end_in(&tx, tenant, cmd).await?;
+        let (outcome, touched) = self.end_in(&tx, tenant, cmd).await?;
         tx.commit().await?;
+        if outcome.merged_from.is_some() {
+            self.caches.written_widely();
+        } else {
+            self.caches
+                .written(tenant, &touched.customers, &touched.identities)
+                .await;
+        }
         Ok(outcome)
     }
 
@@ -45,7 +52,7 @@ impl Engine {
         tx: &DatabaseTransaction,
         tenant: TenantId,
         cmd: EndCall,
-    ) -> Result<EndOutcome, EngineError> {
+    ) -> Result<(EndOutcome, Touched), EngineError> {
         let now = crate::now();
         let existing = find_call(tx, tenant, &cmd.call_id).await?;
 
@@ -295,13 +302,26 @@ impl Engine {
             row.insert(tx).await?;
         }
 
-        Ok(EndOutcome {
-            call_id: cmd.call_id.as_str().to_owned(),
-            customer_ref: target.as_ref().map(|t| t.customer_ref.clone()),
-            provisional: target.as_ref().is_some_and(|t| t.provisional),
-            merged_from,
-        })
+        let touched = Touched {
+            customers: target.iter().map(|t| t.id).chain(linked_before).collect(),
+            identities,
+        };
+        Ok((
+            EndOutcome {
+                call_id: cmd.call_id.as_str().to_owned(),
+                customer_ref: target.as_ref().map(|t| t.customer_ref.clone()),
+                provisional: target.as_ref().is_some_and(|t| t.provisional),
+                merged_from,
+            },
+            touched,
+        ))
     }
+}
+
+/// What an end changed, for the read caches.
+struct Touched {
+    customers: Vec<i64>,
+    identities: Vec<IdentityKey>,
 }
 
 pub(super) async fn create_customer(

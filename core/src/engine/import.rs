@@ -224,6 +224,8 @@ impl Engine {
             .await?;
         }
         tx.commit().await?;
+        // Numbers that were unknown until now may be cached as "nobody".
+        self.caches.written_widely();
         Ok(report)
     }
 }

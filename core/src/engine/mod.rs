@@ -5,6 +5,7 @@
 //! IMMEDIATE` transaction, and on PostgreSQL a per-tenant advisory lock, so concurrent ends from
 //! one new number create one provisional customer, not several, even across server processes.
 
+mod cache;
 mod customers;
 mod end;
 mod import;
@@ -36,6 +37,7 @@ pub struct Engine {
     db: DatabaseConnection,
     region: DefaultRegion,
     writes: Mutex<()>,
+    caches: cache::Caches,
 }
 
 /// Another customer the caller could be.
@@ -175,6 +177,7 @@ impl Engine {
             db,
             region,
             writes: Mutex::new(()),
+            caches: cache::Caches::new(),
         }
     }
 

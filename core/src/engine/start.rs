@@ -2,11 +2,13 @@
 //! record the call so that a retried start replays the same answer instead of writing again.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, sea_query::OnConflict};
 use serde::{Deserialize, Serialize};
 
-use super::store::{customers_by_id, find_call, load_context, load_evidence};
+use super::cache::CachedCustomer;
+use super::store::{customers_by_id, evidence, find_call, identity_keys, load_context, load_links};
 use super::{Candidate, Engine, StartOutcome, TenantId};
 use crate::commands::StartCall;
 use crate::domain::{Ani, DefaultRegion};
@@ -49,28 +51,21 @@ impl Engine {
         tenant: TenantId,
         cmd: StartCall,
     ) -> Result<StartOutcome, EngineError> {
-        if let Some(existing) = find_call(&self.db, tenant, &cmd.call_id).await?
-            && existing.started_at.is_some()
-        {
-            return self.replay_start(tenant, existing).await;
-        }
-
+        // No look-up of the call id first: a retried start is found by the insert's conflict.
         let ani = cmd.hints.ani.as_deref().map(|a| Ani::parse(a, self.region));
-        let evidence =
-            load_evidence(&self.db, tenant, ani.as_ref(), &cmd.hints.external_ids).await?;
+        let keys = identity_keys(ani.as_ref(), &cmd.hints.external_ids);
+        let (mut links, missing) = self.caches.links(tenant, &keys).await;
+        if !missing.is_empty() {
+            let epoch = self.caches.epoch();
+            let read = load_links(&self.db, tenant, &missing).await?;
+            self.caches.fill_links(tenant, epoch, &read).await;
+            links.extend(read);
+        }
         let now = crate::now();
-        let resolution = scoring::resolve(&evidence, now);
-        let customers = customers_by_id(
-            &self.db,
-            tenant,
-            resolution
-                .best
-                .iter()
-                .chain(&resolution.candidates)
-                .map(|s| s.customer),
-        )
-        .await?;
-
+        let resolution = scoring::resolve(
+            &evidence(ani.as_ref(), &cmd.hints.external_ids, &links),
+            now,
+        );
         let found = Match::from(resolution);
         let row = call::ActiveModel {
             tenant_id: Set(tenant.0),
@@ -144,42 +139,64 @@ impl Engine {
             }
         }
 
-        self.outcome(cmd.call_id.as_str().to_owned(), found, &customers)
+        self.outcome(tenant, cmd.call_id.as_str().to_owned(), found)
             .await
+    }
+
+    /// A customer's row and context, from the cache or the database.
+    async fn cached_customer(&self, id: i64) -> Result<Option<Arc<CachedCustomer>>, EngineError> {
+        if let Some(hit) = self.caches.customer(id).await {
+            return Ok(Some(hit));
+        }
+        let epoch = self.caches.epoch();
+        let Some(model) = customer::Entity::find_by_id(id).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let context = load_context(&self.db, &model).await?;
+        let value = Arc::new(CachedCustomer { model, context });
+        self.caches.fill_customer(epoch, value.clone()).await;
+        Ok(Some(value))
     }
 
     /// Builds the answer: references, and the context when the band is not low.
     async fn outcome(
         &self,
+        tenant: TenantId,
         call_id: String,
         found: Match,
-        customers: &HashMap<i64, customer::Model>,
     ) -> Result<StartOutcome, EngineError> {
-        let best = found.customer.and_then(|id| customers.get(&id));
-        let (customer_ref, context) = match best {
-            Some(c) if found.band != Band::Low => (
-                Some(c.customer_ref.clone()),
-                Some(load_context(&self.db, c).await?),
-            ),
-            _ => (None, None),
+        let best = match found.customer {
+            Some(id) if found.band != Band::Low => self.cached_customer(id).await?,
+            _ => None,
         };
-        Ok(StartOutcome {
-            call_id,
-            customer_ref,
-            confidence: found.confidence,
-            band: found.band,
-            signals: found.signals,
-            candidates: found
+        let candidates = if found.candidates.is_empty() {
+            Vec::new()
+        } else {
+            let refs: HashMap<i64, customer::Model> = customers_by_id(
+                &self.db,
+                tenant,
+                found.candidates.iter().map(|c| c.customer),
+            )
+            .await?;
+            found
                 .candidates
                 .iter()
                 .filter_map(|c| {
-                    customers.get(&c.customer).map(|m| Candidate {
+                    refs.get(&c.customer).map(|m| Candidate {
                         customer_ref: m.customer_ref.clone(),
                         confidence: c.confidence,
                     })
                 })
-                .collect(),
-            context,
+                .collect()
+        };
+        Ok(StartOutcome {
+            call_id,
+            customer_ref: best.as_ref().map(|b| b.model.customer_ref.clone()),
+            confidence: found.confidence,
+            band: found.band,
+            signals: found.signals,
+            candidates,
+            context: best.map(|b| b.context.clone()),
         })
     }
 
@@ -191,14 +208,6 @@ impl Engine {
     ) -> Result<StartOutcome, EngineError> {
         let stored: Vec<StoredSignal> = serde_json::from_str(&row.signals)?;
         let candidates: Vec<StoredCandidate> = serde_json::from_str(&row.candidates)?;
-        let customers = customers_by_id(
-            &self.db,
-            tenant,
-            row.matched_customer_id
-                .into_iter()
-                .chain(candidates.iter().map(|c| c.customer)),
-        )
-        .await?;
         let confidence = row.confidence.unwrap_or(0.0);
         let found = Match {
             customer: row.matched_customer_id,
@@ -216,7 +225,7 @@ impl Engine {
                 .collect(),
             candidates,
         };
-        self.outcome(row.call_id, found, &customers).await
+        self.outcome(tenant, row.call_id, found).await
     }
 }
 

@@ -69,63 +69,89 @@ fn as_link(m: &identity::Model) -> IdentityLink {
     }
 }
 
-/// One query over the identity index for all the hints of a call.
+/// An identity as the index stores it: (`ani` | `external_id`, value).
+pub(super) type IdentityKey = (&'static str, String);
+
+/// The identity keys of a call's hints: its usable number and its external ids.
+pub(super) fn identity_keys(ani: Option<&Ani>, external_ids: &[ExternalId]) -> Vec<IdentityKey> {
+    ani.and_then(Ani::number)
+        .map(|n| (identity::KIND_ANI, n.as_str().to_owned()))
+        .into_iter()
+        .chain(
+            external_ids
+                .iter()
+                .map(|e| (identity::KIND_EXTERNAL, e.pair())),
+        )
+        .collect()
+}
+
+/// The customers linked to each key: one query over the identity index.
+pub(super) async fn load_links(
+    c: &impl ConnectionTrait,
+    tenant: TenantId,
+    keys: &[IdentityKey],
+) -> Result<HashMap<IdentityKey, Vec<IdentityLink>>, EngineError> {
+    let mut out: HashMap<IdentityKey, Vec<IdentityLink>> =
+        keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let mut any = Condition::any();
+    for (kind, value) in keys {
+        any = any.add(
+            Condition::all()
+                .add(identity::Column::Kind.eq(*kind))
+                .add(identity::Column::Value.eq(value.as_str())),
+        );
+    }
+    let rows = identity::Entity::find()
+        .filter(identity::Column::TenantId.eq(tenant.0))
+        .filter(any)
+        .all(c)
+        .await?;
+    for r in &rows {
+        if let Some(k) = keys
+            .iter()
+            .find(|(kind, value)| *kind == r.kind && *value == r.value)
+        {
+            out.entry(k.clone()).or_default().push(as_link(r));
+        }
+    }
+    Ok(out)
+}
+
+/// The scorer's view of a call's hints, from the links of their keys.
+pub(super) fn evidence(
+    ani: Option<&Ani>,
+    external_ids: &[ExternalId],
+    links: &HashMap<IdentityKey, Vec<IdentityLink>>,
+) -> Evidence {
+    let get =
+        |kind: &'static str, value: String| links.get(&(kind, value)).cloned().unwrap_or_default();
+    let ani = match ani {
+        None => AniEvidence::NotGiven,
+        Some(Ani::Withheld(reason)) => AniEvidence::Withheld(reason.describe()),
+        Some(Ani::Number(n)) => AniEvidence::Number(get(identity::KIND_ANI, n.as_str().to_owned())),
+    };
+    let external = external_ids
+        .iter()
+        .map(|id| ExternalEvidence {
+            name: id.name().to_owned(),
+            links: get(identity::KIND_EXTERNAL, id.pair()),
+        })
+        .collect();
+    Evidence { ani, external }
+}
+
+/// Evidence straight from the database (inside a write transaction).
 pub(super) async fn load_evidence(
     c: &impl ConnectionTrait,
     tenant: TenantId,
     ani: Option<&Ani>,
     external_ids: &[ExternalId],
 ) -> Result<Evidence, EngineError> {
-    let number = ani.and_then(Ani::number);
-    let pairs: Vec<String> = external_ids.iter().map(ExternalId::pair).collect();
-    let mut any = Condition::any();
-    if let Some(n) = number {
-        any = any.add(
-            Condition::all()
-                .add(identity::Column::Kind.eq(identity::KIND_ANI))
-                .add(identity::Column::Value.eq(n.as_str())),
-        );
-    }
-    if !pairs.is_empty() {
-        any = any.add(
-            Condition::all()
-                .add(identity::Column::Kind.eq(identity::KIND_EXTERNAL))
-                .add(identity::Column::Value.is_in(pairs.clone())),
-        );
-    }
-    let rows = if number.is_none() && pairs.is_empty() {
-        Vec::new()
-    } else {
-        identity::Entity::find()
-            .filter(identity::Column::TenantId.eq(tenant.0))
-            .filter(any)
-            .all(c)
-            .await?
-    };
-
-    let ani = match ani {
-        None => AniEvidence::NotGiven,
-        Some(Ani::Withheld(reason)) => AniEvidence::Withheld(reason.describe()),
-        Some(Ani::Number(_)) => AniEvidence::Number(
-            rows.iter()
-                .filter(|r| r.kind == identity::KIND_ANI)
-                .map(as_link)
-                .collect(),
-        ),
-    };
-    let external = external_ids
-        .iter()
-        .zip(&pairs)
-        .map(|(id, pair)| ExternalEvidence {
-            name: id.name().to_owned(),
-            links: rows
-                .iter()
-                .filter(|r| r.kind == identity::KIND_EXTERNAL && &r.value == pair)
-                .map(as_link)
-                .collect(),
-        })
-        .collect();
-    Ok(Evidence { ani, external })
+    let links = load_links(c, tenant, &identity_keys(ani, external_ids)).await?;
+    Ok(evidence(ani, external_ids, &links))
 }
 
 pub(super) fn parse_variables(text: &str) -> Result<BTreeMap<String, Value>, EngineError> {

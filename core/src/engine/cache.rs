@@ -1,0 +1,163 @@
+//! Read caches for the call-start hot path: the identity index (key → linked customers,
+//! including "nobody") and customer contexts (customer → row and context). Both are bounded in
+//! bytes.
+//!
+//! Correctness first: every write that changes what they hold bumps a global epoch after its
+//! commit and then invalidates the keys it touched. A reader that filled an entry checks the
+//! epoch before and after inserting and drops its entry if a write happened meanwhile, so an
+//! entry read before a commit can never outlive that commit's invalidation. A start right
+//! after an end therefore always sees the end (read-your-writes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use moka::future::Cache;
+
+use super::store::IdentityKey;
+use super::{CustomerContext, TenantId};
+use crate::entities::customer;
+use crate::scoring::IdentityLink;
+
+/// A customer's row and context, as cached.
+#[derive(Debug)]
+pub(super) struct CachedCustomer {
+    pub model: customer::Model,
+    pub context: CustomerContext,
+}
+
+type IdentityCacheKey = (i64, &'static str, String);
+
+pub(super) struct Caches {
+    epoch: AtomicU64,
+    identities: Cache<IdentityCacheKey, Arc<Vec<IdentityLink>>>,
+    customers: Cache<i64, Arc<CachedCustomer>>,
+}
+
+/// Bytes the identity cache may hold.
+const IDENTITY_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// Bytes the customer cache may hold.
+const CUSTOMER_CACHE_BYTES: u64 = 96 * 1024 * 1024;
+
+fn context_weight(c: &CachedCustomer) -> u32 {
+    let ctx = &c.context;
+    let vars: usize = ctx
+        .variables
+        .iter()
+        .map(|(k, v)| k.len() + v.to_string().len() + 64)
+        .sum();
+    let calls: usize = ctx
+        .recent_calls
+        .iter()
+        .map(|k| k.call_id.len() + k.summary.as_ref().map_or(0, String::len) + 160)
+        .sum();
+    let intents: usize = ctx.open_intents.iter().map(|i| i.intent.len() + 96).sum();
+    u32::try_from(512 + vars + calls + intents).unwrap_or(u32::MAX)
+}
+
+impl Caches {
+    pub(super) fn new() -> Self {
+        Self {
+            epoch: AtomicU64::new(0),
+            identities: Cache::builder()
+                .max_capacity(IDENTITY_CACHE_BYTES)
+                .weigher(|k: &IdentityCacheKey, v: &Arc<Vec<IdentityLink>>| {
+                    u32::try_from(k.2.len() + 96 + v.len() * 48).unwrap_or(u32::MAX)
+                })
+                .build(),
+            customers: Cache::builder()
+                .max_capacity(CUSTOMER_CACHE_BYTES)
+                .weigher(|_: &i64, v: &Arc<CachedCustomer>| context_weight(v))
+                .build(),
+        }
+    }
+
+    /// The current epoch, to take before reading the database for a cache fill.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The cached links of `keys`; the second value lists the keys missing.
+    pub(super) async fn links(
+        &self,
+        tenant: TenantId,
+        keys: &[IdentityKey],
+    ) -> (HashMap<IdentityKey, Vec<IdentityLink>>, Vec<IdentityKey>) {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        for k in keys {
+            match self.identities.get(&(tenant.0, k.0, k.1.clone())).await {
+                Some(v) => {
+                    found.insert(k.clone(), v.as_ref().clone());
+                }
+                None => missing.push(k.clone()),
+            }
+        }
+        (found, missing)
+    }
+
+    /// Fills identity entries read at `epoch`.
+    pub(super) async fn fill_links(
+        &self,
+        tenant: TenantId,
+        epoch: u64,
+        read: &HashMap<IdentityKey, Vec<IdentityLink>>,
+    ) {
+        if self.epoch() != epoch {
+            return;
+        }
+        for (k, v) in read {
+            self.identities
+                .insert((tenant.0, k.0, k.1.clone()), Arc::new(v.clone()))
+                .await;
+        }
+        if self.epoch() != epoch {
+            for k in read.keys() {
+                self.identities
+                    .invalidate(&(tenant.0, k.0, k.1.clone()))
+                    .await;
+            }
+        }
+    }
+
+    pub(super) async fn customer(&self, id: i64) -> Option<Arc<CachedCustomer>> {
+        self.customers.get(&id).await
+    }
+
+    /// Fills a customer entry read at `epoch`.
+    pub(super) async fn fill_customer(&self, epoch: u64, value: Arc<CachedCustomer>) {
+        if self.epoch() != epoch {
+            return;
+        }
+        let id = value.model.id;
+        self.customers.insert(id, value).await;
+        if self.epoch() != epoch {
+            self.customers.invalidate(&id).await;
+        }
+    }
+
+    /// After a committed write: what it touched is read again from the database.
+    pub(super) async fn written(
+        &self,
+        tenant: TenantId,
+        customers: &[i64],
+        identities: &[IdentityKey],
+    ) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for id in customers {
+            self.customers.invalidate(id).await;
+        }
+        for k in identities {
+            self.identities
+                .invalidate(&(tenant.0, k.0, k.1.clone()))
+                .await;
+        }
+    }
+
+    /// After a committed write whose reach is wide (merge, erasure, import): forget all.
+    pub(super) fn written_widely(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.identities.invalidate_all();
+        self.customers.invalidate_all();
+    }
+}
