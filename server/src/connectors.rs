@@ -78,8 +78,13 @@ pub fn rejection(r: Rejection) -> ApiError {
     }
 }
 
-/// Bearer key, or Basic with the key as the password.
+/// `X-Sticky-Api-Key`, a Bearer key, or Basic with the key as the password. The dedicated
+/// header serves platforms that put their own token in `Authorization` (Dialogflow CX with
+/// service-agent authentication).
 async fn authenticate(state: &AppState, req: &Request) -> Result<AuthContext, ApiError> {
+    if let Some(key) = req.header("x-sticky-api-key") {
+        return authenticate_token(state, key.trim()).await;
+    }
     let header = req.header("authorization").unwrap_or_default();
     let token = if let Some(t) = header.strip_prefix("Bearer ") {
         t.trim().to_owned()

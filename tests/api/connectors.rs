@@ -72,6 +72,15 @@ fn json_headers(key: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Dialogflow CX with service-agent auth puts Google's token in `Authorization`.
+fn cx_headers(key: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("authorization", "Bearer ya29.a-google-token".into()),
+        ("x-sticky-api-key", key.to_owned()),
+        ("content-type", "application/json".into()),
+    ]
+}
+
 async fn a_twilio_caller_is_recognised_on_the_second_call_in_twiml(app: TestApp) {
     let start = format!("/v1/connectors/twilio/start?next={NEXT}");
     let first = app
@@ -429,7 +438,7 @@ fn cx(session: &str, tag: &str, params: Value) -> String {
 }
 
 async fn a_dialogflow_cx_caller_is_recognised_with_saved_variables(app: TestApp) {
-    let h = json_headers(&app.key);
+    let h = cx_headers(&app.key);
     let url = "/v1/connectors/dialogflow-cx?greeting=Welcome%20back%2C%20%7Bname%7D!";
     let first = app
         .send_raw(url, &h, cx("s1", "sticky-start", json!({})))

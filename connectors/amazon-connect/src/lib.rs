@@ -219,7 +219,18 @@ fn flat_map(fields: Vec<(String, String)>) -> Value {
     let mut map = Map::new();
     let mut size = 2usize;
     for (k, v) in fields {
-        if k.chars().count() > MAX_KEY_CHARS {
+        // Attribute keys may hold only letters, digits, `-` and `_`.
+        let k: String = k
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if k.chars().count() > MAX_KEY_CHARS || map.contains_key(&k) {
             continue;
         }
         // Each entry costs its JSON encoding plus a comma and a colon.
@@ -298,6 +309,12 @@ impl Connector for AmazonConnect {
         }
         let v: Value = serde_json::from_slice(&rendered.body).map_err(|e| e.to_string())?;
         let obj = v.as_object().ok_or("Connect needs a flat JSON object")?;
+        if let Some(k) = obj.keys().find(|k| {
+            !k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        }) {
+            return Err(format!("`{k}` is not a valid attribute key"));
+        }
         match obj.iter().find(|(_, v)| !v.is_string()) {
             Some((k, _)) => Err(format!(
                 "`{k}` is not a string: Connect needs a flat string map"

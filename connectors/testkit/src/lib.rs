@@ -154,6 +154,7 @@ pub fn known_caller(call_id: &str) -> StartOutcome {
                 ("name".to_owned(), json!("John Doe")),
                 ("order_id".to_owned(), json!("12345")),
                 ("vip".to_owned(), json!(true)),
+                ("loyalty.tier".to_owned(), json!("gold")),
             ]),
             open_intents: vec![OpenIntent {
                 intent: "refund_request".into(),

@@ -30,9 +30,9 @@ use crate::models::{StatusCallback, StudioRequest, VoiceWebhook};
 
 /// The slug in our URLs.
 pub const SLUG: &str = "twilio";
-/// Longest redirect URL we produce (Twilio documents no limit below this; browsers and
-/// proxies commonly stop at 8 KiB).
-pub const MAX_REDIRECT_URL: usize = 4096;
+/// Longest redirect URL we produce: Twilio documents no limit for TwiML redirects; 4,000
+/// characters is the limit it documents for its other callback URLs.
+pub const MAX_REDIRECT_URL: usize = 4000;
 /// `CallStatus` values after which a call is over.
 const FINAL_STATUSES: &[&str] = &["completed", "busy", "failed", "no-answer", "canceled"];
 

@@ -96,7 +96,8 @@ const WITHHELD_WORDS: &[&str] = &[
 ];
 
 /// Twilio's sentinel numbers for withheld callers (ANONYMOUS, RESTRICTED, BLOCKED, UNKNOWN,
-/// UNAVAILABLE, spelled on a keypad), and fillers seen in call-center data.
+/// UNAVAILABLE, spelled on a keypad; RESTRICTED and ANONYMOUS also seen with a leading 1),
+/// and fillers seen in call-center data.
 const SENTINEL_DIGITS: &[&str] = &[
     "266696687",
     "7378742833",
@@ -104,6 +105,7 @@ const SENTINEL_DIGITS: &[&str] = &[
     "8656696",
     "86282452253",
     "1266696687",
+    "17378742833",
     "0000000000",
 ];
 
@@ -280,6 +282,7 @@ mod tests {
             "+86282452253",
             "266696687",
             "1266696687",
+            "+17378742833",
             "0000000000",
             "sip:anonymous@anonymous.invalid",
             "tel:anonymous",
