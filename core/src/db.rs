@@ -22,20 +22,42 @@ fn with_create_mode(url: &str) -> String {
     }
 }
 
-/// Opens a pool on `url` (`sqlite://...` or `postgres://...`) and migrates the schema.
+/// Opens a pool on `url` (`sqlite://...` or `postgres://...`) with the default pool size and
+/// migrates the schema.
 ///
 /// # Errors
 /// When the database cannot be reached or a migration fails.
 pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with_pool(url, None).await
+}
+
+/// Default pool size: SQLite serves each connection from a thread of its own, so on small
+/// machines fewer connections mean fewer thread hand-offs.
+fn default_pool(sqlite: bool) -> u32 {
+    if sqlite { 4 } else { 16 }
+}
+
+/// Like [`connect_and_migrate`], with `max_connections` connections (default when `None`).
+///
+/// # Errors
+/// When the database cannot be reached or a migration fails.
+pub async fn connect_with_pool(
+    url: &str,
+    max_connections: Option<u32>,
+) -> Result<DatabaseConnection, DbErr> {
     let url = with_create_mode(url);
     let mut options = ConnectOptions::new(url.clone());
     options
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10));
-    if url.starts_with("sqlite:") {
+    let sqlite = url.starts_with("sqlite:");
+    let pool = max_connections
+        .unwrap_or_else(|| default_pool(sqlite))
+        .max(1);
+    if sqlite {
         options
-            .max_connections(8)
+            .max_connections(pool)
             .min_connections(1)
             .map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(SqliteJournalMode::Wal)
@@ -44,7 +66,7 @@ pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, DbErr>
                     .foreign_keys(true)
             });
     } else {
-        options.max_connections(16).min_connections(1);
+        options.max_connections(pool).min_connections(1);
     }
     let db = Database::connect(options).await?;
     Migrator::up(&db, None).await?;

@@ -13,6 +13,9 @@ pub struct DatabaseArgs {
     /// Database URL: `sqlite://FILE` (the default, created when missing) or `postgres://...`.
     #[arg(long, env = "STICKY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
+    /// Database connections (default: 4 for SQLite, 16 for PostgreSQL).
+    #[arg(long, env = "STICKY_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
     /// bcrypt cost for new API keys (4–31; each step doubles the work).
     #[arg(long, env = "STICKY_BCRYPT_COST", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(4..=31))]
@@ -60,6 +63,8 @@ pub struct ServeArgs {
 pub struct Settings {
     /// Database URL.
     pub database_url: String,
+    /// Pool size (`None`: the backend's default).
+    pub db_max_connections: Option<u32>,
     /// Listen address; port 0 picks a free one.
     pub bind: String,
     /// Region for national numbers.
@@ -82,6 +87,7 @@ impl From<ServeArgs> for Settings {
     fn from(a: ServeArgs) -> Self {
         Self {
             database_url: a.database.database_url,
+            db_max_connections: a.database.db_max_connections,
             bind: a.bind,
             default_region: a.default_region,
             bcrypt_cost: a.database.bcrypt_cost,

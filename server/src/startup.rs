@@ -36,7 +36,7 @@ impl Application {
     /// When the database cannot be opened or migrated, the bootstrap key is unacceptable, or
     /// the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = db::connect_and_migrate(&settings.database_url).await?;
+        let db = db::connect_with_pool(&settings.database_url, settings.db_max_connections).await?;
         let keys = KeyStore::new(db.clone(), settings.bcrypt_cost, settings.key_cache_ttl);
         let bootstrap_key = keys
             .bootstrap(settings.bootstrap_api_key.clone())

@@ -131,6 +131,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 pub fn settings(database_url: &str) -> Settings {
     Settings {
         database_url: database_url.to_owned(),
+        db_max_connections: None,
         bind: "127.0.0.1:0".into(),
         default_region: Default::default(),
         bcrypt_cost: 4,
