@@ -37,6 +37,9 @@ struct Args {
     /// `postgres://postgres@127.0.0.1:5432/test`.
     #[arg(long, env = "STICKY_BENCH_POSTGRES_URL")]
     postgres_url: Option<String>,
+    /// Customers to seed on PostgreSQL (default: `--customers`; its bulk import is slower).
+    #[arg(long)]
+    postgres_customers: Option<u64>,
     /// Skip SQLite.
     #[arg(long)]
     no_sqlite: bool,
@@ -47,6 +50,7 @@ struct Args {
 
 struct BackendReport {
     backend: &'static str,
+    customers: u64,
     seed_secs: f64,
     rows: sticky_core::engine::ImportReport,
     results: Vec<Measured>,
@@ -61,11 +65,12 @@ fn ms(us: u64) -> f64 {
 
 async fn run_backend(
     args: &Args,
+    customers: u64,
     backend: &'static str,
     url: String,
     admin: Option<(String, String)>,
 ) -> anyhow::Result<BackendReport> {
-    eprintln!("== {backend}: seeding {} customers", args.customers);
+    eprintln!("== {backend}: seeding {customers} customers");
     let db = sticky_core::db::connect_and_migrate(&url).await?;
     let keys = KeyStore::new(db.clone(), 4, Duration::from_secs(60));
     let tenant = keys.create_tenant("bench").await?;
@@ -74,7 +79,7 @@ async fn run_backend(
         .await?
         .secret;
     let engine = Engine::new(db.clone(), Default::default());
-    let (seed_time, rows) = seed::seed(&engine, tenant.id, args.customers).await?;
+    let (seed_time, rows) = seed::seed(&engine, tenant.id, customers).await?;
     eprintln!(
         "   {} customers, {} identities, {} variables, {} calls, {} intents in {:.1}s",
         rows.customers,
@@ -97,14 +102,10 @@ async fn run_backend(
     db.close().await?;
 
     let server = server::Server::start(&server::binary()?, &url, &args.out)?;
-    let target = Target::new(
-        format!("http://127.0.0.1:{}", server.port),
-        key,
-        args.customers,
-    );
+    let target = Target::new(format!("http://127.0.0.1:{}", server.port), key, customers);
     let secs = args
         .seconds
-        .unwrap_or(if args.customers <= 100_000 { 5 } else { 10 });
+        .unwrap_or(if customers <= 100_000 { 5 } else { 10 });
     let d = Duration::from_secs(secs);
     // Warm the key cache and connections.
     let _ = load::run(
@@ -182,6 +183,7 @@ async fn run_backend(
     };
     Ok(BackendReport {
         backend,
+        customers,
         seed_secs: seed_time.as_secs_f64(),
         rows,
         results,
@@ -193,8 +195,7 @@ async fn run_backend(
 
 fn markdown(args: &Args, reports: &[BackendReport]) -> String {
     let mut out = format!(
-        "# Sticky Calls benchmark\n\n{} customers, {} connections, {} cores, {}.\n",
-        args.customers,
+        "# Sticky Calls benchmark\n\n{} connections, {} cores, {}.\n",
         args.concurrency,
         std::thread::available_parallelism().map_or(0, usize::from),
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
@@ -202,9 +203,10 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
     for r in reports {
         let trivial = r.results[0].throughput();
         out.push_str(&format!(
-            "\n## {}\n\nSeed: {:.1} s ({} customers, {} identities, {} variables, {} calls, {} intents). \
+            "\n## {}, {} customers\n\nSeed: {:.1} s ({} customers, {} identities, {} variables, {} calls, {} intents). \
              Database: {}. Server peak RSS: {}. Read-your-writes: {} violations in {} end→start pairs.\n\n",
             r.backend,
+            r.customers,
             r.seed_secs,
             r.rows.customers,
             r.rows.identities,
@@ -240,10 +242,10 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
 
 fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
     json!({
-        "customers": args.customers,
         "concurrency": args.concurrency,
         "backends": reports.iter().map(|r| json!({
             "backend": r.backend,
+            "customers": r.customers,
             "seed_seconds": r.seed_secs,
             "rows": {"customers": r.rows.customers, "identities": r.rows.identities, "variables": r.rows.variables, "calls": r.rows.calls, "intents": r.rows.intents},
             "database_bytes": r.db_bytes,
@@ -268,6 +270,20 @@ fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
     })
 }
 
+/// Writes what has been measured so far (a later backend's failure keeps the earlier ones).
+fn write(args: &Args, reports: &[BackendReport]) -> anyhow::Result<()> {
+    std::fs::write(args.out.join("latest.md"), markdown(args, reports))?;
+    std::fs::write(
+        args.out.join("latest.json"),
+        serde_json::to_string_pretty(&json_report(args, reports))?,
+    )?;
+    eprintln!(
+        "written to {}/latest.md and latest.json",
+        args.out.display()
+    );
+    Ok(())
+}
+
 fn fresh_sqlite(out: &Path) -> anyhow::Result<String> {
     let file = out.join("bench.db");
     for suffix in ["", "-wal", "-shm"] {
@@ -283,9 +299,10 @@ async fn main() -> anyhow::Result<()> {
     let mut reports = Vec::new();
     if !args.no_sqlite {
         let url = fresh_sqlite(&args.out)?;
-        reports.push(run_backend(&args, "SQLite", url, None).await?);
+        reports.push(run_backend(&args, args.customers, "SQLite", url, None).await?);
+        write(&args, &reports)?;
     }
-    if let Some(admin) = &args.postgres_url {
+    if let Some(admin) = args.postgres_url.as_ref().filter(|u| !u.is_empty()) {
         let name = format!("sc_bench_{}", std::process::id());
         let conn = Database::connect(admin.as_str()).await?;
         conn.execute_raw(Statement::from_string(
@@ -298,19 +315,13 @@ async fn main() -> anyhow::Result<()> {
             .rsplit_once('/')
             .ok_or_else(|| anyhow::anyhow!("the PostgreSQL URL needs a database name"))?;
         let url = format!("{base}/{name}");
-        reports.push(run_backend(&args, "PostgreSQL", url, Some((admin.clone(), name))).await?);
+        let customers = args.postgres_customers.unwrap_or(args.customers);
+        reports.push(
+            run_backend(&args, customers, "PostgreSQL", url, Some((admin.clone(), name))).await?,
+        );
+        write(&args, &reports)?;
     }
-    let md = markdown(&args, &reports);
-    println!("{md}");
-    std::fs::write(args.out.join("latest.md"), &md)?;
-    std::fs::write(
-        args.out.join("latest.json"),
-        serde_json::to_string_pretty(&json_report(&args, &reports))?,
-    )?;
-    eprintln!(
-        "written to {}/latest.md and latest.json",
-        args.out.display()
-    );
+    println!("{}", markdown(&args, &reports));
     let _ = std::fs::remove_file(args.out.join("bench.db"));
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(args.out.join(format!("bench.db{suffix}")));
