@@ -317,7 +317,14 @@ async fn main() -> anyhow::Result<()> {
         let url = format!("{base}/{name}");
         let customers = args.postgres_customers.unwrap_or(args.customers);
         reports.push(
-            run_backend(&args, customers, "PostgreSQL", url, Some((admin.clone(), name))).await?,
+            run_backend(
+                &args,
+                customers,
+                "PostgreSQL",
+                url,
+                Some((admin.clone(), name)),
+            )
+            .await?,
         );
         write(&args, &reports)?;
     }
