@@ -186,6 +186,22 @@ pub struct EndCall {
     pub hints: IdentityHints,
 }
 
+impl EndCall {
+    /// A platform's hang-up: the call is over, nothing more is known about it.
+    pub fn hang_up(call_id: CallId, platform: Platform, hints: IdentityHints) -> Self {
+        Self {
+            call_id,
+            platform,
+            customer_ref: None,
+            intent: None,
+            intent_status: None,
+            variables: VariableChanges::default(),
+            summary: None,
+            hints,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

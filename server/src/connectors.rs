@@ -16,7 +16,7 @@ use sticky_core::keys::AuthContext;
 
 use crate::auth::authenticate_token;
 use crate::error::ApiError;
-use crate::json::MAX_BODY_BYTES;
+use crate::json::read_body;
 use crate::state::AppState;
 
 /// Every connector the server serves, in one place.
@@ -149,21 +149,7 @@ async fn handle(req: &Request, body: Body, slug: &str, route: Route) -> Result<R
         ));
     }
     let auth = authenticate(&state, req).await?;
-    let bytes = body
-        .into_bytes_limit(MAX_BODY_BYTES)
-        .await
-        .map_err(|e| match e {
-            poem::error::ReadBodyError::PayloadTooLarge => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request bodies are limited to 64 KiB",
-            ),
-            _ => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_body",
-                "the request body could not be read",
-            ),
-        })?;
+    let bytes = read_body(body).await?;
     let url = public_url(&state, req);
     let headers: Vec<(String, String)> = req
         .headers()

@@ -70,6 +70,27 @@ fn between_backticks(s: &str) -> Option<&str> {
     Some(&s[start..start + len])
 }
 
+/// Reads a request body, refusing more than [`MAX_BODY_BYTES`] whatever `Content-Length` says.
+///
+/// # Errors
+/// 413 `payload_too_large`, or 400 `malformed_body` when the body cannot be read.
+pub async fn read_body(body: poem::Body) -> Result<bytes::Bytes, ApiError> {
+    body.into_bytes_limit(MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            poem::error::ReadBodyError::PayloadTooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request bodies are limited to 64 KiB",
+            ),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                "the request body could not be read",
+            ),
+        })
+}
+
 /// Parses a JSON document into `T`, naming the failing field.
 ///
 /// # Errors
@@ -130,22 +151,7 @@ impl<'a, T: Type + DeserializeOwned + Send> ApiExtractor<'a> for StrictJson<T> {
         body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let bytes = body
-            .take()?
-            .into_bytes_limit(MAX_BODY_BYTES)
-            .await
-            .map_err(|e| match e {
-                poem::error::ReadBodyError::PayloadTooLarge => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request bodies are limited to 64 KiB",
-                ),
-                _ => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_body",
-                    "the request body could not be read",
-                ),
-            })?;
+        let bytes = read_body(body.take()?).await?;
         Ok(Self(parse(&bytes)?))
     }
 }

@@ -175,16 +175,11 @@ fn eventbridge(event: &EventBridgeEvent) -> Result<ConnectorCommand, Rejection> 
             reason: "contact not disconnected yet",
         });
     }
-    Ok(ConnectorCommand::End(EndCall {
-        call_id: call_id(Some(&d.contact_id), "detail.contactId")?,
-        platform: platform(),
-        customer_ref: None,
-        intent: None,
-        intent_status: None,
-        variables: VariableChanges::default(),
-        summary: None,
-        hints: IdentityHints::default(),
-    }))
+    Ok(ConnectorCommand::End(EndCall::hang_up(
+        call_id(Some(&d.contact_id), "detail.contactId")?,
+        platform(),
+        IdentityHints::default(),
+    )))
 }
 
 /// Which of the two payloads this is.

@@ -316,16 +316,11 @@ impl Connector for Twilio {
                         reason: "call not over yet",
                     });
                 }
-                Ok(ConnectorCommand::End(EndCall {
+                Ok(ConnectorCommand::End(EndCall::hang_up(
                     call_id,
-                    platform: platform(),
-                    customer_ref: None,
-                    intent: None,
-                    intent_status: None,
-                    variables: VariableChanges::default(),
-                    summary: None,
-                    hints: hints(cb.from, cb.to)?,
-                }))
+                    platform(),
+                    hints(cb.from, cb.to)?,
+                )))
             }
             _ => {
                 next_url(request)?;
