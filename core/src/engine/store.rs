@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement,
 };
 use serde_json::Value;
 
@@ -13,7 +14,7 @@ use super::{
     CallRecord, CustomerContext, OPEN_INTENTS, OpenIntent, RECENT_CALLS, RecentCall, TenantId,
 };
 use crate::domain::{Ani, CallId, ExternalId};
-use crate::entities::{call, customer, identity, intent, variable};
+use crate::entities::{call, customer, identity};
 use crate::error::EngineError;
 use crate::scoring::{AniEvidence, Evidence, ExternalEvidence, IdentityLink};
 
@@ -158,55 +159,85 @@ pub(super) fn parse_variables(text: &str) -> Result<BTreeMap<String, Value>, Eng
     Ok(serde_json::from_str(text)?)
 }
 
-/// Variables, open intents and recent calls of one customer: three indexed queries.
+/// Variables, open intents and recent calls of one customer, in one round trip: three
+/// indexed selects joined by `UNION ALL` into rows of one shape (`kind`, two texts, two
+/// more texts, two times, the row id). One statement instead of three matters: each
+/// statement is a hand-off to the database driver's thread, which costs more than the reads.
 pub(super) async fn load_context(
     c: &impl ConnectionTrait,
     customer: &customer::Model,
 ) -> Result<CustomerContext, EngineError> {
-    let variables = variable::Entity::find()
-        .filter(variable::Column::CustomerId.eq(customer.id))
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|v| Ok((v.name, serde_json::from_str(&v.value)?)))
-        .collect::<Result<BTreeMap<_, _>, EngineError>>()?;
-    let open_intents = intent::Entity::find()
-        .filter(intent::Column::CustomerId.eq(customer.id))
-        .filter(intent::Column::Status.eq("open"))
-        .order_by_desc(intent::Column::UpdatedAt)
-        .order_by_asc(intent::Column::Id)
-        .limit(OPEN_INTENTS)
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|i| OpenIntent {
-            intent: i.intent,
-            opened_at: i.opened_at,
-            last_call_id: i.last_call_id,
-        })
-        .collect();
-    let recent_calls = call::Entity::find()
-        .filter(call::Column::CustomerId.eq(customer.id))
-        .filter(call::Column::Status.eq(call::STATUS_ENDED))
-        .order_by_desc(call::Column::EndedAt)
-        .order_by_desc(call::Column::Id)
-        .limit(RECENT_CALLS)
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|k| RecentCall {
-            call_id: k.call_id,
-            started_at: k.started_at,
-            ended_at: k.ended_at,
-            intent: k.intent,
-            intent_status: k.intent_status,
-            summary: k.summary,
-        })
-        .collect();
+    let backend = c.get_database_backend();
+    let p = |n: usize| match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    };
+    let sql = format!(
+        "SELECT 'v' AS kind, name AS a, value AS b, NULL AS c, NULL AS d, updated_at AS t1, NULL AS t2, id AS n \
+         FROM variables WHERE customer_id = {} \
+         UNION ALL SELECT * FROM (SELECT 'i', intent, last_call_id, NULL, NULL, opened_at, updated_at, id \
+           FROM intents WHERE customer_id = {} AND status = 'open' \
+           ORDER BY updated_at DESC, id ASC LIMIT {OPEN_INTENTS}) AS i \
+         UNION ALL SELECT * FROM (SELECT 'c', call_id, summary, intent, intent_status, started_at, ended_at, id \
+           FROM calls WHERE customer_id = {} AND status = '{}' \
+           ORDER BY ended_at DESC, id DESC LIMIT {RECENT_CALLS}) AS k",
+        p(1),
+        p(2),
+        p(3),
+        call::STATUS_ENDED,
+    );
+    let rows = c
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [customer.id.into(), customer.id.into(), customer.id.into()],
+        ))
+        .await?;
+    let mut variables = BTreeMap::new();
+    let mut intents = Vec::new();
+    let mut calls = Vec::new();
+    for r in rows {
+        let kind: String = r.try_get_by_index(0)?;
+        let a: Option<String> = r.try_get_by_index(1)?;
+        let b: Option<String> = r.try_get_by_index(2)?;
+        let t1: Option<DateTime<Utc>> = r.try_get_by_index(5)?;
+        let t2: Option<DateTime<Utc>> = r.try_get_by_index(6)?;
+        let n: i64 = r.try_get_by_index(7)?;
+        match kind.as_str() {
+            "v" => {
+                let value: Value = serde_json::from_str(b.as_deref().unwrap_or("null"))?;
+                variables.insert(a.unwrap_or_default(), value);
+            }
+            "i" => intents.push((
+                t2,
+                n,
+                OpenIntent {
+                    intent: a.unwrap_or_default(),
+                    opened_at: t1.unwrap_or_else(crate::now),
+                    last_call_id: b,
+                },
+            )),
+            _ => calls.push((
+                t2,
+                n,
+                RecentCall {
+                    call_id: a.unwrap_or_default(),
+                    summary: b,
+                    intent: r.try_get_by_index(3)?,
+                    intent_status: r.try_get_by_index(4)?,
+                    started_at: t1,
+                    ended_at: t2,
+                },
+            )),
+        }
+    }
+    // UNION ALL keeps no order across its parts: restore each part's.
+    intents.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+    calls.sort_by(|x, y| y.0.cmp(&x.0).then(y.1.cmp(&x.1)));
     Ok(CustomerContext {
         variables,
-        open_intents,
-        recent_calls,
+        open_intents: intents.into_iter().map(|(_, _, i)| i).collect(),
+        recent_calls: calls.into_iter().map(|(_, _, k)| k).collect(),
         call_count: customer.call_count,
         first_seen_at: customer.first_seen_at,
         last_seen_at: customer.last_seen_at,
