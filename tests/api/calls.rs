@@ -8,6 +8,7 @@ backend_tests!(
     a_second_call_is_recognised_with_its_variables_and_open_intent,
     an_unknown_number_is_low_with_no_customer_and_no_context,
     a_retried_start_returns_the_same_answer_and_writes_no_second_call,
+    concurrent_retries_of_one_start_record_one_call,
     a_repeated_end_merges_without_duplicating_history,
     an_end_without_customer_ref_creates_a_provisional_customer_recognised_next_time,
     naming_a_provisional_customer_merges_it_and_leaves_no_trace_on_the_old_ref,
@@ -107,6 +108,37 @@ async fn a_retried_start_returns_the_same_answer_and_writes_no_second_call(app: 
 
     assert_eq!(first, retry);
     assert_eq!(app.count_rows("calls").await, 2);
+}
+
+async fn concurrent_retries_of_one_start_record_one_call(app: TestApp) {
+    app.start_call(start("c1", "+14155551234")).await;
+    app.end_call(json!({"call_id": "c1", "customer_ref": "alice"}))
+        .await;
+    let app = std::sync::Arc::new(app);
+    // Retries of one start, and starts of other calls, all at once: the writer batches them.
+    let answers = futures::future::join_all((0..16).map(|i| {
+        let app = app.clone();
+        async move {
+            let id = if i % 2 == 0 {
+                "c2".to_owned()
+            } else {
+                format!("other-{i}")
+            };
+            (id.clone(), app.start_call(start(&id, "+14155551234")).await)
+        }
+    }))
+    .await;
+    let retries: Vec<&Value> = answers
+        .iter()
+        .filter(|(id, _)| id == "c2")
+        .map(|(_, a)| a)
+        .collect();
+    assert!(
+        retries.iter().all(|a| *a == retries[0]),
+        "one answer for one call"
+    );
+    assert_eq!(retries[0]["customer_ref"], "alice");
+    assert_eq!(app.count_rows("calls").await, 1 + 1 + 8);
 }
 
 async fn a_repeated_end_merges_without_duplicating_history(app: TestApp) {

@@ -5,6 +5,7 @@
 //! IMMEDIATE` transaction, and on PostgreSQL a per-tenant advisory lock, so concurrent ends from
 //! one new number create one provisional customer, not several, even across server processes.
 
+mod batch;
 mod cache;
 mod customers;
 mod end;
@@ -13,6 +14,7 @@ mod start;
 mod store;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -36,8 +38,9 @@ pub struct TenantId(pub i64);
 pub struct Engine {
     db: DatabaseConnection,
     region: DefaultRegion,
-    writes: Mutex<()>,
+    writes: Arc<Mutex<()>>,
     caches: cache::Caches,
+    call_writer: batch::CallWriter,
 }
 
 /// Another customer the caller could be.
@@ -171,12 +174,15 @@ pub struct CallRecord {
 }
 
 impl Engine {
-    /// An engine over a connected, migrated database.
+    /// An engine over a connected, migrated database. Call it inside a tokio runtime: it
+    /// starts the task that writes call rows.
     pub fn new(db: DatabaseConnection, region: DefaultRegion) -> Self {
+        let writes = Arc::new(Mutex::new(()));
         Self {
+            call_writer: batch::CallWriter::spawn(db.clone(), writes.clone()),
             db,
             region,
-            writes: Mutex::new(()),
+            writes,
             caches: cache::Caches::new(),
         }
     }

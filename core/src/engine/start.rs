@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, sea_query::OnConflict};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use serde::{Deserialize, Serialize};
 
 use super::cache::CachedCustomer;
@@ -107,36 +107,31 @@ impl Engine {
             ..Default::default()
         };
 
-        {
-            let _writer = self.writes.lock().await;
-            let inserted = call::Entity::insert(row.clone())
-                .on_conflict(
-                    OnConflict::columns([call::Column::TenantId, call::Column::CallId])
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .exec_without_returning(&self.db)
-                .await?;
-            if inserted == 0 {
-                // Either a concurrent retry won the race, or the call's end arrived first.
-                let existing = find_call(&self.db, tenant, &cmd.call_id)
-                    .await?
-                    .ok_or_else(|| EngineError::Corrupt("call vanished during start".into()))?;
-                if existing.started_at.is_some() {
-                    drop(_writer);
-                    return self.replay_start(tenant, existing).await;
-                }
-                let mut update: call::ActiveModel = existing.into();
-                update.matched_customer_id = row.matched_customer_id;
-                update.confidence = row.confidence;
-                update.band = row.band;
-                update.recommended_action = row.recommended_action;
-                update.signals = row.signals;
-                update.candidates = row.candidates;
-                update.started_at = row.started_at;
-                update.updated_at = Set(now);
-                update.update(&self.db).await?;
+        let inserted = self
+            .call_writer
+            .insert(tenant.0, cmd.call_id.as_str(), row.clone())
+            .await?;
+        if !inserted {
+            // The call id exists: a retried start (answered from what the first recorded), or
+            // the call's end arrived first (the start's match is added to it).
+            let writer = self.writes.lock().await;
+            let existing = find_call(&self.db, tenant, &cmd.call_id)
+                .await?
+                .ok_or_else(|| EngineError::Corrupt("call vanished during start".into()))?;
+            if existing.started_at.is_some() {
+                drop(writer);
+                return self.replay_start(tenant, existing).await;
             }
+            let mut update: call::ActiveModel = existing.into();
+            update.matched_customer_id = row.matched_customer_id;
+            update.confidence = row.confidence;
+            update.band = row.band;
+            update.recommended_action = row.recommended_action;
+            update.signals = row.signals;
+            update.candidates = row.candidates;
+            update.started_at = row.started_at;
+            update.updated_at = Set(now);
+            update.update(&self.db).await?;
         }
 
         self.outcome(tenant, cmd.call_id.as_str().to_owned(), found)
