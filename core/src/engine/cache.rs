@@ -35,9 +35,9 @@ pub(super) struct Caches {
 }
 
 /// Bytes the identity cache may hold.
-const IDENTITY_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+const IDENTITY_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Bytes the customer cache may hold.
-const CUSTOMER_CACHE_BYTES: u64 = 96 * 1024 * 1024;
+const CUSTOMER_CACHE_BYTES: u64 = 48 * 1024 * 1024;
 
 fn context_weight(c: &CachedCustomer) -> u32 {
     let ctx = &c.context;
