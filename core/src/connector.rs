@@ -125,6 +125,26 @@ impl Rejection {
         }
     }
 
+    /// 400 `invalid_payload`: well-formed but not the payload `what` describes.
+    pub fn invalid_payload(message: impl Into<String>) -> Self {
+        Self::Invalid {
+            status: 400,
+            code: "invalid_payload",
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// The rejection for a JSON body serde could not read as `what`: `malformed_payload` when
+    /// it is not JSON, `invalid_payload` (with serde's explanation) when it is other JSON.
+    pub fn from_json(err: &serde_json::Error, what: &str) -> Self {
+        if err.is_data() {
+            Self::invalid_payload(format!("not {what}: {err}"))
+        } else {
+            Self::malformed("the body is not valid JSON")
+        }
+    }
+
     /// 422 `invalid_value` on `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {

@@ -44,15 +44,6 @@ fn platform() -> Platform {
     Platform::parse(SLUG).expect("a valid slug")
 }
 
-fn invalid_payload(message: String) -> Rejection {
-    Rejection::Invalid {
-        status: 400,
-        code: "invalid_payload",
-        message,
-        field: None,
-    }
-}
-
 fn call_id(raw: Option<&str>, field: &str) -> Result<CallId, Rejection> {
     let raw = raw.ok_or_else(|| Rejection::missing(field))?;
     CallId::parse(raw).map_err(|e| Rejection::invalid(field, e.0))
@@ -193,18 +184,22 @@ fn read(body: &[u8]) -> Result<Payload, Rejection> {
         .map_err(|_| Rejection::malformed("the body is not valid JSON"))?;
     let obj = value
         .as_object()
-        .ok_or_else(|| invalid_payload("an Amazon Connect event is a JSON object".into()))?;
+        .ok_or_else(|| Rejection::invalid_payload("an Amazon Connect event is a JSON object"))?;
     if obj.contains_key("detail-type") {
         serde_json::from_value(value)
             .map(Payload::EventBridge)
-            .map_err(|e| invalid_payload(format!("not an EventBridge contact event: {e}")))
+            .map_err(|e| {
+                Rejection::invalid_payload(format!("not an EventBridge contact event: {e}"))
+            })
     } else if obj.contains_key("Details") {
         serde_json::from_value(value)
             .map(Payload::Flow)
-            .map_err(|e| invalid_payload(format!("not a contact-flow Lambda event: {e}")))
+            .map_err(|e| {
+                Rejection::invalid_payload(format!("not a contact-flow Lambda event: {e}"))
+            })
     } else {
-        Err(invalid_payload(
-            "expected a contact-flow Lambda event (`Details`) or an EventBridge contact event (`detail-type`)".into(),
+        Err(Rejection::invalid_payload(
+            "expected a contact-flow Lambda event (`Details`) or an EventBridge contact event (`detail-type`)",
         ))
     }
 }
@@ -257,9 +252,8 @@ impl Connector for AmazonConnect {
     ) -> Result<ConnectorCommand, Rejection> {
         match (read(request.body)?, route) {
             (Payload::EventBridge(e), Route::End | Route::Auto) => eventbridge(&e),
-            (Payload::EventBridge(_), Route::Start) => Err(invalid_payload(
-                "an EventBridge contact event is an end: send it to /v1/connectors/amazon-connect"
-                    .into(),
+            (Payload::EventBridge(_), Route::Start) => Err(Rejection::invalid_payload(
+                "an EventBridge contact event is an end: send it to /v1/connectors/amazon-connect",
             )),
             (Payload::Flow(f), Route::Start) => Ok(ConnectorCommand::Start(flow_start(&f)?)),
             (Payload::Flow(f), Route::End) => Ok(ConnectorCommand::End(flow_end(&f)?)),

@@ -82,18 +82,8 @@ struct Parsed {
 }
 
 fn read(body: &[u8]) -> Result<Parsed, Rejection> {
-    let req: WebhookRequest = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            Rejection::Invalid {
-                status: 400,
-                code: "invalid_payload",
-                message: format!("not a Dialogflow CX WebhookRequest: {e}"),
-                field: None,
-            }
-        } else {
-            Rejection::malformed("the body is not valid JSON")
-        }
-    })?;
+    let req: WebhookRequest = serde_json::from_slice(body)
+        .map_err(|e| Rejection::from_json(&e, "a Dialogflow CX WebhookRequest"))?;
     let info = req
         .session_info
         .as_ref()

@@ -161,18 +161,8 @@ fn studio_json(outcome: &StartOutcome) -> Value {
 }
 
 fn parse_studio(route: Route, body: &[u8]) -> Result<ConnectorCommand, Rejection> {
-    let req: StudioRequest = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            Rejection::Invalid {
-                status: 400,
-                code: "invalid_payload",
-                message: format!("not a Studio request as our guide describes it: {e}"),
-                field: None,
-            }
-        } else {
-            Rejection::malformed("the body is not valid JSON")
-        }
-    })?;
+    let req: StudioRequest = serde_json::from_slice(body)
+        .map_err(|e| Rejection::from_json(&e, "a Studio request as our guide describes it"))?;
     let call_id = call_id(Some(req.call_sid), "CallSid")?;
     let mut hints = hints(req.from, req.to)?;
     hints.external_ids =
