@@ -55,11 +55,11 @@ impl IdentityHints {
             ));
         }
         if let Some(d) = &dnis
-            && d.chars().count() > MAX_DNIS_CHARS
+            && (d.chars().count() > MAX_DNIS_CHARS || d.chars().any(char::is_control))
         {
             return Err(FieldError::new(
                 format!("{prefix}.dnis"),
-                format!("must be at most {MAX_DNIS_CHARS} characters"),
+                format!("must be at most {MAX_DNIS_CHARS} characters, without control characters"),
             ));
         }
         let mut ids = Vec::new();
@@ -151,6 +151,17 @@ pub fn parse_summary(field: &str, summary: String) -> Result<String, FieldError>
             format!("must be at most {MAX_SUMMARY_BYTES} bytes"),
         ));
     }
+    // Line breaks and tabs are text; other control characters (NUL above all, which
+    // PostgreSQL refuses to store) are not.
+    if summary
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
     Ok(summary)
 }
 
@@ -224,6 +235,14 @@ mod tests {
         let many = VariableChanges::parse((0..101).map(|i| (format!("v{i}"), json!(i))));
         assert_eq!(many.unwrap_err().field, "variables");
         assert!(VariableChanges::parse((0..100).map(|i| (format!("v{i}"), json!(i)))).is_ok());
+    }
+
+    #[test]
+    fn summaries_and_dialled_numbers_refuse_control_characters() {
+        assert!(parse_summary("summary", "line one\nline two\ttab".into()).is_ok());
+        assert!(parse_summary("summary", "nul\0byte".into()).is_err());
+        let err = IdentityHints::parse("h", None, Some("+1800\0".into()), Vec::new()).unwrap_err();
+        assert_eq!(err.field, "h.dnis");
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl Rejection {
     /// it is not JSON, `invalid_payload` (with serde's explanation) when it is other JSON.
     pub fn from_json(err: &serde_json::Error, what: &str) -> Self {
         if err.is_data() {
-            Self::invalid_payload(format!("not {what}: {err}"))
+            Self::invalid_payload(format!("not {what}: {}", without_values(&err.to_string())))
         } else {
             Self::malformed("the body is not valid JSON")
         }
@@ -169,6 +169,20 @@ impl fmt::Display for Rejection {
             Self::BadSignature { message } => write!(f, "bad_signature: {message}"),
         }
     }
+}
+
+/// serde's message without the submitted value it quotes (it may be a phone number or a
+/// name): ``invalid type: integer `14155551234`, expected a string at line 1 column 9`` becomes
+/// `invalid type, expected a string at line 1 column 9`.
+pub fn without_values(message: &str) -> String {
+    for kind in ["invalid type", "invalid value", "invalid length"] {
+        if let Some(rest) = message.strip_prefix(kind)
+            && let Some(at) = rest.find(", expected")
+        {
+            return format!("{kind}{}", &rest[at..]);
+        }
+    }
+    message.to_owned()
 }
 
 /// An answer in the platform's format.

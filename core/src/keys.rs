@@ -100,6 +100,21 @@ pub fn parse_tenant_name(name: &str) -> Result<&str, FieldError> {
     }
 }
 
+/// A key given by an operator (`STICKY_BOOTSTRAP_API_KEY`) must be long enough to be secret.
+fn validate_supplied_key(key: &str) -> Result<(), FieldError> {
+    if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len())
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(FieldError::new(
+            "api_key",
+            format!(
+                "a supplied key must be {MIN_KEY_LEN} to {MAX_KEY_LEN} printable ASCII characters without spaces"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -176,6 +191,11 @@ impl KeyStore {
         if tenant::Entity::find().count(&self.db).await? > 0 {
             return Ok(None);
         }
+        // Refuse a bad key before anything is written: a tenant without its key would not be
+        // bootstrapped again.
+        if let Some(key) = &supplied {
+            validate_supplied_key(key)?;
+        }
         let tenant = self.create_tenant(DEFAULT_TENANT).await?;
         let key = self
             .create_key(tenant.id, Some("bootstrap".into()), supplied)
@@ -196,17 +216,7 @@ impl KeyStore {
     ) -> Result<NewKey, EngineError> {
         let secret = match secret {
             Some(s) => {
-                if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&s.len())
-                    || !s.bytes().all(|b| b.is_ascii_graphic())
-                {
-                    return Err(FieldError::new(
-                        "api_key",
-                        format!(
-                            "a supplied key must be {MIN_KEY_LEN} to {MAX_KEY_LEN} printable ASCII characters without spaces"
-                        ),
-                    )
-                    .into());
-                }
+                validate_supplied_key(&s)?;
                 s
             }
             None => format!("sc_{}", crate::random_token(40)),

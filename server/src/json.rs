@@ -22,7 +22,8 @@ pub struct StrictJson<T>(pub T);
 /// Classifies a serde error into a stable code and the field it concerns.
 pub fn classify(path: &str, err: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
-    let message = err.to_string();
+    // Never echo the submitted value: it may be a phone number or a name.
+    let message = sticky_core::connector::without_values(&err.to_string());
     // serde's messages end with " at line L column C": keep them, they help find the spot.
     let field = if path.is_empty() || path == "." {
         None
@@ -178,6 +179,13 @@ mod tests {
     fn code_and_field(body: &str) -> (String, Option<String>) {
         let e = parse::<Probe>(body.as_bytes()).unwrap_err();
         (e.code().to_owned(), e.field().map(str::to_owned))
+    }
+
+    #[test]
+    fn error_messages_do_not_repeat_submitted_values() {
+        let e = parse::<Probe>(br#"{"call_id": 14155551234}"#).unwrap_err();
+        assert!(!e.to_string().contains("14155551234"), "{e}");
+        assert!(e.to_string().contains("expected a string"), "{e}");
     }
 
     #[test]

@@ -192,6 +192,22 @@ async fn bad_requests_get_a_stable_code_and_write_nothing(app: TestApp) {
             Some("summary"),
         ),
         case(
+            "end: NUL in the summary",
+            END,
+            r#"{"call_id": "a", "summary": "a\u0000b"}"#,
+            422,
+            "invalid_value",
+            Some("summary"),
+        ),
+        case(
+            "start: NUL in the dialled number",
+            START,
+            r#"{"call_id": "a", "identity_hints": {"dnis": "+1800\u0000"}}"#,
+            422,
+            "invalid_value",
+            Some("identity_hints.dnis"),
+        ),
+        case(
             "end: bad intent_status",
             END,
             r#"{"call_id": "a", "intent": "x", "intent_status": "closed"}"#,

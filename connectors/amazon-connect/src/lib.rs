@@ -188,15 +188,11 @@ fn read(body: &[u8]) -> Result<Payload, Rejection> {
     if obj.contains_key("detail-type") {
         serde_json::from_value(value)
             .map(Payload::EventBridge)
-            .map_err(|e| {
-                Rejection::invalid_payload(format!("not an EventBridge contact event: {e}"))
-            })
+            .map_err(|e| Rejection::from_json(&e, "an EventBridge contact event"))
     } else if obj.contains_key("Details") {
         serde_json::from_value(value)
             .map(Payload::Flow)
-            .map_err(|e| {
-                Rejection::invalid_payload(format!("not a contact-flow Lambda event: {e}"))
-            })
+            .map_err(|e| Rejection::from_json(&e, "a contact-flow Lambda event"))
     } else {
         Err(Rejection::invalid_payload(
             "expected a contact-flow Lambda event (`Details`) or an EventBridge contact event (`detail-type`)",

@@ -99,8 +99,23 @@ impl CallWriter {
                             let _ = p.reply.send(Ok(inserted.contains(&p.key)));
                         }
                     }
+                    Err(e) if batch.len() > 1 => {
+                        // One bad row must not fail the others (of any tenant): retry alone.
+                        tracing::warn!(error = %e, rows = batch.len(), "call insert batch failed; retrying row by row");
+                        for p in batch {
+                            let result = {
+                                let _writer = writes.lock().await;
+                                insert_batch(&db, vec![p.row.clone()]).await
+                            };
+                            let _ = p.reply.send(
+                                result
+                                    .map(|inserted| inserted.contains(&p.key))
+                                    .map_err(|e| e.to_string()),
+                            );
+                        }
+                    }
                     Err(e) => {
-                        tracing::error!(error = %e, rows = batch.len(), "call insert batch failed");
+                        tracing::error!(error = %e, "call insert failed");
                         for p in batch {
                             let _ = p.reply.send(Err(e.to_string()));
                         }

@@ -256,7 +256,9 @@ impl Engine {
                 cmd.variables
                     .get("summary")
                     .and_then(Value::as_str)
-                    .map(str::to_owned)
+                    .and_then(|s| {
+                        crate::commands::parse_summary("variables.summary", s.to_owned()).ok()
+                    })
             })
             .or_else(|| existing.as_ref().and_then(|c| c.summary.clone()));
         let dnis = existing.as_ref().and_then(|c| c.dnis.clone()).or_else(|| {
