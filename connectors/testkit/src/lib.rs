@@ -90,6 +90,19 @@ pub struct Fixture {
     pub body: Vec<u8>,
 }
 
+impl Fixture {
+    /// The request a platform would send with this fixture to `connector`.
+    pub fn request(&self, connector: &dyn Connector, query: &[(&str, &str)]) -> OwnedRequest {
+        OwnedRequest::new(
+            connector.slug(),
+            self.route,
+            self.content_type,
+            query,
+            self.body.clone(),
+        )
+    }
+}
+
 fn route_of(name: &str) -> Route {
     match name.split("__").next() {
         Some("start") => Route::Start,
@@ -266,13 +279,7 @@ fn body_value(r: &sticky_core::connector::Rendered) -> Value {
 
 /// The parsed command and the rendered answers of a fixture, for a snapshot.
 pub fn describe(connector: &dyn Connector, fixture: &Fixture, query: &[(&str, &str)]) -> Value {
-    let req = OwnedRequest::new(
-        connector.slug(),
-        fixture.route,
-        fixture.content_type,
-        query,
-        fixture.body.clone(),
-    );
+    let req = fixture.request(connector, query);
     let inbound = req.inbound();
     let cmd = connector
         .parse(fixture.route, &inbound)
@@ -309,13 +316,7 @@ pub fn conformance(connector: &dyn Connector, fixture_dir: &Path, query: &[(&str
     let all = fixtures(fixture_dir);
     assert!(!all.is_empty(), "a connector ships fixtures");
     for f in &all {
-        let req = OwnedRequest::new(
-            connector.slug(),
-            f.route,
-            f.content_type,
-            query,
-            f.body.clone(),
-        );
+        let req = f.request(connector, query);
         let inbound = req.inbound();
         let cmd = connector
             .parse(f.route, &inbound)
