@@ -44,7 +44,9 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("bootstrapping tenant `default`: {e}"))?;
         let server_key = load_server_key(&settings)?;
         let secrets = SecretStore::new(db.clone(), &server_key);
-        let engine = Engine::new(db, settings.default_region);
+        let engine = Engine::open(db, settings.default_region)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the database for the call path: {e}"))?;
         let public_base_url = match settings.public_base_url {
             Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
                 anyhow::bail!("STICKY_PUBLIC_BASE_URL must start with https:// or http://")

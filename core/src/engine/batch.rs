@@ -1,4 +1,5 @@
-//! Group commit for call starts: every start writes one call row, and on a single-writer
+//! Group commit for call starts on sea-orm's pool (PostgreSQL; SQLite files use the writer
+//! thread of `lite.rs` instead): every start writes one call row, and on a single-writer
 //! database one `INSERT` per request caps throughput at one write's latency. Starts hand their
 //! row to one writer task, which inserts whatever is waiting as one multi-row
 //! `INSERT ... ON CONFLICT DO NOTHING RETURNING` and tells each start whether its row went in
@@ -10,7 +11,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryTrait,
+};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::entities::call;
@@ -127,17 +131,14 @@ impl CallWriter {
     }
 
     /// Inserts a call row unless its call id exists; `true` when it was inserted.
-    pub(super) async fn insert(
-        &self,
-        tenant: i64,
-        call_id: &str,
-        row: call::ActiveModel,
-    ) -> Result<bool, EngineError> {
+    pub(super) async fn insert(&self, row: &call::Model) -> Result<bool, EngineError> {
         let (reply, answer) = oneshot::channel();
+        let mut active = call::ActiveModel::from(row.clone()).reset_all();
+        active.id = ActiveValue::NotSet;
         self.queue
             .send(Pending {
-                key: (tenant, call_id.to_owned()),
-                row,
+                key: (row.tenant_id, row.call_id.clone()),
+                row: active,
                 reply,
             })
             .map_err(|_| EngineError::Corrupt("the call writer has stopped".into()))?;

@@ -10,6 +10,7 @@ use sea_orm::{
 use serde_json::Value;
 
 use super::end::set_intent;
+use super::sql::Conn;
 use super::store::{call_record, customers_by_id, find_call, find_customer_by_ref};
 use super::{CallRecord, Engine, TenantId};
 use crate::domain::{CallId, CustomerRef, ExternalId, IntentName, IntentStatus, PhoneNumber};
@@ -130,10 +131,10 @@ impl Engine {
         tenant: TenantId,
         call_id: &CallId,
     ) -> Result<CallRecord, EngineError> {
-        let row = find_call(&self.db, tenant, call_id)
+        let row = find_call(Conn::Pool(&self.db), tenant, call_id.as_str())
             .await?
             .ok_or_else(|| EngineError::not_found("call_not_found", "no call with this call_id"))?;
-        call_record(&self.db, tenant, row).await
+        call_record(Conn::Pool(&self.db), tenant, row).await
     }
 
     /// Customers linked to a number or an external id, most recently seen first.
@@ -170,7 +171,7 @@ impl Engine {
             .into_tuple::<i64>()
             .all(&self.db)
             .await?;
-        let mut found: Vec<customer::Model> = customers_by_id(&self.db, tenant, ids)
+        let mut found: Vec<customer::Model> = customers_by_id(Conn::Pool(&self.db), tenant, ids)
             .await?
             .into_values()
             .collect();
@@ -191,7 +192,7 @@ impl Engine {
         tenant: TenantId,
         customer_ref: &CustomerRef,
     ) -> Result<CustomerExport, EngineError> {
-        let c = find_customer_by_ref(&self.db, tenant, customer_ref.as_str())
+        let c = find_customer_by_ref(Conn::Pool(&self.db), tenant, customer_ref.as_str())
             .await?
             .ok_or_else(not_found)?;
         let identities = identity::Entity::find()
@@ -238,7 +239,7 @@ impl Engine {
             .await?;
         let mut calls = Vec::with_capacity(rows.len());
         for row in rows {
-            calls.push(call_record(&self.db, tenant, row).await?);
+            calls.push(call_record(Conn::Pool(&self.db), tenant, row).await?);
         }
         Ok(CustomerExport {
             customer: summary(&c),
@@ -260,7 +261,7 @@ impl Engine {
         customer_ref: &CustomerRef,
     ) -> Result<ErasureReport, EngineError> {
         let (_writer, tx) = self.begin_write(tenant).await?;
-        let c = find_customer_by_ref(&tx, tenant, customer_ref.as_str())
+        let c = find_customer_by_ref(Conn::Tx(&tx), tenant, customer_ref.as_str())
             .await?
             .ok_or_else(not_found)?;
         let report = ErasureReport {
@@ -318,7 +319,7 @@ impl Engine {
         external_id: Option<&ExternalId>,
     ) -> Result<u64, EngineError> {
         let (_writer, tx) = self.begin_write(tenant).await?;
-        let c = find_customer_by_ref(&tx, tenant, customer_ref.as_str())
+        let c = find_customer_by_ref(Conn::Tx(&tx), tenant, customer_ref.as_str())
             .await?
             .ok_or_else(not_found)?;
         let mut any = Condition::any();
@@ -369,7 +370,7 @@ impl Engine {
         name: &IntentName,
     ) -> Result<IntentRecord, EngineError> {
         let (_writer, tx) = self.begin_write(tenant).await?;
-        let c = find_customer_by_ref(&tx, tenant, customer_ref.as_str())
+        let c = find_customer_by_ref(Conn::Tx(&tx), tenant, customer_ref.as_str())
             .await?
             .ok_or_else(not_found)?;
         let existing = intent::Entity::find()
@@ -384,7 +385,7 @@ impl Engine {
             existing
         } else {
             set_intent(
-                &tx,
+                Conn::Tx(&tx),
                 tenant,
                 c.id,
                 name.as_str(),

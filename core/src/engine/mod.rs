@@ -10,6 +10,8 @@ mod cache;
 mod customers;
 mod end;
 mod import;
+mod lite;
+mod sql;
 mod start;
 mod store;
 
@@ -25,6 +27,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::domain::DefaultRegion;
+use crate::error::EngineError;
 use crate::scoring::{Band, Signal};
 
 pub use customers::{CustomerExport, CustomerSummary, ErasureReport, IdentityRecord, IntentRecord};
@@ -39,8 +42,25 @@ pub struct Engine {
     db: DatabaseConnection,
     region: DefaultRegion,
     writes: Arc<Mutex<()>>,
-    caches: cache::Caches,
+    caches: Arc<cache::Caches>,
     call_writer: batch::CallWriter,
+    /// Direct access for the call path when the database is a SQLite file.
+    lite: Option<lite::Lite>,
+}
+
+/// A connection for the call path's reads.
+enum ReadConn<'a> {
+    Lite(lite::Reader<'a>),
+    Pool(&'a DatabaseConnection),
+}
+
+impl ReadConn<'_> {
+    fn conn(&self) -> sql::Conn<'_> {
+        match self {
+            ReadConn::Lite(r) => r.conn(),
+            ReadConn::Pool(db) => sql::Conn::Pool(db),
+        }
+    }
 }
 
 /// Another customer the caller could be.
@@ -174,8 +194,8 @@ pub struct CallRecord {
 }
 
 impl Engine {
-    /// An engine over a connected, migrated database. Call it inside a tokio runtime: it
-    /// starts the task that writes call rows.
+    /// An engine over a connected, migrated database, all through sea-orm's pool. Call it
+    /// inside a tokio runtime: it starts the task that writes call rows.
     pub fn new(db: DatabaseConnection, region: DefaultRegion) -> Self {
         let writes = Arc::new(Mutex::new(()));
         Self {
@@ -183,8 +203,33 @@ impl Engine {
             db,
             region,
             writes,
-            caches: cache::Caches::new(),
+            caches: Arc::new(cache::Caches::new()),
+            lite: None,
         }
+    }
+
+    /// Like [`Engine::new`], and on a SQLite file the call path (starts and ends) runs on
+    /// direct connections with one writer thread (see `engine/lite.rs`): the server uses this.
+    ///
+    /// # Errors
+    /// When the SQLite file cannot be opened directly.
+    pub async fn open(db: DatabaseConnection, region: DefaultRegion) -> Result<Self, EngineError> {
+        let mut engine = Self::new(db, region);
+        engine.lite = lite::Lite::open(&engine.db, region, engine.caches.clone()).await?;
+        Ok(engine)
+    }
+
+    /// Whether the call path runs on direct SQLite connections.
+    pub fn direct_sqlite(&self) -> bool {
+        self.lite.is_some()
+    }
+
+    /// A connection for the call path's reads.
+    fn reader(&self) -> Result<ReadConn<'_>, EngineError> {
+        Ok(match &self.lite {
+            Some(l) => ReadConn::Lite(l.reader()?),
+            None => ReadConn::Pool(&self.db),
+        })
     }
 
     /// The connection pool (for readiness checks and administration).

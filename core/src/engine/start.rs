@@ -4,11 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use serde::{Deserialize, Serialize};
 
 use super::cache::CachedCustomer;
-use super::store::{customers_by_id, evidence, find_call, identity_keys, load_context, load_links};
+use super::sql::Conn;
+use super::store::{
+    customers_by_id, evidence, find_call, find_customer, identity_keys, load_context, load_links,
+};
 use super::{Candidate, Engine, StartOutcome, TenantId};
 use crate::commands::StartCall;
 use crate::domain::{Ani, DefaultRegion};
@@ -41,6 +43,89 @@ pub(super) fn normalise_dnis(raw: &str, region: DefaultRegion) -> Option<String>
     })
 }
 
+/// What recording a start's call row found.
+pub(super) enum Recorded {
+    /// This start is the call's first: its match is stored.
+    New,
+    /// A start of this call was recorded before (a retry): its match is replayed.
+    Earlier(Box<call::Model>),
+}
+
+/// Inserts a start's call row unless its call id exists. If it does, the call is a retried
+/// start (reported as [`Recorded::Earlier`]) or its end came first (the match is added to it).
+pub(super) async fn record_start(c: Conn<'_>, row: &call::Model) -> Result<Recorded, EngineError> {
+    let inserted = c
+        .execute(
+            "INSERT INTO calls (tenant_id, call_id, platform, ani, ani_withheld, dnis, \
+             external_ids, matched_customer_id, confidence, band, recommended_action, signals, \
+             candidates, customer_id, status, intent, intent_status, summary, variables, \
+             started_at, ended_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+             $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+             ON CONFLICT (tenant_id, call_id) DO NOTHING",
+            &[
+                row.tenant_id.into(),
+                (&row.call_id).into(),
+                (&row.platform).into(),
+                (&row.ani).into(),
+                row.ani_withheld.into(),
+                (&row.dnis).into(),
+                (&row.external_ids).into(),
+                row.matched_customer_id.into(),
+                row.confidence.into(),
+                (&row.band).into(),
+                (&row.recommended_action).into(),
+                (&row.signals).into(),
+                (&row.candidates).into(),
+                row.customer_id.into(),
+                (&row.status).into(),
+                (&row.intent).into(),
+                (&row.intent_status).into(),
+                (&row.summary).into(),
+                (&row.variables).into(),
+                row.started_at.into(),
+                row.ended_at.into(),
+                row.created_at.into(),
+                row.updated_at.into(),
+            ],
+        )
+        .await?;
+    if inserted == 1 {
+        return Ok(Recorded::New);
+    }
+    after_conflict(c, row).await
+}
+
+/// A start whose call id exists: replay a retried start, or add the match to an ended call.
+pub(super) async fn after_conflict(
+    c: Conn<'_>,
+    row: &call::Model,
+) -> Result<Recorded, EngineError> {
+    let existing = find_call(c, TenantId(row.tenant_id), &row.call_id)
+        .await?
+        .ok_or_else(|| EngineError::Corrupt("call vanished during start".into()))?;
+    if existing.started_at.is_some() {
+        return Ok(Recorded::Earlier(Box::new(existing)));
+    }
+    c.execute(
+        "UPDATE calls SET matched_customer_id = $1, confidence = $2, band = $3, \
+         recommended_action = $4, signals = $5, candidates = $6, started_at = $7, updated_at = $8 \
+         WHERE id = $9 AND started_at IS NULL",
+        &[
+            row.matched_customer_id.into(),
+            row.confidence.into(),
+            (&row.band).into(),
+            (&row.recommended_action).into(),
+            (&row.signals).into(),
+            (&row.candidates).into(),
+            row.started_at.into(),
+            row.updated_at.into(),
+            existing.id.into(),
+        ],
+    )
+    .await?;
+    Ok(Recorded::New)
+}
+
 impl Engine {
     /// Answers who is calling.
     ///
@@ -57,7 +142,9 @@ impl Engine {
         let (mut links, missing) = self.caches.links(tenant, &keys).await;
         if !missing.is_empty() {
             let epoch = self.caches.epoch();
-            let read = load_links(&self.db, tenant, &missing).await?;
+            let reader = self.reader()?;
+            let read = load_links(reader.conn(), tenant, &missing).await?;
+            drop(reader);
             self.caches.fill_links(tenant, epoch, &read).await;
             links.extend(read);
         }
@@ -67,87 +154,81 @@ impl Engine {
             now,
         );
         let found = Match::from(resolution);
-        let row = call::ActiveModel {
-            tenant_id: Set(tenant.0),
-            call_id: Set(cmd.call_id.as_str().to_owned()),
-            platform: Set(cmd.platform.as_str().to_owned()),
-            ani: Set(ani
+        let row = call::Model {
+            id: 0,
+            tenant_id: tenant.0,
+            call_id: cmd.call_id.as_str().to_owned(),
+            platform: cmd.platform.as_str().to_owned(),
+            ani: ani
                 .as_ref()
                 .and_then(Ani::number)
-                .map(|n| n.as_str().to_owned())),
-            ani_withheld: Set(matches!(ani, Some(Ani::Withheld(_)))),
-            dnis: Set(cmd
+                .map(|n| n.as_str().to_owned()),
+            ani_withheld: matches!(ani, Some(Ani::Withheld(_))),
+            dnis: cmd
                 .hints
                 .dnis
                 .as_deref()
-                .and_then(|d| normalise_dnis(d, self.region))),
-            external_ids: Set(serde_json::to_string(
+                .and_then(|d| normalise_dnis(d, self.region)),
+            external_ids: serde_json::to_string(
                 &cmd.hints
                     .external_ids
                     .iter()
                     .map(|e| (e.name(), e.value()))
                     .collect::<BTreeMap<_, _>>(),
-            )?),
-            matched_customer_id: Set(found.customer),
-            confidence: Set(Some(found.confidence)),
-            band: Set(Some(found.band.as_str().to_owned())),
-            recommended_action: Set(Some(found.band.action().to_owned())),
-            signals: Set(serde_json::to_string(&stored_signals(&found.signals))?),
-            candidates: Set(serde_json::to_string(&found.candidates)?),
-            customer_id: Set(None),
-            status: Set(call::STATUS_IN_PROGRESS.to_owned()),
-            intent: Set(None),
-            intent_status: Set(None),
-            summary: Set(None),
-            variables: Set("{}".to_owned()),
-            started_at: Set(Some(now)),
-            ended_at: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
+            )?,
+            matched_customer_id: found.customer,
+            confidence: Some(found.confidence),
+            band: Some(found.band.as_str().to_owned()),
+            recommended_action: Some(found.band.action().to_owned()),
+            signals: serde_json::to_string(&stored_signals(&found.signals))?,
+            candidates: serde_json::to_string(&found.candidates)?,
+            customer_id: None,
+            status: call::STATUS_IN_PROGRESS.to_owned(),
+            intent: None,
+            intent_status: None,
+            summary: None,
+            variables: "{}".to_owned(),
+            started_at: Some(now),
+            ended_at: None,
+            created_at: now,
+            updated_at: now,
         };
 
-        let inserted = self
-            .call_writer
-            .insert(tenant.0, cmd.call_id.as_str(), row.clone())
-            .await?;
-        if !inserted {
-            // The call id exists: a retried start (answered from what the first recorded), or
-            // the call's end arrived first (the start's match is added to it).
-            let writer = self.writes.lock().await;
-            let existing = find_call(&self.db, tenant, &cmd.call_id)
-                .await?
-                .ok_or_else(|| EngineError::Corrupt("call vanished during start".into()))?;
-            if existing.started_at.is_some() {
-                drop(writer);
-                return self.replay_start(tenant, existing).await;
+        let recorded = match &self.lite {
+            Some(lite) => lite.record_start(row).await?,
+            None => {
+                if self.call_writer.insert(&row).await? {
+                    Recorded::New
+                } else {
+                    let _writer = self.writes.lock().await;
+                    after_conflict(Conn::Pool(&self.db), &row).await?
+                }
             }
-            let mut update: call::ActiveModel = existing.into();
-            update.matched_customer_id = row.matched_customer_id;
-            update.confidence = row.confidence;
-            update.band = row.band;
-            update.recommended_action = row.recommended_action;
-            update.signals = row.signals;
-            update.candidates = row.candidates;
-            update.started_at = row.started_at;
-            update.updated_at = Set(now);
-            update.update(&self.db).await?;
+        };
+        match recorded {
+            Recorded::New => {
+                self.outcome(tenant, cmd.call_id.as_str().to_owned(), found)
+                    .await
+            }
+            Recorded::Earlier(existing) => self.replay_start(tenant, *existing).await,
         }
-
-        self.outcome(tenant, cmd.call_id.as_str().to_owned(), found)
-            .await
     }
 
     /// A customer's row and context, from the cache or the database.
-    async fn cached_customer(&self, id: i64) -> Result<Option<Arc<CachedCustomer>>, EngineError> {
+    async fn cached_customer(
+        &self,
+        c: Conn<'_>,
+        tenant: TenantId,
+        id: i64,
+    ) -> Result<Option<Arc<CachedCustomer>>, EngineError> {
         if let Some(hit) = self.caches.customer(id).await {
             return Ok(Some(hit));
         }
         let epoch = self.caches.epoch();
-        let Some(model) = customer::Entity::find_by_id(id).one(&self.db).await? else {
+        let Some(model) = find_customer(c, tenant, id).await? else {
             return Ok(None);
         };
-        let context = load_context(&self.db, &model).await?;
+        let context = load_context(c, &model).await?;
         let value = Arc::new(CachedCustomer { model, context });
         self.caches.fill_customer(epoch, value.clone()).await;
         Ok(Some(value))
@@ -160,19 +241,17 @@ impl Engine {
         call_id: String,
         found: Match,
     ) -> Result<StartOutcome, EngineError> {
+        let reader = self.reader()?;
+        let c = reader.conn();
         let best = match found.customer {
-            Some(id) if found.band != Band::Low => self.cached_customer(id).await?,
+            Some(id) if found.band != Band::Low => self.cached_customer(c, tenant, id).await?,
             _ => None,
         };
         let candidates = if found.candidates.is_empty() {
             Vec::new()
         } else {
-            let refs: HashMap<i64, customer::Model> = customers_by_id(
-                &self.db,
-                tenant,
-                found.candidates.iter().map(|c| c.customer),
-            )
-            .await?;
+            let refs: HashMap<i64, customer::Model> =
+                customers_by_id(c, tenant, found.candidates.iter().map(|c| c.customer)).await?;
             found
                 .candidates
                 .iter()

@@ -5,69 +5,142 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement,
-};
 use serde_json::Value;
 
+use super::sql::{Arg, Conn, Row};
 use super::{
     CallRecord, CustomerContext, OPEN_INTENTS, OpenIntent, RECENT_CALLS, RecentCall, TenantId,
 };
-use crate::domain::{Ani, CallId, ExternalId};
+use crate::domain::{Ani, ExternalId};
 use crate::entities::{call, customer, identity};
 use crate::error::EngineError;
 use crate::scoring::{AniEvidence, Evidence, ExternalEvidence, IdentityLink};
 
+/// The columns of `calls`, in [`call::Model`]'s order (see [`call_from_row`]).
+pub(super) const CALL_COLUMNS: &str = "id, tenant_id, call_id, platform, ani, ani_withheld, dnis, \
+    external_ids, matched_customer_id, confidence, band, recommended_action, signals, candidates, \
+    customer_id, status, intent, intent_status, summary, variables, started_at, ended_at, \
+    created_at, updated_at";
+
+pub(super) fn call_from_row(r: &dyn Row) -> Result<call::Model, EngineError> {
+    Ok(call::Model {
+        id: r.int_req(0)?,
+        tenant_id: r.int_req(1)?,
+        call_id: r.text_req(2)?,
+        platform: r.text_req(3)?,
+        ani: r.text(4)?,
+        ani_withheld: r.flag(5)?,
+        dnis: r.text(6)?,
+        external_ids: r.text_req(7)?,
+        matched_customer_id: r.int(8)?,
+        confidence: r.real(9)?,
+        band: r.text(10)?,
+        recommended_action: r.text(11)?,
+        signals: r.text_req(12)?,
+        candidates: r.text_req(13)?,
+        customer_id: r.int(14)?,
+        status: r.text_req(15)?,
+        intent: r.text(16)?,
+        intent_status: r.text(17)?,
+        summary: r.text(18)?,
+        variables: r.text_req(19)?,
+        started_at: r.time(20)?,
+        ended_at: r.time(21)?,
+        created_at: r.time_req(22)?,
+        updated_at: r.time_req(23)?,
+    })
+}
+
+/// The columns of `customers`, in [`customer::Model`]'s order.
+pub(super) const CUSTOMER_COLUMNS: &str = "id, tenant_id, customer_ref, provisional, call_count, \
+    first_seen_at, last_seen_at, created_at, updated_at";
+
+pub(super) fn customer_from_row(r: &dyn Row) -> Result<customer::Model, EngineError> {
+    Ok(customer::Model {
+        id: r.int_req(0)?,
+        tenant_id: r.int_req(1)?,
+        customer_ref: r.text_req(2)?,
+        provisional: r.flag(3)?,
+        call_count: r.int_req(4)?,
+        first_seen_at: r.time(5)?,
+        last_seen_at: r.time(6)?,
+        created_at: r.time_req(7)?,
+        updated_at: r.time_req(8)?,
+    })
+}
+
 pub(super) async fn find_call(
-    c: &impl ConnectionTrait,
+    c: Conn<'_>,
     tenant: TenantId,
-    call_id: &CallId,
+    call_id: &str,
 ) -> Result<Option<call::Model>, EngineError> {
-    Ok(call::Entity::find()
-        .filter(call::Column::TenantId.eq(tenant.0))
-        .filter(call::Column::CallId.eq(call_id.as_str()))
-        .one(c)
-        .await?)
+    c.query_one(
+        &format!("SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND call_id = $2"),
+        &[tenant.0.into(), call_id.into()],
+        call_from_row,
+    )
+    .await
 }
 
 pub(super) async fn find_customer_by_ref(
-    c: &impl ConnectionTrait,
+    c: Conn<'_>,
     tenant: TenantId,
     customer_ref: &str,
 ) -> Result<Option<customer::Model>, EngineError> {
-    Ok(customer::Entity::find()
-        .filter(customer::Column::TenantId.eq(tenant.0))
-        .filter(customer::Column::CustomerRef.eq(customer_ref))
-        .one(c)
-        .await?)
+    c.query_one(
+        &format!(
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND customer_ref = $2"
+        ),
+        &[tenant.0.into(), customer_ref.into()],
+        customer_from_row,
+    )
+    .await
+}
+
+/// One customer of the tenant by storage id.
+pub(super) async fn find_customer(
+    c: Conn<'_>,
+    tenant: TenantId,
+    id: i64,
+) -> Result<Option<customer::Model>, EngineError> {
+    c.query_one(
+        &format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1 AND tenant_id = $2"),
+        &[id.into(), tenant.0.into()],
+        customer_from_row,
+    )
+    .await
 }
 
 /// Customers by storage id, for turning scores into references.
 pub(super) async fn customers_by_id(
-    c: &impl ConnectionTrait,
+    c: Conn<'_>,
     tenant: TenantId,
     ids: impl IntoIterator<Item = i64>,
 ) -> Result<HashMap<i64, customer::Model>, EngineError> {
-    let ids: Vec<i64> = ids.into_iter().collect();
+    let mut ids: Vec<i64> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    Ok(customer::Entity::find()
-        .filter(customer::Column::TenantId.eq(tenant.0))
-        .filter(customer::Column::Id.is_in(ids))
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|m| (m.id, m))
-        .collect())
-}
-
-fn as_link(m: &identity::Model) -> IdentityLink {
-    IdentityLink {
-        customer: m.customer_id,
-        call_count: u32::try_from(m.call_count).unwrap_or(u32::MAX),
-        last_seen_at: m.last_seen_at,
-    }
+    let list = (2..ids.len() + 2)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let args: Vec<Arg<'_>> = std::iter::once(tenant.0.into())
+        .chain(ids.iter().map(|&id| id.into()))
+        .collect();
+    Ok(c.query(
+        &format!(
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND id IN ({list})"
+        ),
+        &args,
+        customer_from_row,
+    )
+    .await?
+    .into_iter()
+    .map(|m| (m.id, m))
+    .collect())
 }
 
 /// An identity as the index stores it: (`ani` | `external_id`, value).
@@ -86,9 +159,10 @@ pub(super) fn identity_keys(ani: Option<&Ani>, external_ids: &[ExternalId]) -> V
         .collect()
 }
 
-/// The customers linked to each key: one query over the identity index.
+/// The customers linked to each key: one statement over the identity index (one indexed
+/// select per key, joined by `UNION ALL`).
 pub(super) async fn load_links(
-    c: &impl ConnectionTrait,
+    c: Conn<'_>,
     tenant: TenantId,
     keys: &[IdentityKey],
 ) -> Result<HashMap<IdentityKey, Vec<IdentityLink>>, EngineError> {
@@ -97,25 +171,37 @@ pub(super) async fn load_links(
     if keys.is_empty() {
         return Ok(out);
     }
-    let mut any = Condition::any();
+    let sql = (0..keys.len())
+        .map(|i| {
+            format!(
+                "SELECT CAST({i} AS BIGINT), customer_id, call_count, last_seen_at FROM identities \
+                 WHERE tenant_id = $1 AND kind = ${} AND value = ${}",
+                2 * i + 2,
+                2 * i + 3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let mut args: Vec<Arg<'_>> = vec![tenant.0.into()];
     for (kind, value) in keys {
-        any = any.add(
-            Condition::all()
-                .add(identity::Column::Kind.eq(*kind))
-                .add(identity::Column::Value.eq(value.as_str())),
-        );
+        args.push((*kind).into());
+        args.push(value.into());
     }
-    let rows = identity::Entity::find()
-        .filter(identity::Column::TenantId.eq(tenant.0))
-        .filter(any)
-        .all(c)
+    let rows = c
+        .query(&sql, &args, |r| {
+            Ok((
+                r.int_req(0)?,
+                IdentityLink {
+                    customer: r.int_req(1)?,
+                    call_count: u32::try_from(r.int_req(2)?).unwrap_or(u32::MAX),
+                    last_seen_at: r.time_req(3)?,
+                },
+            ))
+        })
         .await?;
-    for r in &rows {
-        if let Some(k) = keys
-            .iter()
-            .find(|(kind, value)| *kind == r.kind && *value == r.value)
-        {
-            out.entry(k.clone()).or_default().push(as_link(r));
+    for (i, link) in rows {
+        if let Some(k) = usize::try_from(i).ok().and_then(|i| keys.get(i)) {
+            out.entry(k.clone()).or_default().push(link);
         }
     }
     Ok(out)
@@ -146,7 +232,7 @@ pub(super) fn evidence(
 
 /// Evidence straight from the database (inside a write transaction).
 pub(super) async fn load_evidence(
-    c: &impl ConnectionTrait,
+    c: Conn<'_>,
     tenant: TenantId,
     ani: Option<&Ani>,
     external_ids: &[ExternalId],
@@ -164,71 +250,72 @@ pub(super) fn parse_variables(text: &str) -> Result<BTreeMap<String, Value>, Eng
 /// more texts, two times, the row id). One statement instead of three matters: each
 /// statement is a hand-off to the database driver's thread, which costs more than the reads.
 pub(super) async fn load_context(
-    c: &impl ConnectionTrait,
+    c: Conn<'_>,
     customer: &customer::Model,
 ) -> Result<CustomerContext, EngineError> {
-    let backend = c.get_database_backend();
-    let p = |n: usize| match backend {
-        DbBackend::Postgres => format!("${n}"),
-        _ => "?".to_owned(),
-    };
     let sql = format!(
         "SELECT 'v' AS kind, name AS a, value AS b, NULL AS c, NULL AS d, updated_at AS t1, NULL AS t2, id AS n \
-         FROM variables WHERE customer_id = {} \
+         FROM variables WHERE customer_id = $1 \
          UNION ALL SELECT * FROM (SELECT 'i', intent, last_call_id, NULL, NULL, opened_at, updated_at, id \
-           FROM intents WHERE customer_id = {} AND status = 'open' \
+           FROM intents WHERE customer_id = $1 AND status = 'open' \
            ORDER BY updated_at DESC, id ASC LIMIT {OPEN_INTENTS}) AS i \
          UNION ALL SELECT * FROM (SELECT 'c', call_id, summary, intent, intent_status, started_at, ended_at, id \
-           FROM calls WHERE customer_id = {} AND status = '{}' \
+           FROM calls WHERE customer_id = $1 AND status = '{}' \
            ORDER BY ended_at DESC, id DESC LIMIT {RECENT_CALLS}) AS k",
-        p(1),
-        p(2),
-        p(3),
         call::STATUS_ENDED,
     );
+    enum Part {
+        Variable(String, Value),
+        Intent(Option<DateTime<Utc>>, i64, OpenIntent),
+        Call(Option<DateTime<Utc>>, i64, RecentCall),
+    }
     let rows = c
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [customer.id.into(), customer.id.into(), customer.id.into()],
-        ))
+        .query(&sql, &[customer.id.into()], |r| {
+            let kind = r.text_req(0)?;
+            let a = r.text(1)?;
+            let b = r.text(2)?;
+            let t1 = r.time(5)?;
+            let t2 = r.time(6)?;
+            let n = r.int_req(7)?;
+            Ok(match kind.as_str() {
+                "v" => Part::Variable(
+                    a.unwrap_or_default(),
+                    serde_json::from_str(b.as_deref().unwrap_or("null"))?,
+                ),
+                "i" => Part::Intent(
+                    t2,
+                    n,
+                    OpenIntent {
+                        intent: a.unwrap_or_default(),
+                        opened_at: t1.unwrap_or_else(crate::now),
+                        last_call_id: b,
+                    },
+                ),
+                _ => Part::Call(
+                    t2,
+                    n,
+                    RecentCall {
+                        call_id: a.unwrap_or_default(),
+                        summary: b,
+                        intent: r.text(3)?,
+                        intent_status: r.text(4)?,
+                        started_at: t1,
+                        ended_at: t2,
+                    },
+                ),
+            })
+        })
         .await?;
     let mut variables = BTreeMap::new();
     let mut intents = Vec::new();
     let mut calls = Vec::new();
-    for r in rows {
-        let kind: String = r.try_get_by_index(0)?;
-        let a: Option<String> = r.try_get_by_index(1)?;
-        let b: Option<String> = r.try_get_by_index(2)?;
-        let t1: Option<DateTime<Utc>> = r.try_get_by_index(5)?;
-        let t2: Option<DateTime<Utc>> = r.try_get_by_index(6)?;
-        let n: i64 = r.try_get_by_index(7)?;
-        match kind.as_str() {
-            "v" => {
-                let value: Value = serde_json::from_str(b.as_deref().unwrap_or("null"))?;
-                variables.insert(a.unwrap_or_default(), value);
+    for part in rows {
+        match part {
+            Part::Variable(name, value) => {
+                variables.insert(name, value);
             }
-            "i" => intents.push((
-                t2,
-                n,
-                OpenIntent {
-                    intent: a.unwrap_or_default(),
-                    opened_at: t1.unwrap_or_else(crate::now),
-                    last_call_id: b,
-                },
-            )),
-            _ => calls.push((
-                t2,
-                n,
-                RecentCall {
-                    call_id: a.unwrap_or_default(),
-                    summary: b,
-                    intent: r.try_get_by_index(3)?,
-                    intent_status: r.try_get_by_index(4)?,
-                    started_at: t1,
-                    ended_at: t2,
-                },
-            )),
+            Part::Intent(t, n, i) => intents.push((t, n, i)),
+            Part::Call(t, n, k) => calls.push((t, n, k)),
         }
     }
     // UNION ALL keeps no order across its parts: restore each part's.
@@ -246,7 +333,7 @@ pub(super) async fn load_context(
 
 /// A stored call with its customer references resolved.
 pub(super) async fn call_record(
-    c: &impl ConnectionTrait,
+    c: Conn<'_>,
     tenant: TenantId,
     row: call::Model,
 ) -> Result<CallRecord, EngineError> {

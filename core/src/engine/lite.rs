@@ -1,0 +1,324 @@
+//! The SQLite fast path: the call path's statements run on `rusqlite` connections of this
+//! process instead of going through sqlx's per-connection worker threads.
+//!
+//! - Reads (a call start's identity and context look-ups) run on the calling task's thread, on
+//!   a connection taken from a small pool of read connections. In WAL mode they never wait for
+//!   the writer; each takes microseconds.
+//! - Writes (a start's call row, a whole end) go to one writer thread, which owns the only
+//!   write connection. It takes every job waiting, applies each inside a savepoint of one
+//!   transaction (a job that fails is rolled back alone) and commits once: group commit. Each
+//!   job is answered after the commit, and after the read caches forgot what it changed, so a
+//!   killed process loses nothing it acknowledged and the next start reads what an end saved.
+//!
+//! Other writes (merges through the API, erasure, import, keys) stay on sea-orm's pool; SQLite's
+//! own write lock (`BEGIN IMMEDIATE`, busy timeout) orders them with the writer thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use tokio::sync::{mpsc, oneshot};
+
+use super::cache::Caches;
+use super::end::end_call_in;
+use super::sql::{Conn, LiteConn};
+use super::start::{Recorded, record_start};
+use super::{EndOutcome, TenantId};
+use crate::commands::EndCall;
+use crate::domain::DefaultRegion;
+use crate::entities::call;
+use crate::error::EngineError;
+
+/// Jobs per transaction at most.
+const MAX_BATCH: usize = 256;
+/// Idle read connections kept open.
+const IDLE_READERS: usize = 8;
+
+enum Job {
+    Start {
+        call: Box<call::Model>,
+        reply: oneshot::Sender<Result<Recorded, EngineError>>,
+    },
+    End {
+        tenant: TenantId,
+        cmd: Box<EndCall>,
+        reply: oneshot::Sender<Result<EndOutcome, EngineError>>,
+    },
+}
+
+/// Direct access to a SQLite database file.
+pub(super) struct Lite {
+    path: PathBuf,
+    idle: Mutex<Vec<LiteConn>>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+/// A read connection on loan; it goes back to the pool when dropped.
+pub(super) struct Reader<'a> {
+    lite: &'a Lite,
+    conn: Option<LiteConn>,
+}
+
+impl Reader<'_> {
+    pub(super) fn conn(&self) -> Conn<'_> {
+        Conn::Lite(
+            self.conn
+                .as_ref()
+                .expect("a reader holds its connection until dropped"),
+        )
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.lite.idle.lock())
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(Duration::from_secs(10))?;
+    // The same durability as the pool: WAL (set on the file by the pool), and `NORMAL`
+    // synchronisation, which survives a crash of the process.
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    if read_only {
+        c.pragma_update(None, "query_only", "ON")?;
+    }
+    c.set_prepared_statement_cache_capacity(64);
+    Ok(c)
+}
+
+fn open_err(e: rusqlite::Error) -> EngineError {
+    EngineError::Database(sea_orm::DbErr::Custom(format!("sqlite: {e}")))
+}
+
+fn writer_gone() -> EngineError {
+    EngineError::Corrupt("the SQLite writer thread has stopped".into())
+}
+
+/// The file behind a SQLite pool; `None` for an in-memory database.
+async fn database_file(db: &DatabaseConnection) -> Option<PathBuf> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT file FROM pragma_database_list WHERE name = 'main'",
+        ))
+        .await
+        .ok()??;
+    let file: String = row.try_get_by_index(0).ok()?;
+    (!file.is_empty()).then(|| PathBuf::from(file))
+}
+
+impl Lite {
+    /// Direct access to the file behind `db`, when it is a SQLite file. Starts the writer
+    /// thread.
+    pub(super) async fn open(
+        db: &DatabaseConnection,
+        region: DefaultRegion,
+        caches: Arc<Caches>,
+    ) -> Result<Option<Self>, EngineError> {
+        if db.get_database_backend() != DbBackend::Sqlite {
+            return Ok(None);
+        }
+        let Some(path) = database_file(db).await else {
+            return Ok(None);
+        };
+        let writer = open(&path, false).map_err(open_err)?;
+        let (jobs, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(&Mutex::new(writer), rx, region, &caches))
+            .map_err(|e| EngineError::Corrupt(format!("cannot start the SQLite writer: {e}")))?;
+        Ok(Some(Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+            jobs,
+        }))
+    }
+
+    /// A read connection.
+    pub(super) fn reader(&self) -> Result<Reader<'_>, EngineError> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => Mutex::new(open(&self.path, true).map_err(open_err)?),
+        };
+        Ok(Reader {
+            lite: self,
+            conn: Some(conn),
+        })
+    }
+
+    /// Records a start's call row (see [`record_start`]).
+    pub(super) async fn record_start(&self, call: call::Model) -> Result<Recorded, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Start {
+                call: Box::new(call),
+                reply,
+            })
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Applies an end.
+    pub(super) async fn end_call(
+        &self,
+        tenant: TenantId,
+        cmd: EndCall,
+    ) -> Result<EndOutcome, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::End {
+                tenant,
+                cmd: Box::new(cmd),
+                reply,
+            })
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+/// The writer thread: batches until the engine is dropped.
+fn write_loop(
+    conn: &LiteConn,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    region: DefaultRegion,
+    caches: &Caches,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the SQLite writer's runtime");
+            return;
+        }
+    };
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        runtime.block_on(run_batch(Conn::Lite(conn), jobs, region, caches));
+    }
+}
+
+/// What a job produced, held until the commit.
+enum Done {
+    Start(
+        oneshot::Sender<Result<Recorded, EngineError>>,
+        Result<Recorded, EngineError>,
+    ),
+    End(
+        oneshot::Sender<Result<EndOutcome, EngineError>>,
+        Result<(EndOutcome, super::end::Touched), EngineError>,
+    ),
+}
+
+impl Done {
+    fn fail(self, e: &EngineError) {
+        let failed = || EngineError::Corrupt(format!("the batch was not committed: {e}"));
+        match self {
+            Done::Start(reply, _) => {
+                let _ = reply.send(Err(failed()));
+            }
+            Done::End(reply, _) => {
+                let _ = reply.send(Err(failed()));
+            }
+        }
+    }
+}
+
+async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, region: DefaultRegion, caches: &Caches) {
+    if let Err(e) = c.execute("BEGIN IMMEDIATE", &[]).await {
+        tracing::error!(error = %e, "cannot begin a write transaction");
+        for job in jobs {
+            match job {
+                Job::Start { reply, .. } => drop(reply.send(Err(clone_err(&e)))),
+                Job::End { reply, .. } => drop(reply.send(Err(clone_err(&e)))),
+            }
+        }
+        return;
+    }
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut broken = None;
+    for job in jobs {
+        if broken.is_some() {
+            // The transaction is unusable: the rest fail with the batch.
+            done.push(match job {
+                Job::Start { reply, .. } => Done::Start(reply, Err(writer_gone())),
+                Job::End { reply, .. } => Done::End(reply, Err(writer_gone())),
+            });
+            continue;
+        }
+        match job {
+            // One statement (two after a conflict), each atomic: no savepoint needed.
+            Job::Start { call, reply } => {
+                let r = record_start(c, &call).await;
+                done.push(Done::Start(reply, r));
+            }
+            Job::End { tenant, cmd, reply } => {
+                if let Err(e) = c.execute("SAVEPOINT job", &[]).await {
+                    broken = Some(e);
+                    done.push(Done::End(reply, Err(writer_gone())));
+                    continue;
+                }
+                let r = end_call_in(c, region, tenant, *cmd).await;
+                let undo = if r.is_ok() {
+                    Ok(0)
+                } else {
+                    c.execute("ROLLBACK TO job", &[]).await
+                };
+                if let Err(e) = undo.and(c.execute("RELEASE job", &[]).await) {
+                    broken = Some(e);
+                }
+                done.push(Done::End(reply, r));
+            }
+        }
+    }
+    let committed = match broken {
+        Some(e) => Err(e),
+        None => c.execute("COMMIT", &[]).await,
+    };
+    if let Err(e) = committed {
+        tracing::error!(error = %e, jobs = done.len(), "write batch failed");
+        let _ = c.execute("ROLLBACK", &[]).await;
+        for d in done {
+            d.fail(&e);
+        }
+        return;
+    }
+    for d in done {
+        match d {
+            Done::Start(reply, r) => {
+                let _ = reply.send(r);
+            }
+            Done::End(reply, r) => {
+                let r = match r {
+                    Ok((outcome, touched)) => {
+                        touched.forget(caches).await;
+                        Ok(outcome)
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+fn clone_err(e: &EngineError) -> EngineError {
+    EngineError::Database(sea_orm::DbErr::Custom(e.to_string()))
+}

@@ -1,0 +1,343 @@
+//! The SQL the call path runs, written once for both databases.
+//!
+//! Statements use PostgreSQL's `$1` placeholders (SQLite reads them as `?1`, the same numbered
+//! parameter). They run on one of two kinds of connection:
+//! - [`Conn::Lite`]: a `rusqlite` connection of this process (the SQLite fast path). A statement
+//!   is prepared once per connection and then runs in a few microseconds, on the calling thread.
+//!   sqlx's SQLite driver instead hands every statement to a worker thread and back, which costs
+//!   more than the read itself (~100 µs a statement on this machine).
+//! - [`Conn::Pool`] / [`Conn::Tx`]: sea-orm's pool or transaction (PostgreSQL, and SQLite when no
+//!   file path is available, like `sqlite::memory:`).
+//!
+//! Rows are read by column index through [`Row`], whichever connection produced them.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
+
+use crate::error::EngineError;
+
+/// A rusqlite connection that async code can hold across `.await` (the mutex makes a shared
+/// reference `Send`; it is never contended: one task uses a connection at a time).
+pub(super) type LiteConn = Mutex<rusqlite::Connection>;
+
+/// Where a statement runs.
+#[derive(Clone, Copy)]
+pub(super) enum Conn<'a> {
+    Lite(&'a LiteConn),
+    Pool(&'a DatabaseConnection),
+    Tx(&'a DatabaseTransaction),
+}
+
+/// A statement parameter. Nulls carry their type (PostgreSQL needs it).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Arg<'a> {
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Text(Option<&'a str>),
+    Time(Option<DateTime<Utc>>),
+    Flag(bool),
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Arg<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl From<Option<f64>> for Arg<'_> {
+    fn from(v: Option<f64>) -> Self {
+        Arg::Real(v)
+    }
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Arg::Text(Some(v))
+    }
+}
+
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(v: &'a String) -> Self {
+        Arg::Text(Some(v))
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Arg::Text(v)
+    }
+}
+
+impl<'a> From<&'a Option<String>> for Arg<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        Arg::Text(v.as_deref())
+    }
+}
+
+impl From<DateTime<Utc>> for Arg<'_> {
+    fn from(v: DateTime<Utc>) -> Self {
+        Arg::Time(Some(v))
+    }
+}
+
+impl From<Option<DateTime<Utc>>> for Arg<'_> {
+    fn from(v: Option<DateTime<Utc>>) -> Self {
+        Arg::Time(v)
+    }
+}
+
+impl From<bool> for Arg<'_> {
+    fn from(v: bool) -> Self {
+        Arg::Flag(v)
+    }
+}
+
+/// Times as sqlx stores them in SQLite (RFC 3339, `+00:00`), so that both drivers read each
+/// other's rows and text order stays time order.
+pub(super) fn sqlite_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+fn parse_sqlite_time(text: &str) -> Result<DateTime<Utc>, EngineError> {
+    DateTime::parse_from_rfc3339(text)
+        .or_else(|_| DateTime::parse_from_str(text, "%F %T%.f%:z"))
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| EngineError::Corrupt(format!("unreadable time in the database: {e}")))
+}
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        use rusqlite::types::Value;
+        Ok(match *self {
+            Arg::Int(Some(v)) => ToSqlOutput::Owned(Value::Integer(v)),
+            Arg::Real(Some(v)) => ToSqlOutput::Owned(Value::Real(v)),
+            Arg::Text(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Arg::Time(Some(t)) => ToSqlOutput::Owned(Value::Text(sqlite_time(&t))),
+            Arg::Flag(v) => ToSqlOutput::Owned(Value::Integer(i64::from(v))),
+            Arg::Int(None) | Arg::Real(None) | Arg::Text(None) | Arg::Time(None) => {
+                ToSqlOutput::Owned(Value::Null)
+            }
+        })
+    }
+}
+
+impl From<Arg<'_>> for sea_orm::Value {
+    fn from(a: Arg<'_>) -> Self {
+        match a {
+            Arg::Int(v) => sea_orm::Value::BigInt(v),
+            Arg::Real(v) => sea_orm::Value::Double(v),
+            Arg::Text(v) => sea_orm::Value::String(v.map(str::to_owned)),
+            Arg::Time(v) => sea_orm::Value::ChronoDateTimeUtc(v),
+            Arg::Flag(v) => sea_orm::Value::Bool(Some(v)),
+        }
+    }
+}
+
+/// One result row, read by column index.
+pub(super) trait Row {
+    fn int(&self, i: usize) -> Result<Option<i64>, EngineError>;
+    fn real(&self, i: usize) -> Result<Option<f64>, EngineError>;
+    fn text(&self, i: usize) -> Result<Option<String>, EngineError>;
+    fn time(&self, i: usize) -> Result<Option<DateTime<Utc>>, EngineError>;
+    fn flag(&self, i: usize) -> Result<bool, EngineError>;
+
+    /// A column that must not be null.
+    fn int_req(&self, i: usize) -> Result<i64, EngineError> {
+        self.int(i)?.ok_or_else(|| null_column(i))
+    }
+    fn text_req(&self, i: usize) -> Result<String, EngineError> {
+        self.text(i)?.ok_or_else(|| null_column(i))
+    }
+    fn time_req(&self, i: usize) -> Result<DateTime<Utc>, EngineError> {
+        self.time(i)?.ok_or_else(|| null_column(i))
+    }
+}
+
+fn null_column(i: usize) -> EngineError {
+    EngineError::Corrupt(format!("unexpected NULL in result column {i}"))
+}
+
+fn lite_err(e: rusqlite::Error) -> EngineError {
+    EngineError::Database(sea_orm::DbErr::Custom(format!("sqlite: {e}")))
+}
+
+impl Row for rusqlite::Row<'_> {
+    fn int(&self, i: usize) -> Result<Option<i64>, EngineError> {
+        self.get(i).map_err(lite_err)
+    }
+    fn real(&self, i: usize) -> Result<Option<f64>, EngineError> {
+        self.get(i).map_err(lite_err)
+    }
+    fn text(&self, i: usize) -> Result<Option<String>, EngineError> {
+        self.get(i).map_err(lite_err)
+    }
+    fn time(&self, i: usize) -> Result<Option<DateTime<Utc>>, EngineError> {
+        match self.get_ref(i).map_err(lite_err)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Text(t) => std::str::from_utf8(t)
+                .map_err(|e| EngineError::Corrupt(format!("time is not UTF-8: {e}")))
+                .and_then(parse_sqlite_time)
+                .map(Some),
+            other => Err(EngineError::Corrupt(format!(
+                "time column {i} holds {:?}",
+                other.data_type()
+            ))),
+        }
+    }
+    fn flag(&self, i: usize) -> Result<bool, EngineError> {
+        Ok(self.get::<_, i64>(i).map_err(lite_err)? != 0)
+    }
+}
+
+impl Row for sea_orm::QueryResult {
+    fn int(&self, i: usize) -> Result<Option<i64>, EngineError> {
+        Ok(self.try_get_by_index(i)?)
+    }
+    fn real(&self, i: usize) -> Result<Option<f64>, EngineError> {
+        Ok(self.try_get_by_index(i)?)
+    }
+    fn text(&self, i: usize) -> Result<Option<String>, EngineError> {
+        Ok(self.try_get_by_index(i)?)
+    }
+    fn time(&self, i: usize) -> Result<Option<DateTime<Utc>>, EngineError> {
+        Ok(self.try_get_by_index(i)?)
+    }
+    fn flag(&self, i: usize) -> Result<bool, EngineError> {
+        Ok(self.try_get_by_index(i)?)
+    }
+}
+
+/// `$1` → `?1`: SQLite's numbered parameters mean the same as PostgreSQL's.
+fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    if sql.contains('$') {
+        sql.replace('$', "?").into()
+    } else {
+        sql.into()
+    }
+}
+
+impl Conn<'_> {
+    /// The backend's SQL dialect.
+    pub(super) fn backend(&self) -> DbBackend {
+        match self {
+            Conn::Lite(_) => DbBackend::Sqlite,
+            Conn::Pool(c) => c.get_database_backend(),
+            Conn::Tx(c) => c.get_database_backend(),
+        }
+    }
+
+    fn statement(&self, sql: &str, args: &[Arg<'_>]) -> Statement {
+        let backend = self.backend();
+        let sql = match backend {
+            DbBackend::Postgres => sql.into(),
+            _ => sqlite_sql(sql),
+        };
+        Statement::from_sql_and_values(backend, sql, args.iter().map(|a| (*a).into()))
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub(super) async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, EngineError> {
+        match self {
+            Conn::Lite(c) => {
+                let c = c.lock().map_err(|_| poisoned())?;
+                let mut stmt = c.prepare_cached(&sqlite_sql(sql)).map_err(lite_err)?;
+                let n = stmt
+                    .execute(rusqlite::params_from_iter(args.iter()))
+                    .map_err(lite_err)?;
+                Ok(n as u64)
+            }
+            Conn::Pool(c) => Ok(c
+                .execute_raw(self.statement(sql, args))
+                .await?
+                .rows_affected()),
+            Conn::Tx(c) => Ok(c
+                .execute_raw(self.statement(sql, args))
+                .await?
+                .rows_affected()),
+        }
+    }
+
+    /// Runs a query and maps every row.
+    pub(super) async fn query<T>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        mut map: impl FnMut(&dyn Row) -> Result<T, EngineError>,
+    ) -> Result<Vec<T>, EngineError> {
+        match self {
+            Conn::Lite(c) => {
+                let c = c.lock().map_err(|_| poisoned())?;
+                let mut stmt = c.prepare_cached(&sqlite_sql(sql)).map_err(lite_err)?;
+                let mut rows = stmt
+                    .query(rusqlite::params_from_iter(args.iter()))
+                    .map_err(lite_err)?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next().map_err(lite_err)? {
+                    out.push(map(r)?);
+                }
+                Ok(out)
+            }
+            Conn::Pool(c) => c
+                .query_all_raw(self.statement(sql, args))
+                .await?
+                .iter()
+                .map(|r| map(r))
+                .collect(),
+            Conn::Tx(c) => c
+                .query_all_raw(self.statement(sql, args))
+                .await?
+                .iter()
+                .map(|r| map(r))
+                .collect(),
+        }
+    }
+
+    /// Runs a query expected to give at most one row.
+    pub(super) async fn query_one<T>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        map: impl FnMut(&dyn Row) -> Result<T, EngineError>,
+    ) -> Result<Option<T>, EngineError> {
+        Ok(self.query(sql, args, map).await?.into_iter().next())
+    }
+}
+
+fn poisoned() -> EngineError {
+    EngineError::Corrupt("a SQLite connection's lock was poisoned".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_numbered_sqlite_parameters() {
+        assert_eq!(
+            sqlite_sql("SELECT $1, $2, $1 WHERE x = $10"),
+            "SELECT ?1, ?2, ?1 WHERE x = ?10"
+        );
+        assert_eq!(sqlite_sql("SELECT 1"), "SELECT 1");
+    }
+
+    #[test]
+    fn sqlite_times_round_trip_in_sqlx_format() {
+        let t = crate::now();
+        let text = sqlite_time(&t);
+        assert!(text.ends_with("+00:00"), "{text}");
+        assert_eq!(parse_sqlite_time(&text).unwrap(), t);
+        let whole = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(sqlite_time(&whole), "2026-01-02T03:04:05+00:00");
+    }
+}
