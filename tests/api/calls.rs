@@ -23,6 +23,7 @@ backend_tests!(
     an_end_before_its_start_is_kept_and_the_late_start_answers,
     summary_falls_back_to_the_summary_variable,
     an_intent_status_without_any_intent_is_rejected_and_nothing_is_written,
+    a_rejected_end_among_concurrent_ends_leaves_the_others_committed,
 );
 
 fn start(call_id: &str, ani: &str) -> Value {
@@ -425,4 +426,45 @@ async fn an_intent_status_without_any_intent_is_rejected_and_nothing_is_written(
         "the transaction rolled back"
     );
     assert_eq!(app.get("/v1/calls/c1").await.body["status"], "in_progress");
+}
+
+/// Ends are committed in groups: one that fails (after it already wrote, here a provisional
+/// customer) is rolled back alone, and the ends committed with it keep everything.
+async fn a_rejected_end_among_concurrent_ends_leaves_the_others_committed(app: TestApp) {
+    let app = std::sync::Arc::new(app);
+    for i in 0..16 {
+        app.start_call(start(&format!("c{i}"), &format!("+1415555{:04}", 1000 + i)))
+            .await;
+    }
+    let ends = (0..16).map(|i| {
+        let app = app.clone();
+        async move {
+            let body = if i % 2 == 0 {
+                json!({"call_id": format!("c{i}"), "variables": {"n": i}})
+            } else {
+                json!({"call_id": format!("c{i}"), "intent_status": "resolved",
+                       "variables": {"n": i}})
+            };
+            (i, app.post("/v1/calls/end", body).await.status)
+        }
+    });
+    for (i, status) in futures::future::join_all(ends).await {
+        let expected = if i % 2 == 0 {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        assert_eq!(status, expected, "end of c{i}");
+    }
+    assert_eq!(app.count_rows("customers").await, 8);
+    for i in 0..16 {
+        let call = app.get(&format!("/v1/calls/c{i}")).await.body;
+        if i % 2 == 0 {
+            assert_eq!(call["status"], "ended", "c{i}");
+            assert_eq!(call["variables"]["n"], i, "c{i}");
+        } else {
+            assert_eq!(call["status"], "in_progress", "c{i}");
+            assert_eq!(call["variables"], json!({}), "c{i}");
+        }
+    }
 }
