@@ -33,8 +33,10 @@ use crate::error::EngineError;
 
 /// Jobs per transaction at most.
 const MAX_BATCH: usize = 256;
-/// Idle read connections kept open.
-const IDLE_READERS: usize = 8;
+/// Idle read connections kept open. A reader is held only while statements run (never across
+/// an await that can wait), so few are in use at once; more are opened under a burst and the
+/// surplus closed.
+const IDLE_READERS: usize = 16;
 
 enum Job {
     Start {

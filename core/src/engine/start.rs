@@ -214,10 +214,10 @@ impl Engine {
         }
     }
 
-    /// A customer's row and context, from the cache or the database.
+    /// A customer's row and context, from the cache or the database. A read connection is
+    /// held only while reading: never across a cache operation, which may wait.
     async fn cached_customer(
         &self,
-        c: Conn<'_>,
         tenant: TenantId,
         id: i64,
     ) -> Result<Option<Arc<CachedCustomer>>, EngineError> {
@@ -225,11 +225,15 @@ impl Engine {
             return Ok(Some(hit));
         }
         let epoch = self.caches.epoch();
-        let Some(model) = find_customer(c, tenant, id).await? else {
-            return Ok(None);
+        let value = {
+            let reader = self.reader()?;
+            let c = reader.conn();
+            let Some(model) = find_customer(c, tenant, id).await? else {
+                return Ok(None);
+            };
+            let context = load_context(c, &model).await?;
+            Arc::new(CachedCustomer { model, context })
         };
-        let context = load_context(c, &model).await?;
-        let value = Arc::new(CachedCustomer { model, context });
         self.caches.fill_customer(epoch, value.clone()).await;
         Ok(Some(value))
     }
@@ -241,17 +245,20 @@ impl Engine {
         call_id: String,
         found: Match,
     ) -> Result<StartOutcome, EngineError> {
-        let reader = self.reader()?;
-        let c = reader.conn();
         let best = match found.customer {
-            Some(id) if found.band != Band::Low => self.cached_customer(c, tenant, id).await?,
+            Some(id) if found.band != Band::Low => self.cached_customer(tenant, id).await?,
             _ => None,
         };
         let candidates = if found.candidates.is_empty() {
             Vec::new()
         } else {
-            let refs: HashMap<i64, customer::Model> =
-                customers_by_id(c, tenant, found.candidates.iter().map(|c| c.customer)).await?;
+            let reader = self.reader()?;
+            let refs: HashMap<i64, customer::Model> = customers_by_id(
+                reader.conn(),
+                tenant,
+                found.candidates.iter().map(|c| c.customer),
+            )
+            .await?;
             found
                 .candidates
                 .iter()
