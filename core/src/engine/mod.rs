@@ -1,7 +1,11 @@
 //! Call memory: the engine behind every endpoint and connector.
 //!
-//! Reads go straight to the pool. Writes that read before they write (an end resolving its
-//! caller, a merge, an erasure) are serialised: one in-process mutex, a SQLite `BEGIN
+//! The call path (start, end) is SQL written once (`sql.rs`). On a SQLite file it runs on direct
+//! connections: reads on the request's thread, every write on one writer thread that commits
+//! in groups (`lite.rs`). Elsewhere it runs on sea-orm's pool.
+//!
+//! Writes that read before they write (an end resolving its caller, a merge, an erasure) are
+//! serialised: on the writer thread, or under one in-process mutex with a SQLite `BEGIN
 //! IMMEDIATE` transaction, and on PostgreSQL a per-tenant advisory lock, so concurrent ends from
 //! one new number create one provisional customer, not several, even across server processes.
 
