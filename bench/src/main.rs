@@ -46,6 +46,37 @@ struct Args {
     /// Where the databases and the results go.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// Run only the scenarios whose name contains this text (the trivial endpoint always
+    /// runs: the ratios need it), e.g. `--only "known caller by number"`. For profiling.
+    #[arg(long)]
+    only: Option<String>,
+    /// Keep the seeded SQLite file (and its API key) in `--out` and reuse it on the next run
+    /// with the same `--customers`, instead of seeding again. For profiling; the scenarios
+    /// that write (ends) leave their rows in it.
+    #[arg(long)]
+    reuse: bool,
+}
+
+/// What seeding produced, kept beside a reused SQLite file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Seeded {
+    customers: u64,
+    key: String,
+    seed_secs: f64,
+    rows: [u64; 5],
+}
+
+impl Seeded {
+    fn report(&self) -> sticky_core::engine::ImportReport {
+        let [customers, identities, variables, calls, intents] = self.rows;
+        sticky_core::engine::ImportReport {
+            customers,
+            identities,
+            variables,
+            calls,
+            intents,
+        }
+    }
 }
 
 struct BackendReport {
@@ -70,42 +101,26 @@ async fn run_backend(
     url: String,
     admin: Option<(String, String)>,
 ) -> anyhow::Result<BackendReport> {
-    eprintln!("== {backend}: seeding {customers} customers");
-    let db = sticky_core::db::connect_and_migrate(&url).await?;
-    let keys = KeyStore::new(db.clone(), 4, Duration::from_secs(60));
-    let tenant = keys.create_tenant("bench").await?;
-    let key = keys
-        .create_key(tenant.id, Some("bench".into()), None)
-        .await?
-        .secret;
-    let engine = Engine::new(db.clone(), Default::default());
-    let (seed_time, rows) = seed::seed(&engine, tenant.id, customers).await?;
-    eprintln!(
-        "   {} customers, {} identities, {} variables, {} calls, {} intents in {:.1}s",
-        rows.customers,
-        rows.identities,
-        rows.variables,
-        rows.calls,
-        rows.intents,
-        seed_time.as_secs_f64()
-    );
-    if db.get_database_backend() == DbBackend::Sqlite {
-        db.execute_raw(Statement::from_string(
-            DbBackend::Sqlite,
-            "PRAGMA wal_checkpoint(TRUNCATE)",
-        ))
-        .await?;
-    }
-    // Planner statistics after the bulk load, on PostgreSQL only: SQLite's planner does well on
-    // these indexed point queries without them, and with the statistics ANALYZE writes
-    // (`sqlite_stat4`) SQLite recompiles a statement whenever a bound value changes, which
-    // cost a measurable share of every start here.
-    if db.get_database_backend() == DbBackend::Postgres {
-        db.execute_raw(Statement::from_string(DbBackend::Postgres, "ANALYZE"))
-            .await?;
-    }
-    drop(engine);
-    db.close().await?;
+    let kept = args.out.join("bench.seed.json");
+    let reused: Option<Seeded> = (admin.is_none() && args.reuse)
+        .then(|| std::fs::read(&kept).ok())
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<Seeded>(&b).ok())
+        .filter(|s| s.customers == customers);
+    let seeded = match reused {
+        Some(s) => {
+            eprintln!("== {backend}: reusing the {customers} customers seeded before");
+            s
+        }
+        None => {
+            let s = seed_backend(customers, backend, &url).await?;
+            if admin.is_none() && args.reuse {
+                std::fs::write(&kept, serde_json::to_vec(&s)?)?;
+            }
+            s
+        }
+    };
+    let (key, seed_secs, rows) = (seeded.key.clone(), seeded.seed_secs, seeded.report());
 
     let server = server::Server::start(&server::binary()?, &url, &args.out)?;
     let target = Target::new(format!("http://127.0.0.1:{}", server.port), key, customers);
@@ -123,6 +138,13 @@ async fn run_backend(
     )
     .await;
     let mut results = Vec::new();
+    let wanted = |s: Scenario| {
+        s == Scenario::Trivial
+            || args
+                .only
+                .as_ref()
+                .is_none_or(|o| s.name().contains(o.as_str()))
+    };
     for s in [
         Scenario::Trivial,
         Scenario::StartKnownAni,
@@ -130,7 +152,10 @@ async fn run_backend(
         Scenario::StartUnknown,
         Scenario::End,
         Scenario::Mix,
-    ] {
+    ]
+    .into_iter()
+    .filter(|&s| wanted(s))
+    {
         eprintln!("   {} ...", s.name());
         let m = load::run(&target, s, args.concurrency, d, None).await;
         if let Some(e) = &m.first_error {
@@ -138,22 +163,31 @@ async fn run_backend(
         }
         results.push(m);
     }
-    let known = results[1].throughput();
-    eprintln!(
-        "   start: known caller at half of its throughput ({:.0}/s) ...",
-        known / 2.0
-    );
-    let paced = load::run(
-        &target,
-        Scenario::StartKnownAni,
-        args.concurrency,
-        d,
-        Some(known / 2.0),
-    )
-    .await;
-    results.push(paced);
-    eprintln!("   read-your-writes ...");
-    let ryw = load::read_your_writes(&target, 200).await?;
+    if let Some(known) = results
+        .iter()
+        .find(|m| m.scenario == Scenario::StartKnownAni)
+        .map(Measured::throughput)
+    {
+        eprintln!(
+            "   start: known caller at half of its throughput ({:.0}/s) ...",
+            known / 2.0
+        );
+        let paced = load::run(
+            &target,
+            Scenario::StartKnownAni,
+            args.concurrency,
+            d,
+            Some(known / 2.0),
+        )
+        .await;
+        results.push(paced);
+    }
+    let ryw = if args.only.is_none() {
+        eprintln!("   read-your-writes ...");
+        load::read_your_writes(&target, 200).await?
+    } else {
+        (0, 0)
+    };
     let peak_rss = server.peak_rss();
     drop(server);
 
@@ -190,12 +224,65 @@ async fn run_backend(
     Ok(BackendReport {
         backend,
         customers,
-        seed_secs: seed_time.as_secs_f64(),
+        seed_secs,
         rows,
         results,
         peak_rss,
         db_bytes,
         ryw,
+    })
+}
+
+/// Seeds `customers` customers through the engine's bulk import.
+async fn seed_backend(customers: u64, backend: &str, url: &str) -> anyhow::Result<Seeded> {
+    eprintln!("== {backend}: seeding {customers} customers");
+    let db = sticky_core::db::connect_and_migrate(url).await?;
+    let keys = KeyStore::new(db.clone(), 4, Duration::from_secs(60));
+    let tenant = keys.create_tenant("bench").await?;
+    let key = keys
+        .create_key(tenant.id, Some("bench".into()), None)
+        .await?
+        .secret;
+    let engine = Engine::new(db.clone(), Default::default());
+    let (seed_time, rows) = seed::seed(&engine, tenant.id, customers).await?;
+    eprintln!(
+        "   {} customers, {} identities, {} variables, {} calls, {} intents in {:.1}s",
+        rows.customers,
+        rows.identities,
+        rows.variables,
+        rows.calls,
+        rows.intents,
+        seed_time.as_secs_f64()
+    );
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        ))
+        .await?;
+    }
+    // Planner statistics after the bulk load, on PostgreSQL only: SQLite's planner does well on
+    // these indexed point queries without them, and with the statistics ANALYZE writes
+    // (`sqlite_stat4`) SQLite recompiles a statement whenever a bound value changes, which
+    // cost a measurable share of every start here.
+    if db.get_database_backend() == DbBackend::Postgres {
+        db.execute_raw(Statement::from_string(DbBackend::Postgres, "ANALYZE"))
+            .await?;
+    }
+    drop(engine);
+    db.close().await?;
+
+    Ok(Seeded {
+        customers,
+        key,
+        seed_secs: seed_time.as_secs_f64(),
+        rows: [
+            rows.customers,
+            rows.identities,
+            rows.variables,
+            rows.calls,
+            rows.intents,
+        ],
     })
 }
 
@@ -290,10 +377,18 @@ fn write(args: &Args, reports: &[BackendReport]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fresh_sqlite(out: &Path) -> anyhow::Result<String> {
+/// The SQLite file's URL; the file is removed first unless it is reused.
+fn fresh_sqlite(out: &Path, reuse: bool, customers: u64) -> anyhow::Result<String> {
     let file = out.join("bench.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    let kept = std::fs::read(out.join("bench.seed.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Seeded>(&b).ok())
+        .is_some_and(|s| s.customers == customers);
+    if !(reuse && kept && file.exists()) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+        let _ = std::fs::remove_file(out.join("bench.seed.json"));
     }
     Ok(format!("sqlite://{}", file.display()))
 }
@@ -304,7 +399,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let mut reports = Vec::new();
     if !args.no_sqlite {
-        let url = fresh_sqlite(&args.out)?;
+        let url = fresh_sqlite(&args.out, args.reuse, args.customers)?;
         reports.push(run_backend(&args, args.customers, "SQLite", url, None).await?);
         write(&args, &reports)?;
     }
@@ -335,9 +430,11 @@ async fn main() -> anyhow::Result<()> {
         write(&args, &reports)?;
     }
     println!("{}", markdown(&args, &reports));
-    let _ = std::fs::remove_file(args.out.join("bench.db"));
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(args.out.join(format!("bench.db{suffix}")));
+    if !args.reuse {
+        let _ = std::fs::remove_file(args.out.join("bench.db"));
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(args.out.join(format!("bench.db{suffix}")));
+        }
     }
     Ok(())
 }
