@@ -121,8 +121,12 @@ fn public_url(state: &AppState, req: &Request) -> String {
         .map(str::trim)
         .filter(|v| *v == "https" || *v == "http")
         .unwrap_or("http");
+    // Chained proxies append: the first host is the one the platform called.
     let host = req
         .header("x-forwarded-host")
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
         .or_else(|| req.header("host"))
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("localhost");

@@ -221,6 +221,26 @@ async fn twilio_signatures_are_verified_once_the_auth_token_is_set(app: TestApp)
     let r = app.send_raw(&path, &proxied, body2).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 
+    // Behind two proxies each appends: the first host and scheme are the ones Twilio called.
+    let body3 = voice("CA13", "+14155551234");
+    let chained = vec![
+        ("authorization", format!("Bearer {}", app.key)),
+        ("content-type", "application/x-www-form-urlencoded".into()),
+        ("host", "internal:8080".into()),
+        ("x-forwarded-proto", "https, http".into()),
+        ("x-forwarded-host", format!("{HOST}, lb.internal:8443")),
+        (
+            "x-twilio-signature",
+            signature::compute(
+                token,
+                &format!("https://{HOST}{path}"),
+                &serde_urlencoded_pairs(&body3),
+            ),
+        ),
+    ];
+    let r = app.send_raw(&path, &chained, body3).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
     // A Studio JSON request is signed over the URL with the body's hash.
     let studio =
         json!({"CallSid": "CA12", "From": "+14155551234", "To": "+18005550100"}).to_string();
