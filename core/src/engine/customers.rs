@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 
-use super::end::set_intent;
+use super::end::{Touched, set_intent};
 use super::sql::Conn;
 use super::store::{call_record, customers_by_id, find_call, find_customer_by_ref};
 use super::{CallRecord, Engine, TenantId};
@@ -302,8 +302,7 @@ impl Engine {
                     .rows_affected
             },
         };
-        tx.commit().await?;
-        self.caches.written_widely();
+        self.commit(tx, Touched::widely(tenant)).await?;
         Ok(report)
     }
 
@@ -349,13 +348,13 @@ impl Engine {
                 "that identity is not linked to this customer",
             ));
         }
-        tx.commit().await?;
         let keys: Vec<(&'static str, String)> = ani
             .map(|n| (identity::KIND_ANI, n.as_str().to_owned()))
             .into_iter()
             .chain(external_id.map(|e| (identity::KIND_EXTERNAL, e.pair())))
             .collect();
-        self.caches.written(tenant, &[c.id], &keys).await;
+        self.commit(tx, Touched::some(tenant, vec![c.id], keys))
+            .await?;
         Ok(removed)
     }
 
@@ -395,8 +394,8 @@ impl Engine {
             )
             .await?
         };
-        tx.commit().await?;
-        self.caches.written(tenant, &[c.id], &[]).await;
+        self.commit(tx, Touched::some(tenant, vec![c.id], Vec::new()))
+            .await?;
         Ok(IntentRecord {
             intent: updated.intent,
             status: updated.status,

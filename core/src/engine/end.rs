@@ -42,13 +42,12 @@ impl Engine {
         }
         let (_writer, tx) = self.begin_write(tenant).await?;
         let (outcome, touched) = end_call_in(Conn::Tx(&tx), self.region, tenant, cmd).await?;
-        tx.commit().await?;
-        touched.forget(&self.caches).await;
+        self.commit(tx, touched).await?;
         Ok(outcome)
     }
 }
 
-/// What an end changed, for the read caches.
+/// What a write changed, for the read caches.
 pub(super) struct Touched {
     customers: Vec<i64>,
     identities: Vec<IdentityKey>,
@@ -57,6 +56,30 @@ pub(super) struct Touched {
 }
 
 impl Touched {
+    /// These customers' contexts and these identities' links.
+    pub(super) fn some(
+        tenant: TenantId,
+        customers: Vec<i64>,
+        identities: Vec<IdentityKey>,
+    ) -> Self {
+        Self {
+            customers,
+            identities,
+            tenant,
+            merged: false,
+        }
+    }
+
+    /// Anything (a merge, an erasure, an import): the caches forget everything.
+    pub(super) fn widely(tenant: TenantId) -> Self {
+        Self {
+            customers: Vec::new(),
+            identities: Vec::new(),
+            tenant,
+            merged: true,
+        }
+    }
+
     /// After the commit: what the end changed is read again from the database.
     pub(super) async fn forget(&self, caches: &Caches) {
         if self.merged {

@@ -12,6 +12,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 
+use super::end::Touched;
 use super::{Engine, TenantId};
 use crate::domain::{CustomerRef, ExternalId, IntentName, PhoneNumber};
 use crate::entities::{call, customer, identity, intent, variable};
@@ -223,9 +224,8 @@ impl Engine {
             ))
             .await?;
         }
-        tx.commit().await?;
         // Numbers that were unknown until now may be cached as "nobody".
-        self.caches.written_widely();
+        self.commit(tx, Touched::widely(tenant)).await?;
         Ok(report)
     }
 }

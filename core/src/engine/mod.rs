@@ -257,6 +257,24 @@ impl Engine {
     /// Starts a serialised write: the process-wide writer lock, then a transaction that holds
     /// the database's write lock from its first statement (SQLite) or the tenant's advisory
     /// lock (PostgreSQL).
+    /// Commits a write, then makes the caches forget what it changed, in a task of its own:
+    /// a request dropped half-way (its client hung up) cannot leave a committed write hidden
+    /// behind a stale cache entry.
+    async fn commit(
+        &self,
+        tx: DatabaseTransaction,
+        touched: end::Touched,
+    ) -> Result<(), EngineError> {
+        let caches = self.caches.clone();
+        tokio::spawn(async move {
+            tx.commit().await?;
+            touched.forget(&caches).await;
+            Ok(())
+        })
+        .await
+        .map_err(|e| EngineError::Corrupt(format!("a commit did not finish: {e}")))?
+    }
+
     async fn begin_write(
         &self,
         tenant: TenantId,
