@@ -90,6 +90,9 @@ struct BackendReport {
     ryw: (u64, u64),
 }
 
+/// Requests per second of the light, fixed-rate run of known callers' starts.
+const LIGHT_RATE: f64 = 1000.0;
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -181,6 +184,18 @@ async fn run_backend(
         )
         .await;
         results.push(paced);
+        // The same start at a fixed, light rate: its latency without queueing, comparable
+        // between runs of different sizes (the growth from 10k to 1M customers).
+        eprintln!("   start: known caller at {LIGHT_RATE:.0}/s ...");
+        let light = load::run(
+            &target,
+            Scenario::StartKnownAni,
+            args.concurrency,
+            d,
+            Some(LIGHT_RATE),
+        )
+        .await;
+        results.push(light);
     }
     let ryw = if args.only.is_none() {
         eprintln!("   read-your-writes ...");
