@@ -12,6 +12,7 @@ backend_tests!(
     a_repeated_end_merges_without_duplicating_history,
     an_end_without_customer_ref_creates_a_provisional_customer_recognised_next_time,
     naming_a_provisional_customer_merges_it_and_leaves_no_trace_on_the_old_ref,
+    naming_a_customer_keeps_apart_a_provisional_one_matched_only_at_low_confidence,
     ends_from_two_sources_merge_in_either_order,
     a_resolved_intent_leaves_the_open_list,
     a_null_variable_removes_the_key,
@@ -227,6 +228,46 @@ async fn naming_a_provisional_customer_merges_it_and_leaves_no_trace_on_the_old_
     assert_eq!(again["customer_ref"], "crm_42");
     assert_eq!(again["band"], "high");
     assert_eq!(again["candidates"], json!([]));
+}
+
+async fn naming_a_customer_keeps_apart_a_provisional_one_matched_only_at_low_confidence(
+    app: TestApp,
+) {
+    // A provisional customer for a number, then a second call from that number whose start
+    // matched them only at low confidence (as a conflicting CRM id or a number not heard from
+    // in years would score it; set directly here).
+    app.start_call(start("c1", "+14155551234")).await;
+    let p = app
+        .end_call(json!({"call_id": "c1", "variables": {"language": "es"}}))
+        .await["customer_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = app.start_call(start("c2", "+14155551234")).await;
+    assert_eq!(second["customer_ref"], p.as_str());
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = app.state.engine.db();
+    db.execute_raw(Statement::from_string(
+        db.get_database_backend(),
+        "UPDATE calls SET band = 'low', confidence = 0.2 WHERE call_id = 'c2'",
+    ))
+    .await
+    .unwrap();
+
+    // Act: the end names someone.
+    let ended = app
+        .end_call(json!({"call_id": "c2", "customer_ref": "crm_77"}))
+        .await;
+
+    // Assert: the call is crm_77's; the provisional customer and their history stay apart.
+    assert_eq!(ended["customer_ref"], "crm_77");
+    assert_eq!(ended["merged_from"], Value::Null);
+    let kept = app.get(&format!("/v1/customers/{p}")).await;
+    assert_eq!(kept.status, StatusCode::OK);
+    assert_eq!(kept.body["variables"]["language"], "es");
+    let named = app.get("/v1/customers/crm_77").await.body;
+    assert_eq!(named["variables"], json!({}));
+    assert_eq!(named["calls"].as_array().unwrap().len(), 1);
 }
 
 async fn ends_from_two_sources_merge_in_either_order(app: TestApp) {

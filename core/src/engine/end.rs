@@ -157,10 +157,15 @@ pub(super) async fn end_call_in(
     let mut merged_from = None;
     let target = if let Some(named_ref) = &cmd.customer_ref {
         let named = find_customer_by_ref(tx, tenant, named_ref.as_str()).await?;
-        let provisional = match existing
-            .as_ref()
-            .and_then(|c| c.customer_id.or(c.matched_customer_id))
-        {
+        // The provisional customer this call belongs to: the one it is linked to, or the one
+        // its start matched at medium or high confidence. A low match is only a guess (a
+        // conflicting CRM id, a number not heard from in years): naming a customer at the end
+        // must not fold a stranger's history into theirs.
+        let provisional = match existing.as_ref().and_then(|c| {
+            c.customer_id.or(c
+                .matched_customer_id
+                .filter(|_| c.band.as_deref() != Some(Band::Low.as_str())))
+        }) {
             Some(id) => find_customer(tx, tenant, id)
                 .await?
                 .filter(|p| p.provisional && p.customer_ref != named_ref.as_str()),
