@@ -120,8 +120,8 @@ impl From<StartOutcome> for StartCallResponse {
 pub struct EndCallRequest {
     /// The platform's call id, as at start.
     pub call_id: String,
-    /// Who the caller turned out to be. A provisional customer this call was linked or
-    /// matched to is merged into it.
+    /// Who the caller turned out to be. A provisional customer this call was linked to, or
+    /// matched at medium or high confidence, is merged into it.
     pub customer_ref: Option<String>,
     /// What the call was about (`refund_request`).
     pub intent: Option<String>,
