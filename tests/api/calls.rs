@@ -11,6 +11,7 @@ backend_tests!(
     concurrent_retries_of_one_start_record_one_call,
     a_repeated_end_merges_without_duplicating_history,
     an_end_without_customer_ref_creates_a_provisional_customer_recognised_next_time,
+    a_number_heard_from_long_ago_keeps_its_provisional_customer,
     naming_a_provisional_customer_merges_it_and_leaves_no_trace_on_the_old_ref,
     naming_a_customer_keeps_apart_a_provisional_one_matched_only_at_low_confidence,
     ends_from_two_sources_merge_in_either_order,
@@ -174,6 +175,37 @@ async fn an_end_without_customer_ref_creates_a_provisional_customer_recognised_n
     assert_eq!(next["customer_ref"], provisional.as_str());
     assert_eq!(next["band"], "high");
     assert_eq!(next["context"]["variables"]["language"], "es");
+}
+
+async fn a_number_heard_from_long_ago_keeps_its_provisional_customer(app: TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    // A provisional customer whose only call was 200 days ago: the number now resolves to
+    // them at medium confidence only.
+    app.start_call(start("c1", "+14155551234")).await;
+    let p = app.end_call(json!({"call_id": "c1"})).await["customer_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let db = app.state.engine.db();
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(200);
+    db.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "UPDATE identities SET last_seen_at = $1",
+        [long_ago.into()],
+    ))
+    .await
+    .unwrap();
+
+    // Act: two more calls from the number, each ended without naming anyone.
+    for id in ["c2", "c3"] {
+        app.start_call(start(id, "+14155551234")).await;
+        let ended = app.end_call(json!({"call_id": id})).await;
+        // Assert: the calls join that provisional customer; no new one is made.
+        assert_eq!(ended["customer_ref"], p.as_str(), "{id}");
+    }
+    assert_eq!(app.count_rows("customers").await, 1);
+    let export = app.get(&format!("/v1/customers/{p}")).await.body;
+    assert_eq!(export["call_count"], 3);
 }
 
 async fn naming_a_provisional_customer_merges_it_and_leaves_no_trace_on_the_old_ref(app: TestApp) {

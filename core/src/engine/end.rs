@@ -213,15 +213,20 @@ pub(super) async fn end_call_in(
         Some(t) => Some(t),
         None if identities.is_empty() => None,
         None => {
-            // Resolve at end time: reuse a customer only when we are sure.
+            // Resolve at end time: reuse a customer when we are sure, or, at medium, when it is
+            // a provisional one (a number heard from long ago, or shared with a named
+            // customer): otherwise every call from such a number would add one more
+            // provisional customer to it, and it would never be recognised again.
             let ani = number
                 .as_ref()
                 .map(|n| Ani::Number(crate::domain::PhoneNumber::from_stored(n.clone())));
             let evidence = load_evidence(tx, tenant, ani.as_ref(), &external_ids).await?;
             let resolution = scoring::resolve(&evidence, now);
             let sure = match resolution.best {
-                Some(best) if resolution.band == Band::High => {
-                    find_customer(tx, tenant, best.customer).await?
+                Some(best) if resolution.band != Band::Low => {
+                    find_customer(tx, tenant, best.customer)
+                        .await?
+                        .filter(|c| resolution.band == Band::High || c.provisional)
                 }
                 _ => None,
             };

@@ -239,8 +239,9 @@ impl CallsApi {
 
     /// End a call: remember what happened.
     ///
-    /// Links the call's identities to the customer (named, resolved with high confidence, or
-    /// a new provisional one), merges variables, records the intent and summary.
+    /// Links the call's identities to the customer (named, resolved with high confidence, a
+    /// provisional one resolved with medium confidence, or a new provisional one), merges
+    /// variables, records the intent and summary.
     #[oai(path = "/end", method = "post", operation_id = "end_call")]
     async fn end(
         &self,
