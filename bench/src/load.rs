@@ -173,12 +173,22 @@ pub struct Measured {
     pub latency: Histogram<u64>,
     /// First error seen, for the report.
     pub first_error: Option<String>,
+    /// CPU time the server spent during the run (all its threads), when readable.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Measured {
     /// Successful requests per second.
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Server CPU time per answered request, in microseconds: the cost of a request, steadier
+    /// than throughput on a machine whose cores the load generator shares.
+    pub fn server_cpu_per_request_us(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.ok + self.errors > 0)
+            .then(|| cpu.as_secs_f64() * 1e6 / (self.ok + self.errors) as f64)
     }
 }
 
@@ -265,6 +275,7 @@ pub async fn run(
         elapsed: started.elapsed(),
         latency,
         first_error,
+        server_cpu: None,
     }
 }
 

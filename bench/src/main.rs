@@ -93,6 +93,16 @@ struct BackendReport {
 /// Requests per second of the light, fixed-rate run of known callers' starts.
 const LIGHT_RATE: f64 = 1000.0;
 
+/// Runs a load and records the server's CPU time during it.
+async fn measure(server: &server::Server, run: impl Future<Output = Measured>) -> Measured {
+    let before = server.cpu_time();
+    let mut m = run.await;
+    m.server_cpu = before
+        .zip(server.cpu_time())
+        .map(|(b, a)| a.saturating_sub(b));
+    m
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -160,7 +170,7 @@ async fn run_backend(
     .filter(|&s| wanted(s))
     {
         eprintln!("   {} ...", s.name());
-        let m = load::run(&target, s, args.concurrency, d, None).await;
+        let m = measure(&server, load::run(&target, s, args.concurrency, d, None)).await;
         if let Some(e) = &m.first_error {
             eprintln!("   first error: {e}");
         }
@@ -175,24 +185,30 @@ async fn run_backend(
             "   start: known caller at half of its throughput ({:.0}/s) ...",
             known / 2.0
         );
-        let paced = load::run(
-            &target,
-            Scenario::StartKnownAni,
-            args.concurrency,
-            d,
-            Some(known / 2.0),
+        let paced = measure(
+            &server,
+            load::run(
+                &target,
+                Scenario::StartKnownAni,
+                args.concurrency,
+                d,
+                Some(known / 2.0),
+            ),
         )
         .await;
         results.push(paced);
         // The same start at a fixed, light rate: its latency without queueing, comparable
         // between runs of different sizes (the growth from 10k to 1M customers).
         eprintln!("   start: known caller at {LIGHT_RATE:.0}/s ...");
-        let light = load::run(
-            &target,
-            Scenario::StartKnownAni,
-            args.concurrency,
-            d,
-            Some(LIGHT_RATE),
+        let light = measure(
+            &server,
+            load::run(
+                &target,
+                Scenario::StartKnownAni,
+                args.concurrency,
+                d,
+                Some(LIGHT_RATE),
+            ),
         )
         .await;
         results.push(light);
@@ -326,7 +342,7 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
             r.ryw.1,
             r.ryw.0,
         ));
-        out.push_str("| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | vs trivial |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | vs trivial | server CPU µs/req |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for m in &r.results {
             let name = match m.rate {
                 Some(rate) => format!("{} at {:.0}/s (paced)", m.scenario.name(), rate),
@@ -334,7 +350,7 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
             };
             let h = &m.latency;
             out.push_str(&format!(
-                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0}% |\n",
+                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0}% | {} |\n",
                 m.throughput(),
                 ms(h.value_at_quantile(0.5)),
                 ms(h.value_at_quantile(0.9)),
@@ -342,6 +358,8 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
                 ms(h.value_at_quantile(0.999)),
                 m.errors,
                 100.0 * m.throughput() / trivial.max(1e-9),
+                m.server_cpu_per_request_us()
+                    .map_or("?".into(), |us| format!("{us:.0}")),
             ));
         }
     }
@@ -373,6 +391,7 @@ fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
                     "p99_9": ms(m.latency.value_at_quantile(0.999)),
                 },
                 "ratio_to_trivial": m.throughput() / r.results[0].throughput().max(1e-9),
+                "server_cpu_us_per_request": m.server_cpu_per_request_us(),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

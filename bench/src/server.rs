@@ -67,6 +67,18 @@ impl Server {
     }
 
     /// Peak resident memory so far (VmHWM), in bytes.
+    /// CPU time the server has used so far, summed over its threads
+    /// (`/proc/PID/task/*/schedstat`, nanoseconds on the CPU).
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).ok()?;
+        let mut ns: u64 = 0;
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(std::time::Duration::from_nanos(ns))
+    }
+
     pub fn peak_rss(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
