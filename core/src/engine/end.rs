@@ -12,14 +12,13 @@ use serde_json::Value;
 
 use super::cache::Caches;
 use super::sql::{Conn, Row};
-use super::start::normalise_dnis;
 use super::store::{
     CUSTOMER_COLUMNS, IdentityKey, customer_from_row, find_call, find_customer,
     find_customer_by_ref, load_evidence, parse_variables,
 };
 use super::{EndOutcome, Engine, TenantId};
 use crate::commands::EndCall;
-use crate::domain::{Ani, CustomerRef, DefaultRegion, ExternalId, IntentStatus};
+use crate::domain::{Ani, CustomerRef, ExternalId, IntentStatus};
 use crate::entities::{call, customer, identity, intent};
 use crate::error::{EngineError, FieldError};
 use crate::scoring::{self, Band};
@@ -36,15 +35,26 @@ impl Engine {
         tenant: TenantId,
         cmd: EndCall,
     ) -> Result<EndOutcome, EngineError> {
+        let numbers = EndNumbers {
+            ani: cmd.hints.ani.as_deref().map(|a| Ani::parse(a, self.region)),
+            dnis: cmd.hints.dnis.as_deref().and_then(|d| self.dialled(d)),
+        };
         if let Some(lite) = &self.lite {
             // The writer thread commits it (with others) and updates the caches first.
-            return lite.end_call(tenant, cmd).await;
+            return lite.end_call(tenant, cmd, numbers).await;
         }
         let (_writer, tx) = self.begin_write(tenant).await?;
-        let (outcome, touched) = end_call_in(Conn::Tx(&tx), self.region, tenant, cmd).await?;
+        let (outcome, touched) = end_call_in(Conn::Tx(&tx), numbers, tenant, cmd).await?;
         self.commit(tx, touched).await?;
         Ok(outcome)
     }
+}
+
+/// An end's number and dialled number, parsed before the write: parsing a number costs more
+/// than most of an end's statements, and on SQLite all ends share one writer thread.
+pub(super) struct EndNumbers {
+    ani: Option<Ani>,
+    dnis: Option<String>,
 }
 
 /// What a write changed, for the read caches.
@@ -96,7 +106,7 @@ impl Touched {
 #[allow(clippy::too_many_lines)]
 pub(super) async fn end_call_in(
     tx: Conn<'_>,
-    region: DefaultRegion,
+    numbers: EndNumbers,
     tenant: TenantId,
     cmd: EndCall,
 ) -> Result<(EndOutcome, Touched), EngineError> {
@@ -105,7 +115,7 @@ pub(super) async fn end_call_in(
 
     // The call's hints: what its start recorded, completed by what the end gives.
     let stored_number = existing.as_ref().and_then(|c| c.ani.clone());
-    let end_ani = cmd.hints.ani.as_deref().map(|a| Ani::parse(a, region));
+    let end_ani = numbers.ani;
     let number: Option<String> = stored_number.clone().or_else(|| {
         end_ani
             .as_ref()
@@ -326,12 +336,10 @@ pub(super) async fn end_call_in(
                 })
         })
         .or_else(|| existing.as_ref().and_then(|c| c.summary.clone()));
-    let dnis = existing.as_ref().and_then(|c| c.dnis.clone()).or_else(|| {
-        cmd.hints
-            .dnis
-            .as_deref()
-            .and_then(|d| normalise_dnis(d, region))
-    });
+    let dnis = existing
+        .as_ref()
+        .and_then(|c| c.dnis.clone())
+        .or(numbers.dnis);
     let ended_at = existing.as_ref().and_then(|c| c.ended_at).unwrap_or(now);
     let external_json = serde_json::to_string(&external)?;
     let variables_json = serde_json::to_string(&call_variables)?;

@@ -31,12 +31,11 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::{mpsc, oneshot};
 
 use super::cache::Caches;
-use super::end::end_call_in;
+use super::end::{EndNumbers, end_call_in};
 use super::sql::{Conn, LiteConn};
 use super::start::{Recorded, record_start};
 use super::{EndOutcome, TenantId};
 use crate::commands::EndCall;
-use crate::domain::DefaultRegion;
 use crate::entities::call;
 use crate::error::EngineError;
 
@@ -63,6 +62,7 @@ enum Job {
     End {
         tenant: TenantId,
         cmd: Box<EndCall>,
+        numbers: EndNumbers,
         reply: oneshot::Sender<Result<EndOutcome, EngineError>>,
     },
 }
@@ -143,7 +143,6 @@ impl Lite {
     /// thread.
     pub(super) async fn open(
         db: &DatabaseConnection,
-        region: DefaultRegion,
         caches: Arc<Caches>,
     ) -> Result<Option<Self>, EngineError> {
         if db.get_database_backend() != DbBackend::Sqlite {
@@ -179,7 +178,7 @@ impl Lite {
         let (jobs, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(&Mutex::new(writer), rx, region, &caches, &checkpoints))
+            .spawn(move || write_loop(&Mutex::new(writer), rx, &caches, &checkpoints))
             .map_err(|e| EngineError::Corrupt(format!("cannot start the SQLite writer: {e}")))?;
         Ok(Some(Self {
             path,
@@ -218,12 +217,14 @@ impl Lite {
         &self,
         tenant: TenantId,
         cmd: EndCall,
+        numbers: EndNumbers,
     ) -> Result<EndOutcome, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::End {
                 tenant,
                 cmd: Box::new(cmd),
+                numbers,
                 reply,
             })
             .map_err(|_| writer_gone())?;
@@ -289,7 +290,6 @@ fn checkpoint_loop(
 fn write_loop(
     conn: &LiteConn,
     mut rx: mpsc::UnboundedReceiver<Job>,
-    region: DefaultRegion,
     caches: &Caches,
     checkpoints: &Checkpoints,
 ) {
@@ -308,7 +308,7 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        runtime.block_on(run_batch(Conn::Lite(conn), jobs, region, caches));
+        runtime.block_on(run_batch(Conn::Lite(conn), jobs, caches));
         checkpoints.after_commit(conn);
     }
 }
@@ -339,7 +339,7 @@ impl Done {
     }
 }
 
-async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, region: DefaultRegion, caches: &Caches) {
+async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
     if let Err(e) = c.execute("BEGIN IMMEDIATE", &[]).await {
         tracing::error!(error = %e, "cannot begin a write transaction");
         for job in jobs {
@@ -367,13 +367,18 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, region: DefaultRegion, caches: &
                 let r = record_start(c, &call).await;
                 done.push(Done::Start(reply, r));
             }
-            Job::End { tenant, cmd, reply } => {
+            Job::End {
+                tenant,
+                cmd,
+                numbers,
+                reply,
+            } => {
                 if let Err(e) = c.execute("SAVEPOINT job", &[]).await {
                     broken = Some(e);
                     done.push(Done::End(reply, Err(writer_gone())));
                     continue;
                 }
-                let r = end_call_in(c, region, tenant, *cmd).await;
+                let r = end_call_in(c, numbers, tenant, *cmd).await;
                 let undo = if r.is_ok() {
                     Ok(0)
                 } else {

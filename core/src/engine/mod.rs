@@ -50,7 +50,13 @@ pub struct Engine {
     call_writer: batch::CallWriter,
     /// Direct access for the call path when the database is a SQLite file.
     lite: Option<lite::Lite>,
+    /// Dialled numbers as stored, by the text received: a contact center has few lines, and
+    /// parsing a number costs more than a start's own look-ups.
+    dialled: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
 }
+
+/// Distinct dialled numbers remembered; past it the memory starts over.
+const DIALLED_NUMBERS: usize = 1024;
 
 /// A connection for the call path's reads.
 enum ReadConn<'a> {
@@ -209,7 +215,23 @@ impl Engine {
             writes,
             caches: Arc::new(cache::Caches::new()),
             lite: None,
+            dialled: std::sync::Mutex::default(),
         }
+    }
+
+    /// The dialled number as stored (see [`start::normalise_dnis`]), remembered.
+    fn dialled(&self, raw: &str) -> Option<String> {
+        if let Some(known) = self.dialled.lock().ok().and_then(|m| m.get(raw).cloned()) {
+            return known;
+        }
+        let stored = start::normalise_dnis(raw, self.region);
+        if let Ok(mut m) = self.dialled.lock() {
+            if m.len() >= DIALLED_NUMBERS {
+                m.clear();
+            }
+            m.insert(raw.to_owned(), stored.clone());
+        }
+        stored
     }
 
     /// Like [`Engine::new`], and on a SQLite file the call path (starts and ends) runs on
@@ -219,7 +241,7 @@ impl Engine {
     /// When the SQLite file cannot be opened directly.
     pub async fn open(db: DatabaseConnection, region: DefaultRegion) -> Result<Self, EngineError> {
         let mut engine = Self::new(db, region);
-        engine.lite = lite::Lite::open(&engine.db, region, engine.caches.clone()).await?;
+        engine.lite = lite::Lite::open(&engine.db, engine.caches.clone()).await?;
         Ok(engine)
     }
 
@@ -303,5 +325,29 @@ impl Engine {
             }
         };
         Ok((guard, tx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dialled_numbers_are_normalised_and_remembered_within_bounds() {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let engine = Engine::new(db, DefaultRegion::default());
+        for _ in 0..2 {
+            assert_eq!(
+                engine.dialled("(800) 555-0100").as_deref(),
+                Some("+18005550100")
+            );
+        }
+        assert_eq!(engine.dialled("   "), None);
+        assert_eq!(engine.dialled(" main-line ").as_deref(), Some("main-line"));
+        for i in 0..3000 {
+            let raw = format!("+1800555{i:04}");
+            assert_eq!(engine.dialled(&raw).as_deref(), Some(raw.as_str()));
+        }
+        assert!(engine.dialled.lock().unwrap().len() <= DIALLED_NUMBERS);
     }
 }

@@ -164,11 +164,7 @@ impl Engine {
                 .and_then(Ani::number)
                 .map(|n| n.as_str().to_owned()),
             ani_withheld: matches!(ani, Some(Ani::Withheld(_))),
-            dnis: cmd
-                .hints
-                .dnis
-                .as_deref()
-                .and_then(|d| normalise_dnis(d, self.region)),
+            dnis: cmd.hints.dnis.as_deref().and_then(|d| self.dialled(d)),
             external_ids: serde_json::to_string(
                 &cmd.hints
                     .external_ids
