@@ -165,6 +165,9 @@ impl Ani {
         } else {
             digits.strip_prefix("00")
         };
+        if let Some(number) = international.and_then(nanp_e164) {
+            return Self::Number(number);
+        }
         let parsed = match international {
             Some(rest) => phonenumber::parse(None, format!("+{rest}")),
             None => phonenumber::parse(Some(region.0), digits),
@@ -184,6 +187,21 @@ impl Ani {
             Self::Withheld(_) => None,
         }
     }
+}
+
+/// A North American number written in full (`1` + area code + number, the form Twilio and
+/// Amazon Connect send) is already E.164: answered without the parser, which tries each of the
+/// plan's ~25 regions' patterns in turn for `+1` and costs more than a start's look-ups. The
+/// area code and exchange start with 2-9, so the parser would neither strip nor change a digit
+/// (a test checks it agrees on every such shape).
+fn nanp_e164(digits: &str) -> Option<PhoneNumber> {
+    let b = digits.as_bytes();
+    (b.len() == 11
+        && b[0] == b'1'
+        && (b'2'..=b'9').contains(&b[1])
+        && (b'2'..=b'9').contains(&b[4])
+        && b.iter().all(u8::is_ascii_digit))
+    .then(|| PhoneNumber(format!("+{digits}")))
 }
 
 /// E.164 allows at most 15 digits; anything shorter than 7 is a short code or an extension,
@@ -221,6 +239,39 @@ mod tests {
         Ani::parse(raw, DefaultRegion::default())
             .number()
             .map(|n| n.as_str().to_owned())
+    }
+
+    /// The North American shortcut gives what the parser gives, for every area code and
+    /// exchange shape, and leaves everything else to the parser.
+    #[test]
+    fn the_north_american_shortcut_agrees_with_the_parser() {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let mut checked = 0;
+        for area in 200..1000 {
+            for _ in 0..4 {
+                let exchange: u32 = rng.random_range(200..1000);
+                let line: u32 = rng.random_range(0..10_000);
+                let digits = format!("1{area}{exchange}{line:04}");
+                let short = nanp_e164(&digits).map(|n| n.0);
+                let parsed = phonenumber::parse(None, format!("+{digits}"))
+                    .ok()
+                    .filter(|n| n.national().value() > 0 && is_plausible(n))
+                    .map(|n| n.format().mode(Mode::E164).to_string());
+                assert_eq!(short, parsed, "+{digits}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 3200);
+        for other in [
+            "4420794600",
+            "11155551234",
+            "14151551234",
+            "1415555123",
+            "33612345678",
+        ] {
+            assert!(nanp_e164(other).is_none(), "{other}");
+        }
     }
 
     #[test]
