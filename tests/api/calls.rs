@@ -32,6 +32,16 @@ fn start(call_id: &str, ani: &str) -> Value {
     json!({"call_id": call_id, "identity_hints": {"ani": ani, "dnis": "+18005550100"}})
 }
 
+/// A call from +14155551234 ended by `end` (which names nobody): the provisional customer's ref.
+async fn a_provisional_customer(app: &TestApp, end: Value) -> String {
+    let call_id = end["call_id"].as_str().expect("a call id").to_owned();
+    app.start_call(start(&call_id, "+14155551234")).await;
+    app.end_call(end).await["customer_ref"]
+        .as_str()
+        .expect("a customer")
+        .to_owned()
+}
+
 /// Redacts what changes between runs: timestamps and generated refs.
 fn redacted(mut v: Value) -> Value {
     fn walk(v: &mut Value) {
@@ -181,11 +191,7 @@ async fn a_number_heard_from_long_ago_keeps_its_provisional_customer(app: TestAp
     use sea_orm::{ConnectionTrait, Statement};
     // A provisional customer whose only call was 200 days ago: the number now resolves to
     // them at medium confidence only.
-    app.start_call(start("c1", "+14155551234")).await;
-    let p = app.end_call(json!({"call_id": "c1"})).await["customer_ref"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let p = a_provisional_customer(&app, json!({"call_id": "c1"})).await;
     let db = app.state.engine.db();
     let long_ago = chrono::Utc::now() - chrono::Duration::days(200);
     db.execute_raw(Statement::from_sql_and_values(
@@ -215,13 +221,11 @@ async fn naming_a_provisional_customer_merges_it_and_leaves_no_trace_on_the_old_
                         "variables": {"tier": "gold", "language": "en"}}))
         .await;
     // A new number calls twice; the first end does not know who it is.
-    app.start_call(start("c1", "+14155551234")).await;
-    let p = app
-        .end_call(json!({"call_id": "c1", "intent": "refund", "variables": {"language": "es"}}))
-        .await["customer_ref"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let p = a_provisional_customer(
+        &app,
+        json!({"call_id": "c1", "intent": "refund", "variables": {"language": "es"}}),
+    )
+    .await;
     let second = app.start_call(start("c2", "+14155551234")).await;
     assert_eq!(second["customer_ref"], p.as_str());
 
@@ -268,13 +272,11 @@ async fn naming_a_customer_keeps_apart_a_provisional_one_matched_only_at_low_con
     // A provisional customer for a number, then a second call from that number whose start
     // matched them only at low confidence (as a conflicting CRM id or a number not heard from
     // in years would score it; set directly here).
-    app.start_call(start("c1", "+14155551234")).await;
-    let p = app
-        .end_call(json!({"call_id": "c1", "variables": {"language": "es"}}))
-        .await["customer_ref"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let p = a_provisional_customer(
+        &app,
+        json!({"call_id": "c1", "variables": {"language": "es"}}),
+    )
+    .await;
     let second = app.start_call(start("c2", "+14155551234")).await;
     assert_eq!(second["customer_ref"], p.as_str());
     use sea_orm::{ConnectionTrait, Statement};
