@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::cache::Caches;
 use super::sql::{Conn, Row};
 use super::store::{
-    CUSTOMER_COLUMNS, IdentityKey, customer_from_row, find_call, find_customer,
+    CUSTOMER_COLUMNS, IdentityKey, customer_from_row, customers_by_id, find_call, find_customer,
     find_customer_by_ref, load_evidence, parse_variables,
 };
 use super::{EndOutcome, Engine, TenantId};
@@ -223,20 +223,28 @@ pub(super) async fn end_call_in(
         Some(t) => Some(t),
         None if identities.is_empty() => None,
         None => {
-            // Resolve at end time: reuse a customer when we are sure, or, at medium, when it is
-            // a provisional one (a number heard from long ago, or shared with a named
-            // customer): otherwise every call from such a number would add one more
-            // provisional customer to it, and it would never be recognised again.
+            // Resolve at end time: reuse a customer when we are sure or, at medium (a number
+            // heard from long ago, or shared), the provisional customer that ranks first among
+            // the likely ones: otherwise every unnamed call from such a number would add one
+            // more provisional customer to it.
             let ani = number
                 .as_ref()
                 .map(|n| Ani::Number(crate::domain::PhoneNumber::from_stored(n.clone())));
             let evidence = load_evidence(tx, tenant, ani.as_ref(), &external_ids).await?;
             let resolution = scoring::resolve(&evidence, now);
             let sure = match resolution.best {
-                Some(best) if resolution.band != Band::Low => {
-                    find_customer(tx, tenant, best.customer)
-                        .await?
-                        .filter(|c| resolution.band == Band::High || c.provisional)
+                Some(best) if resolution.band == Band::High => {
+                    find_customer(tx, tenant, best.customer).await?
+                }
+                Some(best) if resolution.band == Band::Medium => {
+                    // The best-ranked provisional customer among the likely ones.
+                    let ranked: Vec<i64> = std::iter::once(best.customer)
+                        .chain(resolution.candidates.iter().map(|c| c.customer))
+                        .collect();
+                    let found = customers_by_id(tx, tenant, ranked.iter().copied()).await?;
+                    ranked
+                        .iter()
+                        .find_map(|id| found.get(id).filter(|c| c.provisional).cloned())
                 }
                 _ => None,
             };

@@ -13,10 +13,11 @@
 //! - Checkpoints (copying the write-ahead log back into the database file, with its fsyncs)
 //!   run on a third thread, never inside the writer's commit: SQLite's automatic checkpoint
 //!   would stall every job queued behind it (the tail latency of starts and ends). The
-//!   checkpoint thread cannot restart the log itself while the writer keeps appending, so
-//!   when the log is long and fully copied it asks the writer to checkpoint the last few
-//!   frames between two batches: the writer's next transaction then starts the log over,
-//!   which keeps it short (reads search the log's index for every page they read).
+//!   checkpoint thread cannot restart the log itself while the writer keeps appending (SQLite
+//!   starts the log over only when a write transaction begins with all of it copied), so when
+//!   the log is long it asks the writer to copy the last few frames between two batches: the
+//!   writer's next transaction then starts the log over, which keeps it bounded (reads search
+//!   the log's index for every page they read).
 //!
 //! Other writes (merges through the API, erasure, import, keys) stay on sea-orm's pool; SQLite's
 //! own write lock (`BEGIN IMMEDIATE`, busy timeout) orders them with the writer thread.
@@ -239,7 +240,7 @@ struct Checkpoints {
     /// Tells the checkpoint thread that a transaction committed (a full channel means it
     /// already knows).
     committed: std_mpsc::SyncSender<()>,
-    /// Set by the checkpoint thread when the log is long and fully copied.
+    /// Set by the checkpoint thread when the log is long enough to start over.
     restart: Arc<AtomicBool>,
 }
 
