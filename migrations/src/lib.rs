@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_initial;
 mod m20261123_000002_connector_settings;
+mod m20261125_000003_customer_contexts;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_connector_settings::Migration),
+            Box::new(m20261125_000003_customer_contexts::Migration),
         ]
     }
 }

@@ -31,6 +31,7 @@ macro_rules! backend_tests {
 mod bad_input;
 mod calls;
 mod connectors;
+mod contexts;
 mod customers;
 mod import;
 mod isolation;

@@ -20,7 +20,7 @@ use crate::entities::customer;
 use crate::scoring::IdentityLink;
 
 /// A customer's row and context, as cached.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(super) struct CachedCustomer {
     pub model: customer::Model,
     pub context: CustomerContext,

@@ -9,12 +9,13 @@ use sea_orm::{
 };
 use serde_json::Value;
 
+use super::context;
 use super::end::{Touched, set_intent};
 use super::sql::Conn;
 use super::store::{call_record, customers_by_id, find_call, find_customer_by_ref};
 use super::{CallRecord, Engine, TenantId};
 use crate::domain::{CallId, CustomerRef, ExternalId, IntentName, IntentStatus, PhoneNumber};
-use crate::entities::{call, customer, identity, intent, variable};
+use crate::entities::{call, customer, customer_context, identity, intent, variable};
 use crate::error::EngineError;
 
 /// A customer in a look-up result.
@@ -296,6 +297,11 @@ impl Engine {
                     .filter(call::Column::MatchedCustomerId.eq(c.id))
                     .exec(&tx)
                     .await?;
+                // Its context document holds summaries and variables (the foreign key would
+                // cascade too; this does not depend on it).
+                customer_context::Entity::delete_by_id(c.id)
+                    .exec(&tx)
+                    .await?;
                 customer::Entity::delete_by_id(c.id)
                     .exec(&tx)
                     .await?
@@ -304,6 +310,19 @@ impl Engine {
         };
         self.commit(tx, Touched::widely(tenant)).await?;
         Ok(report)
+    }
+
+    /// The references of customers whose stored context document (what call starts read)
+    /// is missing or differs from their rows: empty when every write kept it up to date. A
+    /// consistency check for tests and operators; it reads every customer of the tenant.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn context_documents_out_of_date(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<String>, EngineError> {
+        context::out_of_date(Conn::Pool(&self.db), tenant).await
     }
 
     /// Removes a wrong identity (a reassigned number) from a customer.
@@ -394,6 +413,7 @@ impl Engine {
             )
             .await?
         };
+        context::refresh(Conn::Tx(&tx), tenant, &[c.id]).await?;
         self.commit(tx, Touched::some(tenant, vec![c.id], Vec::new()))
             .await?;
         Ok(IntentRecord {

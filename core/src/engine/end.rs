@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::cache::Caches;
+use super::context;
 use super::sql::{Conn, Row};
 use super::store::{
     CUSTOMER_COLUMNS, IdentityKey, customer_from_row, customers_by_id, find_call, find_customer,
@@ -385,8 +386,10 @@ pub(super) async fn end_call_in(
     )
     .await?;
 
+    let customers: Vec<i64> = target.iter().map(|t| t.id).chain(linked_before).collect();
+    context::refresh(tx, tenant, &customers).await?;
     let touched = Touched {
-        customers: target.iter().map(|t| t.id).chain(linked_before).collect(),
+        customers,
         identities,
         tenant,
         merged: merged_from.is_some(),

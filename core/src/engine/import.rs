@@ -5,17 +5,21 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::{Expr, Func, Query};
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, Statement,
 };
 use serde_json::Value;
 
+use super::cache::CachedCustomer;
+use super::context;
 use super::end::Touched;
-use super::{Engine, TenantId};
+use super::{
+    CustomerContext, Engine, OPEN_INTENTS, OpenIntent, RECENT_CALLS, RecentCall, TenantId,
+};
 use crate::domain::{CustomerRef, ExternalId, IntentName, PhoneNumber};
-use crate::entities::{call, customer, identity, intent, variable};
+use crate::entities::{call, customer, customer_context, identity, intent, variable};
 use crate::error::EngineError;
 
 /// One identity of an imported customer.
@@ -96,6 +100,48 @@ where
     Ok(written)
 }
 
+/// The context of a customer the import creates, as `load_context` would read it from the
+/// rows written here (a test checks that they agree).
+fn imported_context(
+    c: &ImportedCustomer,
+    model: &customer::Model,
+    now: DateTime<Utc>,
+) -> CustomerContext {
+    let last = c.calls.last();
+    let touched = last.map_or(now, |k| k.ended_at);
+    let mut ended: Vec<(usize, &ImportedCall)> = c.calls.iter().enumerate().collect();
+    // Latest end first, then the latest written (the row id).
+    ended.sort_by(|(i, x), (j, y)| y.ended_at.cmp(&x.ended_at).then(j.cmp(i)));
+    CustomerContext {
+        variables: c.variables.clone(),
+        open_intents: c
+            .open_intents
+            .iter()
+            .take(OPEN_INTENTS as usize)
+            .map(|name| OpenIntent {
+                intent: name.as_str().to_owned(),
+                opened_at: touched,
+                last_call_id: last.map(|k| k.call_id.clone()),
+            })
+            .collect(),
+        recent_calls: ended
+            .into_iter()
+            .take(RECENT_CALLS as usize)
+            .map(|(_, k)| RecentCall {
+                call_id: k.call_id.clone(),
+                started_at: Some(k.started_at),
+                ended_at: Some(k.ended_at),
+                intent: k.intent.as_ref().map(|i| i.as_str().to_owned()),
+                intent_status: k.intent_status.map(str::to_owned),
+                summary: k.summary.clone(),
+            })
+            .collect(),
+        call_count: model.call_count,
+        first_seen_at: model.first_seen_at,
+        last_seen_at: model.last_seen_at,
+    }
+}
+
 impl Engine {
     /// Imports a batch of customers in one transaction: all of it or nothing.
     ///
@@ -123,15 +169,42 @@ impl Engine {
         let mut variables = Vec::new();
         let mut calls = Vec::new();
         let mut intents = Vec::new();
-        for (id, c) in (max.unwrap_or(0) + 1..).zip(batch) {
+        let mut documents = Vec::with_capacity(batch.len());
+        for (id, mut c) in (max.unwrap_or(0) + 1..).zip(batch) {
+            // Stored to the microsecond (PostgreSQL's precision), so the documents written
+            // below hold exactly what the tables hold.
+            for k in &mut c.calls {
+                k.started_at = k.started_at.trunc_subsecs(6);
+                k.ended_at = k.ended_at.trunc_subsecs(6);
+            }
             let first = c.calls.first().map(|k| k.started_at);
             let last = c.calls.last().map(|k| k.ended_at);
+            let model = customer::Model {
+                id,
+                tenant_id: tenant.0,
+                customer_ref: c.customer_ref.as_str().to_owned(),
+                provisional: false,
+                call_count: c.calls.len() as i64,
+                first_seen_at: first,
+                last_seen_at: last,
+                created_at: now,
+                updated_at: now,
+            };
+            documents.push(customer_context::ActiveModel {
+                customer_id: Set(id),
+                tenant_id: Set(tenant.0),
+                format: Set(context::FORMAT),
+                body: Set(context::document_for(&CachedCustomer {
+                    context: imported_context(&c, &model, now),
+                    model: model.clone(),
+                })?),
+            });
             customers.push(customer::ActiveModel {
                 id: Set(id),
                 tenant_id: Set(tenant.0),
-                customer_ref: Set(c.customer_ref.as_str().to_owned()),
+                customer_ref: Set(model.customer_ref),
                 provisional: Set(false),
-                call_count: Set(c.calls.len() as i64),
+                call_count: Set(model.call_count),
                 first_seen_at: Set(first),
                 last_seen_at: Set(last),
                 created_at: Set(now),
@@ -216,6 +289,7 @@ impl Engine {
             intents: insert_all(&tx, intents).await?,
             calls: insert_all(&tx, calls).await?,
         };
+        insert_all(&tx, documents).await?;
         if backend == DbBackend::Postgres {
             // Ids were assigned here: move the sequence past them.
             tx.execute_raw(Statement::from_string(

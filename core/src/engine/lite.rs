@@ -31,7 +31,8 @@ use rusqlite::{Connection, OpenFlags};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::{mpsc, oneshot};
 
-use super::cache::Caches;
+use super::cache::{CachedCustomer, Caches};
+use super::context;
 use super::end::{EndNumbers, end_call_in};
 use super::sql::{Conn, LiteConn};
 use super::start::{Recorded, record_start};
@@ -68,6 +69,9 @@ enum Job {
         numbers: EndNumbers,
         reply: oneshot::Sender<Result<EndOutcome, EngineError>>,
     },
+    /// A customer's context document read from the tables, to store if none was written
+    /// meanwhile (see `engine/context.rs`). Nobody waits for it.
+    Fill(Arc<CachedCustomer>),
 }
 
 /// Direct access to a SQLite database file.
@@ -233,6 +237,11 @@ impl Lite {
             .map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
     }
+
+    /// Stores a context document read from the tables, in a later batch.
+    pub(super) fn fill(&self, customer: Arc<CachedCustomer>) {
+        let _ = self.jobs.send(Job::Fill(customer));
+    }
 }
 
 /// The writer's side of the checkpoint thread.
@@ -349,6 +358,7 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
             match job {
                 Job::Start { reply, .. } => drop(reply.send(Err(clone_err(&e)))),
                 Job::End { reply, .. } => drop(reply.send(Err(clone_err(&e)))),
+                Job::Fill(_) => {}
             }
         }
         return;
@@ -358,10 +368,11 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
     for job in jobs {
         if broken.is_some() {
             // The transaction is unusable: the rest fail with the batch.
-            done.push(match job {
-                Job::Start { reply, .. } => Done::Start(reply, Err(writer_gone())),
-                Job::End { reply, .. } => Done::End(reply, Err(writer_gone())),
-            });
+            match job {
+                Job::Start { reply, .. } => done.push(Done::Start(reply, Err(writer_gone()))),
+                Job::End { reply, .. } => done.push(Done::End(reply, Err(writer_gone()))),
+                Job::Fill(_) => {}
+            }
             continue;
         }
         match job {
@@ -391,6 +402,13 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
                     broken = Some(e);
                 }
                 done.push(Done::End(reply, r));
+            }
+            // One statement: atomic. It fails only for a customer erased meanwhile (its
+            // foreign key), and then there is nothing to store.
+            Job::Fill(customer) => {
+                if context::fill(c, &customer).await.is_err() {
+                    tracing::debug!("a context document was not stored");
+                }
             }
         }
     }

@@ -11,6 +11,7 @@
 
 mod batch;
 mod cache;
+mod context;
 mod customers;
 mod end;
 mod import;
@@ -83,7 +84,7 @@ pub struct Candidate {
 }
 
 /// An intent still open for the customer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OpenIntent {
     /// Its name.
     pub intent: String,
@@ -94,7 +95,7 @@ pub struct OpenIntent {
 }
 
 /// One of the customer's latest ended calls.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RecentCall {
     /// The platform's call id.
     pub call_id: String,
@@ -111,7 +112,7 @@ pub struct RecentCall {
 }
 
 /// What we remember about a customer, for the agent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CustomerContext {
     /// Saved variables.
     pub variables: BTreeMap<String, Value>,
@@ -256,6 +257,25 @@ impl Engine {
             Some(l) => ReadConn::Lite(l.reader()?),
             None => ReadConn::Pool(&self.db),
         })
+    }
+
+    /// Stores a context document read from the tables (see `engine/context.rs`), without
+    /// making the start wait: on SQLite through the writer thread, else in a task of its own.
+    fn fill_context(&self, customer: Arc<cache::CachedCustomer>) {
+        match &self.lite {
+            Some(l) => l.fill(customer),
+            None => {
+                let db = self.db.clone();
+                tokio::spawn(async move {
+                    if context::fill(sql::Conn::Pool(&db), &customer)
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!("a context document was not stored");
+                    }
+                });
+            }
+        }
     }
 
     /// The connection pool (for readiness checks and administration).

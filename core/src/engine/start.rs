@@ -7,10 +7,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::cache::CachedCustomer;
+use super::context;
 use super::sql::Conn;
-use super::store::{
-    customers_by_id, evidence, find_call, find_customer, identity_keys, load_context, load_links,
-};
+use super::store::{customers_by_id, evidence, find_call, identity_keys, load_links};
 use super::{Candidate, Engine, StartOutcome, TenantId};
 use crate::commands::StartCall;
 use crate::domain::{Ani, DefaultRegion};
@@ -210,8 +209,9 @@ impl Engine {
         }
     }
 
-    /// A customer's row and context, from the cache or the database. A read connection is
-    /// held only while reading: never across a cache operation, which may wait.
+    /// A customer's row and context: from the cache, else their stored document (one row),
+    /// else the tables (and the document is filled for next time). A read connection is held
+    /// only while reading: never across a cache operation, which may wait.
     async fn cached_customer(
         &self,
         tenant: TenantId,
@@ -221,15 +221,20 @@ impl Engine {
             return Ok(Some(hit));
         }
         let epoch = self.caches.epoch();
-        let value = {
+        let (value, stored) = {
             let reader = self.reader()?;
             let c = reader.conn();
-            let Some(model) = find_customer(c, tenant, id).await? else {
-                return Ok(None);
-            };
-            let context = load_context(c, &model).await?;
-            Arc::new(CachedCustomer { model, context })
+            match context::read(c, tenant, id).await? {
+                Some(v) => (Arc::new(v), true),
+                None => match context::build(c, tenant, id).await? {
+                    Some(v) => (Arc::new(v), false),
+                    None => return Ok(None),
+                },
+            }
         };
+        if !stored {
+            self.fill_context(value.clone());
+        }
         self.caches.fill_customer(epoch, value.clone()).await;
         Ok(Some(value))
     }

@@ -6,6 +6,7 @@ pub mod api_key;
 pub mod call;
 pub mod connector_setting;
 pub mod customer;
+pub mod customer_context;
 pub mod identity;
 pub mod intent;
 pub mod tenant;
