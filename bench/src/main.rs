@@ -61,6 +61,9 @@ struct Args {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Seeded {
     customers: u64,
+    /// [`seed::SHAPE`] when it was seeded: a file of another shape is seeded again.
+    #[serde(default)]
+    shape: u32,
     key: String,
     seed_secs: f64,
     rows: [u64; 5],
@@ -119,7 +122,7 @@ async fn run_backend(
         .then(|| std::fs::read(&kept).ok())
         .flatten()
         .and_then(|b| serde_json::from_slice::<Seeded>(&b).ok())
-        .filter(|s| s.customers == customers);
+        .filter(|s| s.customers == customers && s.shape == seed::SHAPE);
     let seeded = match reused {
         Some(s) => {
             eprintln!("== {backend}: reusing the {customers} customers seeded before");
@@ -305,6 +308,7 @@ async fn seed_backend(customers: u64, backend: &str, url: &str) -> anyhow::Resul
 
     Ok(Seeded {
         customers,
+        shape: seed::SHAPE,
         key,
         seed_secs: seed_time.as_secs_f64(),
         rows: [
@@ -417,7 +421,7 @@ fn fresh_sqlite(out: &Path, reuse: bool, customers: u64) -> anyhow::Result<Strin
     let kept = std::fs::read(out.join("bench.seed.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Seeded>(&b).ok())
-        .is_some_and(|s| s.customers == customers);
+        .is_some_and(|s| s.customers == customers && s.shape == seed::SHAPE);
     if !(reuse && kept && file.exists()) {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));

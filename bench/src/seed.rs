@@ -45,11 +45,27 @@ const VARIABLES: &[&str] = &[
     "postcode",
 ];
 
+/// What the seed writes, as a version: a reused file (`--reuse`) of another shape is seeded
+/// again. 2: valid North American numbers; context documents.
+pub const SHAPE: u32 = 2;
+
 /// The caller number of customer `i` (customer `i` shares `i - 1`'s number when
 /// `i % 1000 == 999`).
 pub fn number(i: u64) -> String {
     let owner = if i % 1000 == 999 { i - 1 } else { i };
-    format!("+1{}{:07}", 415 + owner / 10_000_000, owner % 10_000_000)
+    north_american(415, owner)
+}
+
+/// The `n`th number of a run of North American numbers from area code `area`: valid shapes
+/// (area code and exchange from 2 to 9, as real carriers deliver), 8,000,000 per area code.
+fn north_american(area: u64, n: u64) -> String {
+    let block = n / 10_000;
+    format!(
+        "+1{}{}{:04}",
+        area + block / 800,
+        200 + block % 800,
+        n % 10_000
+    )
 }
 
 /// Whether customer `i` shares its number.
@@ -69,7 +85,7 @@ pub fn customer_ref(i: u64) -> String {
 
 /// A number no seeded customer has.
 pub fn unknown_number(n: u64) -> String {
-    format!("+1212{:07}", n % 10_000_000)
+    north_american(212, n % 8_000_000)
 }
 
 fn customer(i: u64, now: DateTime<Utc>) -> ImportedCustomer {
@@ -84,7 +100,7 @@ fn customer(i: u64, now: DateTime<Utc>) -> ImportedCustomer {
         ));
     }
     if rng.random_bool(0.2) {
-        let second = format!("+1628{:07}", i % 10_000_000);
+        let second = north_american(628, i);
         identities.push(ImportedIdentity::Ani(
             PhoneNumber::parse(&second, region).expect("seed numbers parse"),
         ));
@@ -184,7 +200,8 @@ mod tests {
     fn numbers_are_distinct_but_for_the_shared_ones() {
         assert_eq!(number(999), number(998));
         assert_ne!(number(997), number(998));
-        assert_eq!(number(10_000_001), "+14160000001");
+        assert_eq!(number(1), "+14152000001");
+        assert_eq!(number(10_000_001), "+14164000001");
         assert!(shares_number(999) && shares_number(998) && !shares_number(997));
     }
 

@@ -1,4 +1,4 @@
-//! Database schema for Sticky Calls, as sea-orm migrations that run unchanged on SQLite and
+//! Database schema for Sticky Calls, as sea-orm migrations that run on SQLite and
 //! PostgreSQL. The server applies them at start; nothing else creates tables.
 
 pub use sea_orm_migration::prelude::*;
