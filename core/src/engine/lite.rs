@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cache::{CachedCustomer, Caches};
 use super::context;
 use super::end::{EndNumbers, end_call_in};
+use super::import::{ImportReport, ImportedCustomer, import_in};
 use super::sql::{Conn, LiteConn};
 use super::start::{Recorded, record_start};
 use super::{EndOutcome, TenantId};
@@ -72,6 +73,12 @@ enum Job {
     /// A customer's context document read from the tables, to store if none was written
     /// meanwhile (see `engine/context.rs`). Nobody waits for it.
     Fill(Arc<CachedCustomer>),
+    /// A bulk import batch (see `engine/import.rs`).
+    Import {
+        tenant: TenantId,
+        batch: Vec<ImportedCustomer>,
+        reply: oneshot::Sender<Result<ImportReport, EngineError>>,
+    },
 }
 
 /// Direct access to a SQLite database file.
@@ -238,6 +245,23 @@ impl Lite {
         answer.await.map_err(|_| writer_gone())?
     }
 
+    /// Imports a batch, as one job of the writer (in its own savepoint).
+    pub(super) async fn import(
+        &self,
+        tenant: TenantId,
+        batch: Vec<ImportedCustomer>,
+    ) -> Result<ImportReport, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Import {
+                tenant,
+                batch,
+                reply,
+            })
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
     /// Stores a context document read from the tables, in a later batch.
     pub(super) fn fill(&self, customer: Arc<CachedCustomer>) {
         let _ = self.jobs.send(Job::Fill(customer));
@@ -335,6 +359,10 @@ enum Done {
         oneshot::Sender<Result<EndOutcome, EngineError>>,
         Result<(EndOutcome, super::end::Touched), EngineError>,
     ),
+    Import(
+        oneshot::Sender<Result<ImportReport, EngineError>>,
+        Result<ImportReport, EngineError>,
+    ),
 }
 
 impl Done {
@@ -345,6 +373,9 @@ impl Done {
                 let _ = reply.send(Err(failed()));
             }
             Done::End(reply, _) => {
+                let _ = reply.send(Err(failed()));
+            }
+            Done::Import(reply, _) => {
                 let _ = reply.send(Err(failed()));
             }
         }
@@ -358,6 +389,7 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
             match job {
                 Job::Start { reply, .. } => drop(reply.send(Err(clone_err(&e)))),
                 Job::End { reply, .. } => drop(reply.send(Err(clone_err(&e)))),
+                Job::Import { reply, .. } => drop(reply.send(Err(clone_err(&e)))),
                 Job::Fill(_) => {}
             }
         }
@@ -371,6 +403,9 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
             match job {
                 Job::Start { reply, .. } => done.push(Done::Start(reply, Err(writer_gone()))),
                 Job::End { reply, .. } => done.push(Done::End(reply, Err(writer_gone()))),
+                Job::Import { reply, .. } => {
+                    done.push(Done::Import(reply, Err(writer_gone())));
+                }
                 Job::Fill(_) => {}
             }
             continue;
@@ -393,15 +428,26 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
                     continue;
                 }
                 let r = end_call_in(c, numbers, tenant, *cmd).await;
-                let undo = if r.is_ok() {
-                    Ok(0)
-                } else {
-                    c.execute("ROLLBACK TO job", &[]).await
-                };
-                if let Err(e) = undo.and(c.execute("RELEASE job", &[]).await) {
+                if let Err(e) = settle(c, r.is_ok()).await {
                     broken = Some(e);
                 }
                 done.push(Done::End(reply, r));
+            }
+            Job::Import {
+                tenant,
+                batch,
+                reply,
+            } => {
+                if let Err(e) = c.execute("SAVEPOINT job", &[]).await {
+                    broken = Some(e);
+                    done.push(Done::Import(reply, Err(writer_gone())));
+                    continue;
+                }
+                let r = import_in(c, tenant, batch).await;
+                if let Err(e) = settle(c, r.is_ok()).await {
+                    broken = Some(e);
+                }
+                done.push(Done::Import(reply, r));
             }
             // One statement: atomic. It fails only for a customer erased meanwhile (its
             // foreign key), and then there is nothing to store.
@@ -439,8 +485,23 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
                 };
                 let _ = reply.send(r);
             }
+            Done::Import(reply, r) => {
+                if r.is_ok() {
+                    // Numbers that were unknown until now may be cached as "nobody".
+                    caches.written_widely();
+                }
+                let _ = reply.send(r);
+            }
         }
     }
+}
+
+/// Ends a job's savepoint: kept when the job succeeded, else rolled back alone.
+async fn settle(c: Conn<'_>, succeeded: bool) -> Result<(), EngineError> {
+    if !succeeded {
+        c.execute("ROLLBACK TO job", &[]).await?;
+    }
+    c.execute("RELEASE job", &[]).await.map(|_| ())
 }
 
 fn clone_err(e: &EngineError) -> EngineError {
