@@ -19,8 +19,9 @@
 //!   writer's next transaction then starts the log over, which keeps it bounded (reads search
 //!   the log's index for every page they read).
 //!
-//! Other writes (merges through the API, erasure, import, keys) stay on sea-orm's pool; SQLite's
-//! own write lock (`BEGIN IMMEDIATE`, busy timeout) orders them with the writer thread.
+//! A bulk import batch is a job of the writer too (in its own savepoint). Other writes
+//! (erasure, unlink, resolving an intent, keys) stay on sea-orm's pool; SQLite's own write
+//! lock (`BEGIN IMMEDIATE`, busy timeout) orders them with the writer thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
