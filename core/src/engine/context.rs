@@ -108,18 +108,7 @@ pub(super) async fn refresh(c: Conn<'_>, tenant: TenantId, ids: &[i64]) -> Resul
         }
         done.push(id);
         if let Some(customer) = build(c, tenant, id).await? {
-            c.execute(
-                "INSERT INTO customer_contexts (customer_id, tenant_id, format, body) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (customer_id) DO UPDATE \
-                 SET format = excluded.format, body = excluded.body",
-                &[
-                    id.into(),
-                    tenant.0.into(),
-                    FORMAT.into(),
-                    document_for(&customer)?.as_str().into(),
-                ],
-            )
-            .await?;
+            store(c, &customer, Replace::Always).await?;
         }
     }
     Ok(())
@@ -128,11 +117,31 @@ pub(super) async fn refresh(c: Conn<'_>, tenant: TenantId, ids: &[i64]) -> Resul
 /// Stores a document read from the tables unless one was written meanwhile (see the module
 /// notes); a customer erased meanwhile makes the insert fail its foreign key, which is fine.
 pub(super) async fn fill(c: Conn<'_>, customer: &CachedCustomer) -> Result<(), EngineError> {
+    store(c, customer, Replace::OtherFormat).await
+}
+
+/// Which stored document an upsert replaces.
+enum Replace {
+    Always,
+    /// Only one of another format (a document of this format was written by a write).
+    OtherFormat,
+}
+
+async fn store(
+    c: Conn<'_>,
+    customer: &CachedCustomer,
+    replace: Replace,
+) -> Result<(), EngineError> {
+    let condition = match replace {
+        Replace::Always => "",
+        Replace::OtherFormat => " WHERE customer_contexts.format <> excluded.format",
+    };
     c.execute(
-        "INSERT INTO customer_contexts (customer_id, tenant_id, format, body) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (customer_id) DO UPDATE \
-         SET format = excluded.format, body = excluded.body \
-         WHERE customer_contexts.format <> excluded.format",
+        &format!(
+            "INSERT INTO customer_contexts (customer_id, tenant_id, format, body) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (customer_id) DO UPDATE \
+             SET format = excluded.format, body = excluded.body{condition}"
+        ),
         &[
             customer.model.id.into(),
             customer.model.tenant_id.into(),
