@@ -423,15 +423,8 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
                 numbers,
                 reply,
             } => {
-                if let Err(e) = c.execute("SAVEPOINT job", &[]).await {
-                    broken = Some(e);
-                    done.push(Done::End(reply, Err(writer_gone())));
-                    continue;
-                }
-                let r = end_call_in(c, numbers, tenant, *cmd).await;
-                if let Err(e) = settle(c, r.is_ok()).await {
-                    broken = Some(e);
-                }
+                let (r, failure) = in_savepoint(c, end_call_in(c, numbers, tenant, *cmd)).await;
+                broken = failure;
                 done.push(Done::End(reply, r));
             }
             Job::Import {
@@ -439,15 +432,8 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
                 batch,
                 reply,
             } => {
-                if let Err(e) = c.execute("SAVEPOINT job", &[]).await {
-                    broken = Some(e);
-                    done.push(Done::Import(reply, Err(writer_gone())));
-                    continue;
-                }
-                let r = import_in(c, tenant, batch).await;
-                if let Err(e) = settle(c, r.is_ok()).await {
-                    broken = Some(e);
-                }
+                let (r, failure) = in_savepoint(c, import_in(c, tenant, batch)).await;
+                broken = failure;
                 done.push(Done::Import(reply, r));
             }
             // One statement: atomic. It fails only for a customer erased meanwhile (its
@@ -497,12 +483,22 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
     }
 }
 
-/// Ends a job's savepoint: kept when the job succeeded, else rolled back alone.
-async fn settle(c: Conn<'_>, succeeded: bool) -> Result<(), EngineError> {
-    if !succeeded {
-        c.execute("ROLLBACK TO job", &[]).await?;
+/// Runs a job in a savepoint of the batch's transaction: kept when it succeeded, else rolled
+/// back alone. The second value is set when the transaction itself is unusable.
+async fn in_savepoint<T>(
+    c: Conn<'_>,
+    job: impl Future<Output = Result<T, EngineError>>,
+) -> (Result<T, EngineError>, Option<EngineError>) {
+    if let Err(e) = c.execute("SAVEPOINT job", &[]).await {
+        return (Err(writer_gone()), Some(e));
     }
-    c.execute("RELEASE job", &[]).await.map(|_| ())
+    let r = job.await;
+    let undo = if r.is_ok() {
+        Ok(0)
+    } else {
+        c.execute("ROLLBACK TO job", &[]).await
+    };
+    (r, undo.and(c.execute("RELEASE job", &[]).await).err())
 }
 
 fn clone_err(e: &EngineError) -> EngineError {
