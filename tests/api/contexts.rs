@@ -11,6 +11,7 @@ use sticky_core::engine::{ImportedCall, ImportedCustomer, ImportedIdentity, Tena
 
 backend_tests!(
     context_documents_follow_every_write,
+    an_end_applies_its_changes_to_the_document_in_every_order,
     a_customer_without_a_document_is_answered_from_the_tables_and_gets_one,
 );
 
@@ -192,4 +193,105 @@ async fn a_customer_without_a_document_is_answered_from_the_tables_and_gets_one(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(out_of_date(&app).await, Vec::<String>::new());
+}
+
+/// A customer whose calls end at the same instant, or in the future (an import from a system
+/// with another clock): an end cannot place its call among the latest from the document alone.
+fn clock_skewed_customer() -> ImportedCustomer {
+    let later = sticky_core::now() + Duration::days(2);
+    ImportedCustomer {
+        customer_ref: CustomerRef::parse("skewed").unwrap(),
+        identities: vec![ImportedIdentity::Ani(
+            PhoneNumber::parse("+14155550177", DefaultRegion::default()).unwrap(),
+        )],
+        variables: [("plan".to_owned(), json!("silver"))].into(),
+        calls: (0..3)
+            .map(|k| ImportedCall {
+                call_id: format!("skew-{k}"),
+                platform: "generic".into(),
+                started_at: later - Duration::hours(1),
+                ended_at: if k == 0 {
+                    later + Duration::hours(1)
+                } else {
+                    later
+                },
+                intent: None,
+                intent_status: None,
+                summary: Some(format!("skewed {k}")),
+            })
+            .collect(),
+        open_intents: vec![IntentName::parse("late").unwrap()],
+    }
+}
+
+/// The usual end rewrites the customer's document from what it changed (`after_end`), not
+/// from the tables: every case where the order of the latest calls or open intents could
+/// come out differently is checked against the tables.
+async fn an_end_applies_its_changes_to_the_document_in_every_order(app: TestApp) {
+    let t = tenant(&app).await;
+    app.state
+        .engine
+        .import_customers(t, vec![awkward_customer(0), clock_skewed_customer()])
+        .await
+        .unwrap();
+    let steps = [
+        // A new call of a customer with a full history.
+        json!({"call_id": "e1", "customer_ref": "awk-0", "summary": "one",
+            "variables": {"vip": null, "n": 1}}),
+        // The same call again: new summary, intent opened, a variable changed.
+        json!({"call_id": "e1", "customer_ref": "awk-0", "summary": "one, again",
+            "intent": "topic-22", "variables": {"n": 2}}),
+        // Its intent resolved through the call's own intent.
+        json!({"call_id": "e1", "customer_ref": "awk-0", "intent_status": "resolved"}),
+        // An old call of theirs (not among the latest) ended again.
+        json!({"call_id": "awk-0-0", "customer_ref": "awk-0", "summary": "amended"}),
+        // A call that is among the latest, ended again.
+        json!({"call_id": "awk-0-6", "customer_ref": "awk-0", "summary": "amended too",
+            "intent": "topic-0", "intent_status": "resolved"}),
+        // Calls of a customer whose calls end at the same instant and in the future.
+        json!({"call_id": "e2", "customer_ref": "skewed", "intent": "early"}),
+        json!({"call_id": "skew-1", "customer_ref": "skewed", "summary": "tie"}),
+        // A call ended with nothing to link it to, then another call of the customer, then
+        // the first named: it goes in below the second (its end time is the earlier one).
+        json!({"call_id": "e7", "summary": "nobody yet"}),
+        json!({"call_id": "e8", "customer_ref": "awk-0", "summary": "in between"}),
+        json!({"call_id": "e7", "customer_ref": "awk-0"}),
+        // A new customer, by name, and by number only (a provisional one).
+        json!({"call_id": "e3", "customer_ref": "fresh", "identity_hints": {"ani": "+14155550188"}}),
+        json!({"call_id": "e4", "customer_ref": "fresh", "variables": {"a": [1, 2.5, "x"]}}),
+        json!({"call_id": "e5", "identity_hints": {"ani": "+14155550199"}, "summary": "who?"}),
+        json!({"call_id": "e6", "identity_hints": {"ani": "+14155550199"}, "summary": "again"}),
+    ];
+    for (i, step) in steps.into_iter().enumerate() {
+        app.end_call(step.clone()).await;
+        assert_eq!(
+            out_of_date(&app).await,
+            Vec::<String>::new(),
+            "after step {i}: {step}"
+        );
+    }
+
+    // A start that arrives after its call's end adds its start time to that call, which the
+    // customer's latest calls show: the document and the cached context follow.
+    let before = app
+        .start_call(json!({"call_id": "s1", "identity_hints": {"ani": "+14155550188"}}))
+        .await;
+    assert_eq!(before["customer_ref"], "fresh");
+    app.end_call(json!({"call_id": "late-start", "customer_ref": "fresh"}))
+        .await;
+    let r = app
+        .start_call(json!({"call_id": "late-start", "identity_hints": {"ani": "+14155550188"}}))
+        .await;
+    assert_eq!(r["customer_ref"], "fresh");
+    assert_eq!(
+        out_of_date(&app).await,
+        Vec::<String>::new(),
+        "after a late start"
+    );
+    let r = app
+        .start_call(json!({"call_id": "s2", "identity_hints": {"ani": "+14155550188"}}))
+        .await;
+    let latest = &r["context"]["recent_calls"][0];
+    assert_eq!(latest["call_id"], "late-start");
+    assert!(latest["started_at"].is_string(), "{latest}");
 }

@@ -6,7 +6,9 @@
 //!
 //! The document is derived data, kept true in the writes themselves:
 //! - every write that changes a customer's context rewrites the document in its own
-//!   transaction ([`refresh`]: an end for each customer it touched, resolving an intent);
+//!   transaction ([`refresh`]: resolving an intent, an end that merged customers or moved a
+//!   call; [`after_end`]: the usual end, which applies what it changed to the stored document
+//!   instead of reading the customer's variables and calls back from the tables);
 //! - the bulk import writes the documents of the customers it creates ([`document_for`]);
 //! - deleting a customer (erasure, a merge) deletes it (foreign key, `ON DELETE CASCADE`).
 //!
@@ -20,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::CachedCustomer;
 use super::sql::Conn;
-use super::store::{find_customer, load_context};
-use super::{CustomerContext, TenantId};
+use super::store::{find_customer, load_context, load_open_intents};
+use super::{CustomerContext, RECENT_CALLS, RecentCall, TenantId};
+use crate::commands::VariableChanges;
 use crate::entities::customer;
 use crate::error::EngineError;
 
@@ -114,6 +117,107 @@ pub(super) async fn refresh(c: Conn<'_>, tenant: TenantId, ids: &[i64]) -> Resul
     Ok(())
 }
 
+/// What an end changed for the customer its call is linked to (see [`after_end`]).
+pub(super) struct EndChange<'a> {
+    /// The variables it set or removed.
+    pub variables: &'a VariableChanges,
+    /// It opened, re-opened or resolved an intent of the customer.
+    pub intent_touched: bool,
+    /// The call as it is now stored.
+    pub call: RecentCall,
+    /// The call was linked to this customer before the end (a repeated end).
+    pub already_linked: bool,
+}
+
+/// Rewrites the document of the customer an end linked its call to, inside the end's
+/// transaction: the stored document with the end's changes applied (the customer's row read
+/// again, the variables set, the call placed among the latest, the open intents read again
+/// if the end touched one). Where the stored document cannot tell the answer (none stored, a
+/// tie in end times, a call without an end time among the latest) it is rebuilt from the
+/// tables, as [`refresh`] does. Not for an end that merged customers or moved a call from
+/// another customer: those rebuild.
+pub(super) async fn after_end(
+    c: Conn<'_>,
+    tenant: TenantId,
+    id: i64,
+    change: EndChange<'_>,
+) -> Result<(), EngineError> {
+    match changed_by_end(c, tenant, id, change).await? {
+        Some(customer) => store(c, &customer, Replace::Always).await,
+        None => refresh(c, tenant, &[id]).await,
+    }
+}
+
+async fn changed_by_end(
+    c: Conn<'_>,
+    tenant: TenantId,
+    id: i64,
+    change: EndChange<'_>,
+) -> Result<Option<CachedCustomer>, EngineError> {
+    let Some(stored) = read(c, tenant, id).await? else {
+        return Ok(None);
+    };
+    let mut context = stored.context;
+    if !place_call(
+        &mut context.recent_calls,
+        change.call,
+        change.already_linked,
+    ) {
+        return Ok(None);
+    }
+    let Some(model) = find_customer(c, tenant, id).await? else {
+        return Ok(None);
+    };
+    for (name, value) in change.variables.iter() {
+        match value {
+            Some(v) => context
+                .variables
+                .insert(name.as_str().to_owned(), v.clone()),
+            None => context.variables.remove(name.as_str()),
+        };
+    }
+    if change.intent_touched {
+        context.open_intents = load_open_intents(c, id).await?;
+    }
+    context.call_count = model.call_count;
+    context.first_seen_at = model.first_seen_at;
+    context.last_seen_at = model.last_seen_at;
+    Ok(Some(CachedCustomer { model, context }))
+}
+
+/// Puts an ended call where the tables would list it among a customer's latest calls (ended
+/// time descending, then row id descending, at most [`RECENT_CALLS`]). `false` when the list
+/// cannot tell: it holds no row ids, so an equal end time (or a missing one, which the two
+/// databases order differently) needs the tables.
+fn place_call(latest: &mut Vec<RecentCall>, call: RecentCall, already_linked: bool) -> bool {
+    let full = latest.len() >= usize::try_from(RECENT_CALLS).unwrap_or(usize::MAX);
+    if let Some(i) = latest.iter().position(|k| k.call_id == call.call_id) {
+        // A repeated end keeps the call's end time, so its place.
+        if already_linked && latest[i].ended_at == call.ended_at {
+            latest[i] = call;
+            return true;
+        }
+        return false;
+    }
+    if already_linked {
+        // Linked before and not among the latest: older than all of them, and still is.
+        return full;
+    }
+    let Some(ended) = call.ended_at else {
+        return false;
+    };
+    if latest.iter().any(|k| k.ended_at.is_none_or(|t| t == ended)) {
+        return false;
+    }
+    let at = latest
+        .iter()
+        .position(|k| k.ended_at < Some(ended))
+        .unwrap_or(latest.len());
+    latest.insert(at, call);
+    latest.truncate(usize::try_from(RECENT_CALLS).unwrap_or(usize::MAX));
+    true
+}
+
 /// Stores a document read from the tables unless one was written meanwhile (see the module
 /// notes); a customer erased meanwhile makes the insert fail its foreign key, which is fine.
 pub(super) async fn fill(c: Conn<'_>, customer: &CachedCustomer) -> Result<(), EngineError> {
@@ -173,4 +277,107 @@ pub(super) async fn out_of_date(c: Conn<'_>, tenant: TenantId) -> Result<Vec<Str
         }
     }
     Ok(stale)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+
+    fn call(id: &str, ended_minute: Option<i64>) -> RecentCall {
+        let base = Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap();
+        RecentCall {
+            call_id: id.into(),
+            started_at: None,
+            ended_at: ended_minute.map(|m| base + Duration::minutes(m)),
+            intent: None,
+            intent_status: None,
+            summary: Some(format!("{id} {ended_minute:?}")),
+        }
+    }
+
+    fn ids(latest: &[RecentCall]) -> Vec<&str> {
+        latest.iter().map(|k| k.call_id.as_str()).collect()
+    }
+
+    /// `(latest as (id, minute), the end's call, already linked)` → the ids after, or `None`
+    /// where the document cannot tell.
+    #[test]
+    fn an_ended_call_goes_where_the_tables_would_list_it() {
+        type Case = (
+            &'static [(&'static str, i64)],
+            (&'static str, Option<i64>),
+            bool,
+        );
+        let cases: &[(Case, Option<&[&str]>)] = &[
+            // The newest call goes first; the list keeps five.
+            (
+                (&[("a", 5), ("b", 4)], ("n", Some(9)), false),
+                Some(&["n", "a", "b"]),
+            ),
+            (
+                (
+                    &[("a", 5), ("b", 4), ("c", 3), ("d", 2), ("e", 1)],
+                    ("n", Some(9)),
+                    false,
+                ),
+                Some(&["n", "a", "b", "c", "d"]),
+            ),
+            // An older one goes below the newer ones, or nowhere when five are newer.
+            (
+                (&[("a", 5), ("b", 1)], ("n", Some(3)), false),
+                Some(&["a", "n", "b"]),
+            ),
+            ((&[("a", 5)], ("n", Some(3)), false), Some(&["a", "n"])),
+            (
+                (
+                    &[("a", 5), ("b", 4), ("c", 3), ("d", 2), ("e", 1)],
+                    ("n", Some(0)),
+                    false,
+                ),
+                Some(&["a", "b", "c", "d", "e"]),
+            ),
+            // The same end time as a listed call: only row ids order them.
+            ((&[("a", 5), ("b", 3)], ("n", Some(3)), false), None),
+            // No end time.
+            ((&[("a", 5)], ("n", None), false), None),
+            // A repeated end of a listed call keeps its place.
+            (
+                (&[("a", 5), ("b", 3)], ("b", Some(3)), true),
+                Some(&["a", "b"]),
+            ),
+            // ...unless its end time differs from the listed one (the document is stale).
+            ((&[("a", 5), ("b", 3)], ("b", Some(4)), true), None),
+            // A listed call that was not linked (the document is stale).
+            ((&[("a", 5), ("b", 3)], ("b", Some(3)), false), None),
+            // A linked call that is not listed: older than five listed ones, and still is...
+            (
+                (
+                    &[("a", 5), ("b", 4), ("c", 3), ("d", 2), ("e", 1)],
+                    ("z", Some(0)),
+                    true,
+                ),
+                Some(&["a", "b", "c", "d", "e"]),
+            ),
+            // ...but with fewer than five listed it should have been there.
+            ((&[("a", 5)], ("z", Some(0)), true), None),
+        ];
+        for ((latest, (id, minute), linked), expected) in cases {
+            let mut list: Vec<RecentCall> = latest.iter().map(|(i, m)| call(i, Some(*m))).collect();
+            let placed = place_call(&mut list, call(id, *minute), *linked);
+            let got = placed.then(|| ids(&list));
+            assert_eq!(
+                got.as_deref(),
+                expected.map(|e| e.to_vec()).as_deref(),
+                "{latest:?} + {id} at {minute:?} (linked: {linked})"
+            );
+        }
+        // A repeated end replaces the listed call's other fields.
+        let mut list = vec![call("a", Some(5))];
+        let mut again = call("a", Some(5));
+        again.summary = Some("amended".into());
+        assert!(place_call(&mut list, again.clone(), true));
+        assert_eq!(list, vec![again]);
+    }
 }

@@ -17,7 +17,7 @@ use super::store::{
     CUSTOMER_COLUMNS, IdentityKey, customer_from_row, customers_by_id, find_call, find_customer,
     find_customer_by_ref, load_evidence, parse_variables,
 };
-use super::{EndOutcome, Engine, TenantId};
+use super::{EndOutcome, Engine, RecentCall, TenantId};
 use crate::commands::EndCall;
 use crate::domain::{Ani, CustomerRef, ExternalId, IntentStatus};
 use crate::entities::{call, customer, identity, intent};
@@ -307,9 +307,11 @@ pub(super) async fn end_call_in(
         (None, Some(_)) => Some(IntentStatus::Open.as_str().to_owned()),
         (None, None) => existing.as_ref().and_then(|c| c.intent_status.clone()),
     };
+    let mut intent_set = false;
     if let (Some(t), Some(name), Some(status)) = (&target, &intent_name, &intent_status)
         && (cmd.intent.is_some() || cmd.intent_status.is_some())
     {
+        intent_set = true;
         set_intent(
             tx,
             tenant,
@@ -387,7 +389,27 @@ pub(super) async fn end_call_in(
     .await?;
 
     let customers: Vec<i64> = target.iter().map(|t| t.id).chain(linked_before).collect();
-    context::refresh(tx, tenant, &customers).await?;
+    match &target {
+        // The usual end: its changes are applied to the customer's document.
+        Some(t) if merged_from.is_none() && linked_before.is_none_or(|b| b == t.id) => {
+            let change = context::EndChange {
+                variables: &cmd.variables,
+                intent_touched: intent_set,
+                call: RecentCall {
+                    call_id: cmd.call_id.as_str().to_owned(),
+                    started_at: existing.as_ref().and_then(|c| c.started_at),
+                    ended_at: Some(ended_at),
+                    intent: intent_name.clone(),
+                    intent_status: intent_status.clone(),
+                    summary: summary.clone(),
+                },
+                already_linked: linked_before == Some(t.id),
+            };
+            context::after_end(tx, tenant, t.id, change).await?;
+        }
+        // A merge or a moved call: both customers' documents are rebuilt.
+        _ => context::refresh(tx, tenant, &customers).await?,
+    }
     let touched = Touched {
         customers,
         identities,

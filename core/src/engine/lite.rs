@@ -37,7 +37,7 @@ use super::context;
 use super::end::{EndNumbers, end_call_in};
 use super::import::{ImportReport, ImportedCustomer, import_in};
 use super::sql::{Conn, LiteConn};
-use super::start::{Recorded, record_start};
+use super::start::{Recorded, after_conflict, insert_start};
 use super::{EndOutcome, TenantId};
 use crate::commands::EndCall;
 use crate::entities::call;
@@ -353,6 +353,7 @@ fn write_loop(
 /// What a job produced, held until the commit.
 enum Done {
     Start(
+        TenantId,
         oneshot::Sender<Result<Recorded, EngineError>>,
         Result<Recorded, EngineError>,
     ),
@@ -370,7 +371,7 @@ impl Done {
     fn fail(self, e: &EngineError) {
         let failed = || EngineError::Corrupt(format!("the batch was not committed: {e}"));
         match self {
-            Done::Start(reply, _) => {
+            Done::Start(_, reply, _) => {
                 let _ = reply.send(Err(failed()));
             }
             Done::End(reply, _) => {
@@ -402,7 +403,13 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
         if broken.is_some() {
             // The transaction is unusable: the rest fail with the batch.
             match job {
-                Job::Start { reply, .. } => done.push(Done::Start(reply, Err(writer_gone()))),
+                Job::Start { call, reply } => {
+                    done.push(Done::Start(
+                        TenantId(call.tenant_id),
+                        reply,
+                        Err(writer_gone()),
+                    ));
+                }
                 Job::End { reply, .. } => done.push(Done::End(reply, Err(writer_gone()))),
                 Job::Import { reply, .. } => {
                     done.push(Done::Import(reply, Err(writer_gone())));
@@ -412,10 +419,18 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
             continue;
         }
         match job {
-            // One statement (two after a conflict), each atomic: no savepoint needed.
+            // One statement, atomic: no savepoint unless the call id exists.
             Job::Start { call, reply } => {
-                let r = record_start(c, &call).await;
-                done.push(Done::Start(reply, r));
+                let r = match insert_start(c, &call).await {
+                    Ok(true) => Ok(Recorded::New),
+                    Ok(false) => {
+                        let (r, failure) = in_savepoint(c, after_conflict(c, &call)).await;
+                        broken = failure;
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+                done.push(Done::Start(TenantId(call.tenant_id), reply, r));
             }
             Job::End {
                 tenant,
@@ -459,7 +474,10 @@ async fn run_batch(c: Conn<'_>, jobs: Vec<Job>, caches: &Caches) {
     }
     for d in done {
         match d {
-            Done::Start(reply, r) => {
+            Done::Start(tenant, reply, r) => {
+                if let Ok(Recorded::AfterEnd(customer)) = &r {
+                    caches.written(tenant, &[*customer], &[]).await;
+                }
                 let _ = reply.send(r);
             }
             Done::End(reply, r) => {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::CachedCustomer;
 use super::context;
+use super::end::Touched;
 use super::sql::Conn;
 use super::store::{customers_by_id, evidence, find_call, identity_keys, load_links};
 use super::{Candidate, Engine, StartOutcome, TenantId};
@@ -46,13 +47,17 @@ pub(super) fn normalise_dnis(raw: &str, region: DefaultRegion) -> Option<String>
 pub(super) enum Recorded {
     /// This start is the call's first: its match is stored.
     New,
+    /// This start came after the call's end, which linked the call to this customer: the
+    /// match is stored and the customer's context document rewritten (the call's start time
+    /// is part of it), so their cached context is out of date.
+    AfterEnd(i64),
     /// A start of this call was recorded before (a retry): its match is replayed.
     Earlier(Box<call::Model>),
 }
 
-/// Inserts a start's call row unless its call id exists. If it does, the call is a retried
-/// start (reported as [`Recorded::Earlier`]) or its end came first (the match is added to it).
-pub(super) async fn record_start(c: Conn<'_>, row: &call::Model) -> Result<Recorded, EngineError> {
+/// Inserts a start's call row unless its call id exists (`false`): then [`after_conflict`]
+/// tells a retried start from a start that came after its call's end.
+pub(super) async fn insert_start(c: Conn<'_>, row: &call::Model) -> Result<bool, EngineError> {
     let inserted = c
         .execute(
             "INSERT INTO calls (tenant_id, call_id, platform, ani, ani_withheld, dnis, \
@@ -88,13 +93,12 @@ pub(super) async fn record_start(c: Conn<'_>, row: &call::Model) -> Result<Recor
             ],
         )
         .await?;
-    if inserted == 1 {
-        return Ok(Recorded::New);
-    }
-    after_conflict(c, row).await
+    Ok(inserted == 1)
 }
 
-/// A start whose call id exists: replay a retried start, or add the match to an ended call.
+/// A start whose call id exists: replay a retried start, or add the match to an ended call
+/// (and rewrite the document of the customer the end linked it to). Several statements: the
+/// caller runs it atomically.
 pub(super) async fn after_conflict(
     c: Conn<'_>,
     row: &call::Model,
@@ -122,7 +126,13 @@ pub(super) async fn after_conflict(
         ],
     )
     .await?;
-    Ok(Recorded::New)
+    Ok(match existing.customer_id {
+        Some(customer) => {
+            context::refresh(c, TenantId(row.tenant_id), &[customer]).await?;
+            Recorded::AfterEnd(customer)
+        }
+        None => Recorded::New,
+    })
 }
 
 impl Engine {
@@ -195,13 +205,21 @@ impl Engine {
                 if self.call_writer.insert(&row).await? {
                     Recorded::New
                 } else {
-                    let _writer = self.writes.lock().await;
-                    after_conflict(Conn::Pool(&self.db), &row).await?
+                    let (_writer, tx) = self.begin_write(tenant).await?;
+                    let recorded = after_conflict(Conn::Tx(&tx), &row).await?;
+                    let touched = match &recorded {
+                        Recorded::AfterEnd(customer) => {
+                            Touched::some(tenant, vec![*customer], Vec::new())
+                        }
+                        _ => Touched::some(tenant, Vec::new(), Vec::new()),
+                    };
+                    self.commit(tx, touched).await?;
+                    recorded
                 }
             }
         };
         match recorded {
-            Recorded::New => {
+            Recorded::New | Recorded::AfterEnd(_) => {
                 self.outcome(tenant, cmd.call_id.as_str().to_owned(), found)
                     .await
             }

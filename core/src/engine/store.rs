@@ -331,6 +331,30 @@ pub(super) async fn load_context(
     })
 }
 
+/// A customer's open intents as a context shows them (the same order and limit as
+/// [`load_context`]).
+pub(super) async fn load_open_intents(
+    c: Conn<'_>,
+    customer_id: i64,
+) -> Result<Vec<OpenIntent>, EngineError> {
+    c.query(
+        &format!(
+            "SELECT intent, last_call_id, opened_at FROM intents \
+             WHERE customer_id = $1 AND status = 'open' \
+             ORDER BY updated_at DESC, id ASC LIMIT {OPEN_INTENTS}"
+        ),
+        &[customer_id.into()],
+        |r| {
+            Ok(OpenIntent {
+                intent: r.text_req(0)?,
+                last_call_id: r.text(1)?,
+                opened_at: r.time(2)?.unwrap_or_else(crate::now),
+            })
+        },
+    )
+    .await
+}
+
 /// A stored call with its customer references resolved.
 pub(super) async fn call_record(
     c: Conn<'_>,
