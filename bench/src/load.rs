@@ -175,6 +175,8 @@ pub struct Measured {
     pub first_error: Option<String>,
     /// CPU time the server spent during the run (all its threads), when readable.
     pub server_cpu: Option<Duration>,
+    /// Bytes the server read from storage (not the page cache) during the run, when readable.
+    pub storage_reads: Option<u64>,
 }
 
 impl Measured {
@@ -189,6 +191,12 @@ impl Measured {
         let cpu = self.server_cpu?;
         (self.ok + self.errors > 0)
             .then(|| cpu.as_secs_f64() * 1e6 / (self.ok + self.errors) as f64)
+    }
+
+    /// Storage reads per answered request, in KB: 0 when the database was in the page cache.
+    pub fn storage_kb_per_request(&self) -> Option<f64> {
+        let bytes = self.storage_reads?;
+        (self.ok + self.errors > 0).then(|| bytes as f64 / 1e3 / (self.ok + self.errors) as f64)
     }
 }
 
@@ -276,6 +284,7 @@ pub async fn run(
         latency,
         first_error,
         server_cpu: None,
+        storage_reads: None,
     }
 }
 

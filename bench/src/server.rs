@@ -79,6 +79,14 @@ impl Server {
         Some(std::time::Duration::from_nanos(ns))
     }
 
+    /// Bytes the server has read from storage so far (`read_bytes` of `/proc/PID/io`: reads
+    /// the page cache answered are not counted).
+    pub fn storage_reads(&self) -> Option<u64> {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).ok()?;
+        let line = io.lines().find(|l| l.starts_with("read_bytes:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     pub fn peak_rss(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
