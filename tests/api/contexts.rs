@@ -259,6 +259,15 @@ async fn an_end_applies_its_changes_to_the_document_in_every_order(app: TestApp)
         // A new customer, by name, and by number only (a provisional one).
         json!({"call_id": "e3", "customer_ref": "fresh", "identity_hints": {"ani": "+14155550188"}}),
         json!({"call_id": "e4", "customer_ref": "fresh", "variables": {"a": [1, 2.5, "x"]}}),
+        // Intents of a customer who had none: opened, one resolved from the middle, the
+        // oldest touched again (it moves first), a resolved one opened again.
+        json!({"call_id": "f1", "customer_ref": "fresh", "intent": "a1"}),
+        json!({"call_id": "f2", "customer_ref": "fresh", "intent": "a2"}),
+        json!({"call_id": "f3", "customer_ref": "fresh", "intent": "a3"}),
+        json!({"call_id": "f4", "customer_ref": "fresh", "intent": "a2", "intent_status": "resolved"}),
+        json!({"call_id": "f5", "customer_ref": "fresh", "intent": "a1"}),
+        json!({"call_id": "f6", "customer_ref": "fresh", "intent": "a2"}),
+        json!({"call_id": "f7", "customer_ref": "fresh", "intent": "a2", "intent_status": "resolved"}),
         json!({"call_id": "e5", "identity_hints": {"ani": "+14155550199"}, "summary": "who?"}),
         json!({"call_id": "e6", "identity_hints": {"ani": "+14155550199"}, "summary": "again"}),
     ];

@@ -24,6 +24,10 @@ use crate::scoring::IdentityLink;
 pub(super) struct CachedCustomer {
     pub model: customer::Model,
     pub context: CustomerContext,
+    /// When the first of `context.open_intents` was last touched (they are ordered by that
+    /// time): an end that opens an intent later than it can put it first without reading the
+    /// others back.
+    pub newest_open_intent: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 type IdentityCacheKey = (i64, &'static str, String);

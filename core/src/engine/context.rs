@@ -23,14 +23,15 @@ use serde::{Deserialize, Serialize};
 use super::cache::CachedCustomer;
 use super::sql::Conn;
 use super::store::{find_customer, load_context, load_open_intents};
-use super::{CustomerContext, RECENT_CALLS, RecentCall, TenantId};
+use super::{CustomerContext, OPEN_INTENTS, OpenIntent, RECENT_CALLS, RecentCall, TenantId};
 use crate::commands::VariableChanges;
-use crate::entities::customer;
+use crate::domain::IntentStatus;
+use crate::entities::{customer, intent};
 use crate::error::EngineError;
 
 /// The document's shape. Bump it when [`CustomerContext`] or what it selects changes (how many
 /// recent calls, say): older documents are then read as missing and rebuilt.
-pub(super) const FORMAT: i64 = 1;
+pub(super) const FORMAT: i64 = 2;
 
 /// What the document stores beyond the context (the customer's id and tenant are its key).
 #[derive(Serialize, Deserialize)]
@@ -40,6 +41,8 @@ struct Document {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     context: CustomerContext,
+    /// See [`CachedCustomer::newest_open_intent`] (format 2).
+    newest_open_intent: Option<DateTime<Utc>>,
 }
 
 /// A customer's document as stored.
@@ -50,6 +53,7 @@ pub(super) fn document_for(c: &CachedCustomer) -> Result<String, EngineError> {
         created_at: c.model.created_at,
         updated_at: c.model.updated_at,
         context: c.context.clone(),
+        newest_open_intent: c.newest_open_intent,
     })?)
 }
 
@@ -68,6 +72,7 @@ fn decode(id: i64, tenant: TenantId, body: &str) -> Result<CachedCustomer, Engin
             updated_at: d.updated_at,
         },
         context: d.context,
+        newest_open_intent: d.newest_open_intent,
     })
 }
 
@@ -97,8 +102,12 @@ pub(super) async fn build(
     let Some(model) = find_customer(c, tenant, id).await? else {
         return Ok(None);
     };
-    let context = load_context(c, &model).await?;
-    Ok(Some(CachedCustomer { model, context }))
+    let (context, newest_open_intent) = load_context(c, &model).await?;
+    Ok(Some(CachedCustomer {
+        model,
+        context,
+        newest_open_intent,
+    }))
 }
 
 /// Rewrites the documents of these customers from the tables, inside the caller's write
@@ -121,8 +130,8 @@ pub(super) async fn refresh(c: Conn<'_>, tenant: TenantId, ids: &[i64]) -> Resul
 pub(super) struct EndChange<'a> {
     /// The variables it set or removed.
     pub variables: &'a VariableChanges,
-    /// It opened, re-opened or resolved an intent of the customer.
-    pub intent_touched: bool,
+    /// The intent it opened, re-opened or resolved, as now stored.
+    pub intent: Option<intent::Model>,
     /// The call as it is now stored.
     pub call: RecentCall,
     /// The call was linked to this customer before the end (a repeated end).
@@ -131,10 +140,11 @@ pub(super) struct EndChange<'a> {
 
 /// Rewrites the document of the customer an end linked its call to, inside the end's
 /// transaction: the stored document with the end's changes applied (the customer's row read
-/// again, the variables set, the call placed among the latest, the open intents read again
-/// if the end touched one). Where the stored document cannot tell the answer (none stored, a
-/// tie in end times, a call without an end time among the latest) it is rebuilt from the
-/// tables, as [`refresh`] does. Not for an end that merged customers or moved a call from
+/// again, the variables set, the call placed among the latest, the intent it touched placed
+/// among the open ones). Where the stored document cannot tell the answer (none stored, a tie
+/// in end times, a call without an end time among the latest) it is rebuilt from the tables,
+/// as [`refresh`] does; the open intents alone are read back when an intent left a full list
+/// or was not touched after every other. Not for an end that merged customers or moved a call from
 /// another customer: those rebuild.
 pub(super) async fn after_end(
     c: Conn<'_>,
@@ -158,6 +168,7 @@ async fn changed_by_end(
         return Ok(None);
     };
     let mut context = stored.context;
+    let mut newest_open_intent = stored.newest_open_intent;
     if !place_call(
         &mut context.recent_calls,
         change.call,
@@ -176,13 +187,65 @@ async fn changed_by_end(
             None => context.variables.remove(name.as_str()),
         };
     }
-    if change.intent_touched {
-        context.open_intents = load_open_intents(c, id).await?;
+    if let Some(touched) = &change.intent
+        && !place_intent(&mut context.open_intents, &mut newest_open_intent, touched)
+    {
+        (context.open_intents, newest_open_intent) = load_open_intents(c, id).await?;
     }
     context.call_count = model.call_count;
     context.first_seen_at = model.first_seen_at;
     context.last_seen_at = model.last_seen_at;
-    Ok(Some(CachedCustomer { model, context }))
+    Ok(Some(CachedCustomer {
+        model,
+        context,
+        newest_open_intent,
+    }))
+}
+
+/// Puts an intent an end touched where the tables would list it among the open ones (last
+/// touched first, at most [`OPEN_INTENTS`]). `false` when the list cannot tell: an intent
+/// opened no later than the newest listed one (they are ordered by time, then row id), or a
+/// listed one resolved from a full list (the next one is not in it) or from its head (the
+/// next one's time is not known).
+fn place_intent(
+    open: &mut Vec<OpenIntent>,
+    newest: &mut Option<DateTime<Utc>>,
+    touched: &intent::Model,
+) -> bool {
+    let max = usize::try_from(OPEN_INTENTS).unwrap_or(usize::MAX);
+    let listed = open.iter().position(|i| i.intent == touched.intent);
+    if touched.status == IntentStatus::Open.as_str() {
+        let first = match *newest {
+            Some(t) => touched.updated_at > t,
+            None => open.is_empty(),
+        };
+        if !first {
+            return false;
+        }
+        if let Some(i) = listed {
+            open.remove(i);
+        }
+        open.insert(
+            0,
+            OpenIntent {
+                intent: touched.intent.clone(),
+                opened_at: touched.opened_at,
+                last_call_id: touched.last_call_id.clone(),
+            },
+        );
+        open.truncate(max);
+        *newest = Some(touched.updated_at);
+        return true;
+    }
+    match listed {
+        // Not open before, or older than every listed one: the list stays.
+        None => true,
+        Some(i) if i > 0 && open.len() < max => {
+            open.remove(i);
+            true
+        }
+        Some(_) => false,
+    }
 }
 
 /// Puts an ended call where the tables would list it among a customer's latest calls (ended
@@ -379,5 +442,96 @@ mod tests {
         again.summary = Some("amended".into());
         assert!(place_call(&mut list, again.clone(), true));
         assert_eq!(list, vec![again]);
+    }
+
+    fn intent(name: &str, status: &str, minute: i64) -> intent::Model {
+        let at = Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap() + Duration::minutes(minute);
+        intent::Model {
+            id: 1,
+            tenant_id: 1,
+            customer_id: 1,
+            intent: name.into(),
+            status: status.into(),
+            opened_at: at,
+            updated_at: at,
+            resolved_at: None,
+            last_call_id: Some("c".into()),
+        }
+    }
+
+    /// `(listed names, newest minute, touched (name, status, minute))` → names after and the
+    /// newest minute, or `None` where the open intents must be read back.
+    #[test]
+    fn a_touched_intent_goes_where_the_tables_would_list_it() {
+        type Case<'a> = (&'a [&'a str], Option<i64>, (&'a str, &'a str, i64));
+        type Expected<'a> = Option<(Vec<&'a str>, Option<i64>)>;
+        let full: Vec<String> = (0..20).map(|n| format!("t{n}")).collect();
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let mut cases: Vec<(Case, Expected)> = vec![
+            // Opened after every other: first.
+            ((&[], None, ("a", "open", 5)), Some((vec!["a"], Some(5)))),
+            (
+                (&["b", "c"], Some(3), ("a", "open", 5)),
+                Some((vec!["a", "b", "c"], Some(5))),
+            ),
+            (
+                (&["b", "a"], Some(3), ("a", "open", 5)),
+                Some((vec!["a", "b"], Some(5))),
+            ),
+            // Not after the newest (a clock behind, or the same instant): read back.
+            ((&["b"], Some(5), ("a", "open", 5)), None),
+            ((&["b"], Some(7), ("a", "open", 5)), None),
+            // An inconsistent document: read back.
+            ((&["b"], None, ("a", "open", 5)), None),
+            // Resolved: dropped from the middle or the end of a short list...
+            (
+                (&["a", "b", "c"], Some(3), ("b", "resolved", 9)),
+                Some((vec!["a", "c"], Some(3))),
+            ),
+            // ...not from its head (the next one's time is unknown)...
+            ((&["a", "b"], Some(3), ("a", "resolved", 9)), None),
+            // ...and not listed: nothing changes.
+            (
+                (&["a"], Some(3), ("z", "resolved", 9)),
+                Some((vec!["a"], Some(3))),
+            ),
+        ];
+        // A full list: the oldest falls off when one is opened; resolving a listed one needs
+        // the next one, which it does not hold.
+        let mut opened: Vec<&str> = vec!["new"];
+        opened.extend(&full[..19]);
+        cases.push((
+            (&full, Some(3), ("new", "open", 5)),
+            Some((opened, Some(5))),
+        ));
+        cases.push(((&full, Some(3), ("t7", "resolved", 5)), None));
+        for ((listed, newest, (name, status, minute)), expected) in cases {
+            let mut open: Vec<OpenIntent> = listed
+                .iter()
+                .map(|n| OpenIntent {
+                    intent: (*n).into(),
+                    opened_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+                    last_call_id: None,
+                })
+                .collect();
+            let base = Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap();
+            let mut at = newest.map(|m| base + Duration::minutes(m));
+            let touched = intent(name, status, minute);
+            let placed = place_intent(&mut open, &mut at, &touched);
+            let got = placed.then(|| {
+                (
+                    open.iter().map(|i| i.intent.as_str()).collect::<Vec<_>>(),
+                    at.map(|t| (t - base).num_minutes()),
+                )
+            });
+            assert_eq!(
+                got, expected,
+                "{listed:?} newest {newest:?} + {name} {status} at {minute}"
+            );
+            if placed && status == "open" {
+                assert_eq!(open[0].opened_at, touched.opened_at);
+                assert_eq!(open[0].last_call_id, touched.last_call_id);
+            }
+        }
     }
 }

@@ -307,21 +307,22 @@ pub(super) async fn end_call_in(
         (None, Some(_)) => Some(IntentStatus::Open.as_str().to_owned()),
         (None, None) => existing.as_ref().and_then(|c| c.intent_status.clone()),
     };
-    let mut intent_set = false;
+    let mut intent_set = None;
     if let (Some(t), Some(name), Some(status)) = (&target, &intent_name, &intent_status)
         && (cmd.intent.is_some() || cmd.intent_status.is_some())
     {
-        intent_set = true;
-        set_intent(
-            tx,
-            tenant,
-            t.id,
-            name,
-            status,
-            Some(cmd.call_id.as_str()),
-            now,
-        )
-        .await?;
+        intent_set = Some(
+            set_intent(
+                tx,
+                tenant,
+                t.id,
+                name,
+                status,
+                Some(cmd.call_id.as_str()),
+                now,
+            )
+            .await?,
+        );
     }
 
     // The call itself.
@@ -394,7 +395,7 @@ pub(super) async fn end_call_in(
         Some(t) if merged_from.is_none() && linked_before.is_none_or(|b| b == t.id) => {
             let change = context::EndChange {
                 variables: &cmd.variables,
-                intent_touched: intent_set,
+                intent: intent_set,
                 call: RecentCall {
                     call_id: cmd.call_id.as_str().to_owned(),
                     started_at: existing.as_ref().and_then(|c| c.started_at),

@@ -165,10 +165,7 @@ fn batch_rows(
             created_at: now,
             updated_at: now,
         };
-        let document = context::document_for(&CachedCustomer {
-            context: imported_context(&c, &model, now),
-            model: model.clone(),
-        })?;
+        let document = context::document_for(&imported_document(&c, model.clone(), now))?;
         out.customers.push((model, document));
         for ident in &c.identities {
             let (kind, value) = match ident {
@@ -421,17 +418,17 @@ pub(super) async fn import_in(
 
 /// The context of a customer the import creates, as `load_context` would read it from the
 /// rows written here (a test checks that they agree).
-fn imported_context(
+fn imported_document(
     c: &ImportedCustomer,
-    model: &customer::Model,
+    model: customer::Model,
     now: DateTime<Utc>,
-) -> CustomerContext {
+) -> CachedCustomer {
     let last = c.calls.last();
     let touched = last.map_or(now, |k| k.ended_at);
     let mut ended: Vec<(usize, &ImportedCall)> = c.calls.iter().enumerate().collect();
     // Latest end first, then the latest written (the row id).
     ended.sort_by(|(i, x), (j, y)| y.ended_at.cmp(&x.ended_at).then(j.cmp(i)));
-    CustomerContext {
+    let context = CustomerContext {
         variables: c.variables.clone(),
         open_intents: c
             .open_intents
@@ -458,6 +455,12 @@ fn imported_context(
         call_count: model.call_count,
         first_seen_at: model.first_seen_at,
         last_seen_at: model.last_seen_at,
+    };
+    CachedCustomer {
+        model,
+        context,
+        // Every imported intent was last touched with the customer's last call.
+        newest_open_intent: (!c.open_intents.is_empty()).then_some(touched),
     }
 }
 

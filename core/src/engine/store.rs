@@ -249,10 +249,11 @@ pub(super) fn parse_variables(text: &str) -> Result<BTreeMap<String, Value>, Eng
 /// indexed selects joined by `UNION ALL` into rows of one shape (`kind`, two texts, two
 /// more texts, two times, the row id). One statement instead of three matters: each
 /// statement is a hand-off to the database driver's thread, which costs more than the reads.
+/// Also returns when the first open intent was last touched.
 pub(super) async fn load_context(
     c: Conn<'_>,
     customer: &customer::Model,
-) -> Result<CustomerContext, EngineError> {
+) -> Result<(CustomerContext, Option<DateTime<Utc>>), EngineError> {
     let sql = format!(
         "SELECT 'v' AS kind, name AS a, value AS b, NULL AS c, NULL AS d, updated_at AS t1, NULL AS t2, id AS n \
          FROM variables WHERE customer_id = $1 \
@@ -321,14 +322,16 @@ pub(super) async fn load_context(
     // UNION ALL keeps no order across its parts: restore each part's.
     intents.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
     calls.sort_by(|x, y| y.0.cmp(&x.0).then(y.1.cmp(&x.1)));
-    Ok(CustomerContext {
+    let newest_open_intent = intents.first().and_then(|(t, _, _)| *t);
+    let context = CustomerContext {
         variables,
         open_intents: intents.into_iter().map(|(_, _, i)| i).collect(),
         recent_calls: calls.into_iter().map(|(_, _, k)| k).collect(),
         call_count: customer.call_count,
         first_seen_at: customer.first_seen_at,
         last_seen_at: customer.last_seen_at,
-    })
+    };
+    Ok((context, newest_open_intent))
 }
 
 /// A customer's open intents as a context shows them (the same order and limit as
@@ -336,23 +339,29 @@ pub(super) async fn load_context(
 pub(super) async fn load_open_intents(
     c: Conn<'_>,
     customer_id: i64,
-) -> Result<Vec<OpenIntent>, EngineError> {
-    c.query(
-        &format!(
-            "SELECT intent, last_call_id, opened_at FROM intents \
+) -> Result<(Vec<OpenIntent>, Option<DateTime<Utc>>), EngineError> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT intent, last_call_id, opened_at, updated_at FROM intents \
              WHERE customer_id = $1 AND status = 'open' \
              ORDER BY updated_at DESC, id ASC LIMIT {OPEN_INTENTS}"
-        ),
-        &[customer_id.into()],
-        |r| {
-            Ok(OpenIntent {
-                intent: r.text_req(0)?,
-                last_call_id: r.text(1)?,
-                opened_at: r.time(2)?.unwrap_or_else(crate::now),
-            })
-        },
-    )
-    .await
+            ),
+            &[customer_id.into()],
+            |r| {
+                Ok((
+                    OpenIntent {
+                        intent: r.text_req(0)?,
+                        last_call_id: r.text(1)?,
+                        opened_at: r.time(2)?.unwrap_or_else(crate::now),
+                    },
+                    r.time(3)?,
+                ))
+            },
+        )
+        .await?;
+    let newest = rows.first().and_then(|(_, t)| *t);
+    Ok((rows.into_iter().map(|(i, _)| i).collect(), newest))
 }
 
 /// A stored call with its customer references resolved.
