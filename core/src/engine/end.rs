@@ -12,13 +12,13 @@ use serde_json::Value;
 
 use super::cache::Caches;
 use super::context;
-use super::sql::{Conn, Row};
+use super::sql::{Arg, Conn, Row};
 use super::store::{
     CUSTOMER_COLUMNS, IdentityKey, customer_from_row, customers_by_id, find_call, find_customer,
     find_customer_by_ref, load_evidence, parse_variables,
 };
 use super::{EndOutcome, Engine, RecentCall, TenantId};
-use crate::commands::EndCall;
+use crate::commands::{EndCall, VariableChanges};
 use crate::domain::{Ani, CustomerRef, ExternalId, IntentStatus};
 use crate::entities::{call, customer, identity, intent};
 use crate::error::{EngineError, FieldError};
@@ -284,9 +284,7 @@ pub(super) async fn end_call_in(
                 .await?;
             }
         }
-        for (name, value) in cmd.variables.iter() {
-            set_variable(tx, tenant, t.id, name.as_str(), value, now).await?;
-        }
+        set_variables(tx, tenant, t.id, &cmd.variables, now).await?;
     }
 
     // Intent: named at this end, or the call's own when only a status is given.
@@ -478,39 +476,58 @@ async fn link_identity(
     Ok(())
 }
 
-/// Saves (or with `None`, removes) one variable of a customer.
-async fn set_variable(
+/// Saves the variables given a value and removes those given `null`: one statement each
+/// (at most [`crate::commands::MAX_VARIABLES`] rows), not one per variable, since every
+/// statement of an end runs on the one writer thread.
+async fn set_variables(
     c: Conn<'_>,
     tenant: TenantId,
     customer_id: i64,
-    name: &str,
-    value: Option<&Value>,
+    changes: &VariableChanges,
     now: DateTime<Utc>,
 ) -> Result<(), EngineError> {
-    match value {
-        Some(v) => {
-            let json = serde_json::to_string(v)?;
-            c.execute(
-                "INSERT INTO variables (tenant_id, customer_id, name, value, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, name) DO UPDATE SET \
-                 value = excluded.value, updated_at = excluded.updated_at",
-                &[
-                    tenant.0.into(),
-                    customer_id.into(),
-                    name.into(),
-                    (&json).into(),
-                    now.into(),
-                ],
-            )
-            .await?;
+    let mut saved: Vec<(&str, String)> = Vec::new();
+    let mut removed: Vec<&str> = Vec::new();
+    for (name, value) in changes.iter() {
+        match value {
+            Some(v) => saved.push((name.as_str(), serde_json::to_string(v)?)),
+            None => removed.push(name.as_str()),
         }
-        None => {
-            c.execute(
-                "DELETE FROM variables WHERE customer_id = $1 AND name = $2",
-                &[customer_id.into(), name.into()],
-            )
-            .await?;
+    }
+    if !saved.is_empty() {
+        let mut sql = String::from(
+            "INSERT INTO variables (tenant_id, customer_id, name, value, updated_at) VALUES ",
+        );
+        let mut args: Vec<Arg<'_>> = vec![tenant.0.into(), customer_id.into(), now.into()];
+        for (i, (name, json)) in saved.iter().enumerate() {
+            let n = args.len();
+            sql.push_str(&format!(
+                "{}($1, $2, ${}, ${}, $3)",
+                if i == 0 { "" } else { ", " },
+                n + 1,
+                n + 2
+            ));
+            args.push((*name).into());
+            args.push(json.as_str().into());
         }
+        sql.push_str(
+            " ON CONFLICT (customer_id, name) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at",
+        );
+        c.execute(&sql, &args).await?;
+    }
+    if !removed.is_empty() {
+        let list: Vec<String> = (0..removed.len()).map(|i| format!("${}", i + 2)).collect();
+        let mut args: Vec<Arg<'_>> = vec![customer_id.into()];
+        args.extend(removed.iter().map(|name| Arg::from(*name)));
+        c.execute(
+            &format!(
+                "DELETE FROM variables WHERE customer_id = $1 AND name IN ({})",
+                list.join(", ")
+            ),
+            &args,
+        )
+        .await?;
     }
     Ok(())
 }
