@@ -3,13 +3,19 @@
 //! fields are rejected where the type says `deny_unknown_fields`, and every error names the
 //! field by its path. The OpenAPI schema still comes from the type's poem-openapi `Object`.
 //! Bodies are read with a hard limit ([`MAX_BODY_BYTES`]) whatever `Content-Length` says.
+//!
+//! `DirectJson<T>`: a JSON answer written by serde straight from `T`, with `T`'s OpenAPI
+//! schema, for the answers sent on every call.
 
+use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
-use poem::{Request, RequestBody};
-use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
+use poem::{IntoResponse, Request, RequestBody, Response};
+use poem_openapi::payload::{Json, Payload};
+use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde::de::DeserializeOwned;
+use serde::{Serialize, Serializer};
 
 use crate::error::ApiError;
 
@@ -154,6 +160,70 @@ impl<'a, T: Type + DeserializeOwned + Send> ApiExtractor<'a> for StrictJson<T> {
     ) -> poem::Result<Self> {
         let bytes = read_body(body.take()?).await?;
         Ok(Self(parse(&bytes)?))
+    }
+}
+
+/// A JSON answer written by serde straight from `T`, described in the OpenAPI document by
+/// `T`'s schema, like poem-openapi's `Json<T>`. `Json<T>` first builds a `serde_json::Value`
+/// tree (every string copied, every object a map) and then writes that: for the call-start
+/// answer, sent on every call, the tree was ~8% of a start's CPU. `T`'s `Serialize` must
+/// write exactly what its `ToJSON` writes (timestamps through [`rfc3339`]); each type sent
+/// this way has a test comparing the two byte for byte.
+pub struct DirectJson<T>(pub T);
+
+impl<T: Type> Payload for DirectJson<T> {
+    const CONTENT_TYPE: &'static str = <Json<T> as Payload>::CONTENT_TYPE;
+
+    fn check_content_type(content_type: &str) -> bool {
+        <Json<T> as Payload>::check_content_type(content_type)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Type + Serialize> IntoResponse for DirectJson<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => Response::builder()
+                .content_type(<Self as Payload>::CONTENT_TYPE)
+                .body(body),
+            // Only a map with non-string keys or a failing `Serialize` gets here: a bug.
+            Err(e) => {
+                tracing::error!(error = %e, "an answer could not be written as JSON");
+                poem::error::ResponseError::as_response(&ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the answer could not be written",
+                ))
+            }
+        }
+    }
+}
+
+/// A timestamp as poem-openapi writes it (`to_rfc3339`: `+00:00`, not serde's `Z`).
+///
+/// # Errors
+/// Those of the serializer.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes a reference
+pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339())
+}
+
+/// An optional timestamp as poem-openapi writes it (`null` when absent).
+///
+/// # Errors
+/// Those of the serializer.
+#[allow(clippy::ref_option)] // serde's `serialize_with` passes a reference
+pub fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sticky_core::commands::{EndCall, StartCall, VariableChanges, parse_summary};
 use sticky_core::domain::{CallId, CustomerRef, IntentName, IntentStatus, Platform};
@@ -16,7 +16,7 @@ use super::ApiTags;
 use super::shared::{ActionDto, BandDto, CallDto, ContextDto, IdentityHintsDto, SignalDto};
 use crate::auth::ApiKeyAuth;
 use crate::error::ApiError;
-use crate::json::StrictJson;
+use crate::json::{DirectJson, StrictJson};
 use crate::state::AppState;
 
 /// A call is starting: who is it?
@@ -57,7 +57,7 @@ impl TryFrom<StartCallRequest> for StartCall {
 }
 
 /// Another customer the caller could be.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "snake_case")]
 pub struct CandidateDto {
     /// Their reference.
@@ -67,7 +67,7 @@ pub struct CandidateDto {
 }
 
 /// Who is probably calling, how sure we are, why, and what we remember.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "snake_case")]
 pub struct StartCallResponse {
     /// The call id, echoed.
@@ -195,9 +195,10 @@ impl From<EndOutcome> for EndCallResponse {
 
 #[derive(ApiResponse)]
 enum StartResponse {
-    /// The caller, resolved (a low band is a normal answer).
+    /// The caller, resolved (a low band is a normal answer). Written by serde directly: the
+    /// answer to every call (see `json::DirectJson`).
     #[oai(status = 200)]
-    Ok(Json<StartCallResponse>),
+    Ok(DirectJson<StartCallResponse>),
 }
 
 #[derive(ApiResponse)]
@@ -234,7 +235,7 @@ impl CallsApi {
     ) -> Result<StartResponse, ApiError> {
         let cmd = StartCall::try_from(body.0)?;
         let outcome = self.state.engine.start_call(auth.0.tenant, cmd).await?;
-        Ok(StartResponse::Ok(Json(outcome.into())))
+        Ok(StartResponse::Ok(DirectJson(outcome.into())))
     }
 
     /// End a call: remember what happened.
@@ -264,5 +265,151 @@ impl CallsApi {
         let call_id = parse_call_id(&call_id.0)?;
         let call = self.state.engine.get_call(auth.0.tenant, &call_id).await?;
         Ok(GetCallResponse::Ok(Json(call.into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone, Utc};
+    use poem::IntoResponse;
+    use poem_openapi::types::ToJSON;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::shared::{OpenIntentDto, RecentCallDto};
+
+    fn signal(name: &str, contribution: f64) -> SignalDto {
+        SignalDto {
+            signal: name.to_owned(),
+            contribution,
+            detail: "number seen on 3 calls, the last \"today\"".to_owned(),
+        }
+    }
+
+    /// Answers covering every field, both values of each option and every band.
+    fn answers() -> Vec<StartCallResponse> {
+        let whole = Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap();
+        let fraction = whole + Duration::nanoseconds(123_456_789);
+        let micros = whole - Duration::days(400) + Duration::microseconds(5);
+        let mut variables = BTreeMap::new();
+        variables.insert("name".to_owned(), json!("Zoë \"Z\" O'Brien\n\t✓"));
+        variables.insert("balance".to_owned(), json!(-12.5));
+        variables.insert("visits".to_owned(), json!(7));
+        variables.insert("vip".to_owned(), json!(true));
+        variables.insert("cleared".to_owned(), Value::Null);
+        variables.insert(
+            "order".to_owned(),
+            json!({"zeta": [1, 2.25, "x"], "alpha": {"b": null, "a": false}}),
+        );
+        let context = ContextDto {
+            variables,
+            open_intents: vec![
+                OpenIntentDto {
+                    intent: "refund_request".to_owned(),
+                    opened_at: fraction,
+                    last_call_id: Some("CA01".to_owned()),
+                },
+                OpenIntentDto {
+                    intent: "callback".to_owned(),
+                    opened_at: whole,
+                    last_call_id: None,
+                },
+            ],
+            recent_calls: vec![
+                RecentCallDto {
+                    call_id: "CA01".to_owned(),
+                    started_at: Some(micros),
+                    ended_at: Some(fraction),
+                    intent: Some("refund_request".to_owned()),
+                    intent_status: Some("open".to_owned()),
+                    summary: Some("Asked about the invoice; callback promised.".to_owned()),
+                },
+                RecentCallDto {
+                    call_id: "CA00".to_owned(),
+                    started_at: None,
+                    ended_at: None,
+                    intent: None,
+                    intent_status: None,
+                    summary: None,
+                },
+            ],
+            call_count: 3,
+            first_seen_at: Some(micros),
+            last_seen_at: Some(whole),
+        };
+        let empty = ContextDto {
+            variables: BTreeMap::new(),
+            open_intents: Vec::new(),
+            recent_calls: Vec::new(),
+            call_count: 0,
+            first_seen_at: None,
+            last_seen_at: None,
+        };
+        vec![
+            StartCallResponse {
+                call_id: "CA02".to_owned(),
+                customer_ref: Some("crm-42".to_owned()),
+                confidence: 0.1 + 0.2 + 0.6,
+                band: BandDto::High,
+                recommended_action: ActionDto::Greet,
+                signals: vec![signal("ani_match", 0.7), signal("crm_id_conflict", -0.25)],
+                candidates: Vec::new(),
+                context: Some(context),
+            },
+            StartCallResponse {
+                call_id: "CA03".to_owned(),
+                customer_ref: Some("prov-1".to_owned()),
+                confidence: 0.55,
+                band: BandDto::Medium,
+                recommended_action: ActionDto::Verify,
+                signals: vec![signal("shared_number", 0.0)],
+                candidates: vec![CandidateDto {
+                    customer_ref: "crm-43".to_owned(),
+                    confidence: 1e-7,
+                }],
+                context: Some(empty),
+            },
+            StartCallResponse {
+                call_id: "CA04".to_owned(),
+                customer_ref: None,
+                confidence: 0.0,
+                band: BandDto::Low,
+                recommended_action: ActionDto::TreatAsNew,
+                signals: Vec::new(),
+                candidates: Vec::new(),
+                context: None,
+            },
+        ]
+    }
+
+    /// The start answer is written by serde (`DirectJson`), but the OpenAPI document and every
+    /// other answer follow poem-openapi's writer: the two must agree byte for byte (a
+    /// timestamp written `Z` instead of `+00:00`, a renamed or reordered field, a dropped
+    /// `null` would change the API without any snapshot noticing, since snapshots redact
+    /// timestamps).
+    #[test]
+    fn the_start_answer_is_written_exactly_as_its_schema_type_writes_it() {
+        for answer in answers() {
+            let schema = serde_json::to_string(&answer.to_json().unwrap()).unwrap();
+            let direct = serde_json::to_string(&answer).unwrap();
+            assert_eq!(direct, schema);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_start_answer_is_sent_as_json_with_the_schema_writers_bytes() {
+        for answer in answers() {
+            let schema = serde_json::to_string(&answer.to_json().unwrap()).unwrap();
+            let resp = StartResponse::Ok(DirectJson(answer)).into_response();
+            assert_eq!(resp.status(), poem::http::StatusCode::OK);
+            assert_eq!(
+                resp.headers()
+                    .get(poem::http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+                Some("application/json; charset=utf-8")
+            );
+            let body = resp.into_body().into_string().await.unwrap();
+            assert_eq!(body, schema);
+        }
     }
 }

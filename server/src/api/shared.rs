@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sticky_core::commands::IdentityHints;
 use sticky_core::engine::{CallRecord, CustomerContext};
@@ -43,8 +43,9 @@ impl IdentityHintsDto {
 }
 
 /// Confidence band.
-#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq, Serialize)]
 #[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum BandDto {
     /// confidence ≥ 0.8
     High,
@@ -65,8 +66,9 @@ impl From<Band> for BandDto {
 }
 
 /// What the agent should do with the answer.
-#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq, Serialize)]
 #[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ActionDto {
     /// Greet the caller by name and carry on from their context.
     Greet,
@@ -87,7 +89,7 @@ impl From<Band> for ActionDto {
 }
 
 /// One reason behind the confidence.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "snake_case")]
 pub struct SignalDto {
     /// `ani_match`, `external_id_match`, `recency`, `shared_ani`, `conflict` or `withheld_ani`.
@@ -109,12 +111,13 @@ impl From<Signal> for SignalDto {
 }
 
 /// An open intent.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "snake_case")]
 pub struct OpenIntentDto {
     /// Intent name.
     pub intent: String,
     /// When it was (re)opened.
+    #[serde(serialize_with = "crate::json::rfc3339")]
     pub opened_at: DateTime<Utc>,
     /// The last call that touched it.
     #[oai(nullable)]
@@ -122,16 +125,18 @@ pub struct OpenIntentDto {
 }
 
 /// A recent ended call.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "snake_case")]
 pub struct RecentCallDto {
     /// The platform's call id.
     pub call_id: String,
     /// Start time (null when only the end was reported).
     #[oai(nullable)]
+    #[serde(serialize_with = "crate::json::rfc3339_opt")]
     pub started_at: Option<DateTime<Utc>>,
     /// End time.
     #[oai(nullable)]
+    #[serde(serialize_with = "crate::json::rfc3339_opt")]
     pub ended_at: Option<DateTime<Utc>>,
     /// What it was about.
     #[oai(nullable)]
@@ -145,7 +150,7 @@ pub struct RecentCallDto {
 }
 
 /// What we remember about the customer.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "snake_case")]
 pub struct ContextDto {
     /// Saved variables (latest value of each).
@@ -158,9 +163,11 @@ pub struct ContextDto {
     pub call_count: i64,
     /// First call.
     #[oai(nullable)]
+    #[serde(serialize_with = "crate::json::rfc3339_opt")]
     pub first_seen_at: Option<DateTime<Utc>>,
     /// Latest call.
     #[oai(nullable)]
+    #[serde(serialize_with = "crate::json::rfc3339_opt")]
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
