@@ -195,8 +195,8 @@ impl From<EndOutcome> for EndCallResponse {
 
 #[derive(ApiResponse)]
 enum StartResponse {
-    /// The caller, resolved (a low band is a normal answer). Written by serde directly: the
-    /// answer to every call (see `json::DirectJson`).
+    /// The caller, resolved (a low band is a normal answer).
+    // Written by serde directly: the answer to every call (see `json::DirectJson`).
     #[oai(status = 200)]
     Ok(DirectJson<StartCallResponse>),
 }
