@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::seed;
 
@@ -204,6 +205,13 @@ static RUN: AtomicU64 = AtomicU64::new(0);
 
 /// Runs a scenario for `duration` with `concurrency` connections; with `rate`, paced at that
 /// many requests per second in total.
+///
+/// Paced, the send times come from a thread of their own that sleeps until each one (the
+/// operating system's timers are precise to tens of microseconds; tokio's sleep wakes on the
+/// next millisecond, which added up to a millisecond of the generator's own lateness to every
+/// latency), and any connection free takes the next one. Latency counts from that intended
+/// time: when every connection is still waiting for an answer, the requests due meanwhile are
+/// counted as waiting too (no coordinated omission).
 pub async fn run(
     target: &Target,
     scenario: Scenario,
@@ -215,38 +223,30 @@ pub async fn run(
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
+    let schedule = rate.map(|r| pacer(started, deadline, Duration::from_secs_f64(1.0 / r)));
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
         let target = target.clone();
         let counter = counter.clone();
+        let schedule = schedule.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
             let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
-            let interval = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
-            let mut next_at = started
-                + interval.map_or(Duration::ZERO, |i| {
-                    i.mul_f64(worker as f64 / concurrency as f64)
-                });
             let mut pick = worker.wrapping_mul(2_654_435_761);
             loop {
-                if interval.is_some() {
-                    if next_at > deadline {
-                        break;
-                    }
-                    tokio::time::sleep_until(next_at.into()).await;
-                } else if Instant::now() >= deadline {
-                    break;
-                }
+                let sent = match &schedule {
+                    Some(due) => match due.lock().await.recv().await {
+                        Some(at) => at,
+                        None => break,
+                    },
+                    None if Instant::now() >= deadline => break,
+                    None => Instant::now(),
+                };
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 pick = pick
                     .wrapping_mul(6_364_136_223_846_793_005)
                     .wrapping_add(1_442_695_040_888_963_407);
                 let (method, path, body) = request(scenario, run, n, pick >> 17, target.customers);
-                let sent = if interval.is_some() {
-                    next_at
-                } else {
-                    Instant::now()
-                };
                 match target.send(method, path, body).await {
                     Ok(_) => {
                         ok += 1;
@@ -256,9 +256,6 @@ pub async fn run(
                         errors += 1;
                         first_error.get_or_insert_with(|| e.to_string());
                     }
-                }
-                if let Some(i) = interval {
-                    next_at += i;
                 }
             }
             (hist, ok, errors, first_error)
@@ -286,6 +283,30 @@ pub async fn run(
         server_cpu: None,
         storage_reads: None,
     }
+}
+
+/// The send times of a paced run, one every `interval` from `started` until `deadline`, each
+/// handed out when it is due by a thread that sleeps until then. The channel closes at the
+/// deadline.
+fn pacer(
+    started: Instant,
+    deadline: Instant,
+    interval: Duration,
+) -> Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Instant>>> {
+    let (due, schedule) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut at = started;
+        while at < deadline {
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if due.send(at).is_err() {
+                return;
+            }
+            at += interval;
+        }
+    });
+    Arc::new(tokio::sync::Mutex::new(schedule))
 }
 
 /// Read-your-writes under load: an end saves a fresh value, the start right after must see it.

@@ -306,6 +306,23 @@ async fn run_backend(
         )
         .await;
         results.push(light);
+        // The trivial endpoint at the half rate: the latency floor of the HTTP stack, the
+        // load generator and this machine's scheduling, against which to read the paced
+        // starts' latencies.
+        rewarm()?;
+        eprintln!("   trivial at {:.0}/s ...", known / 2.0);
+        let floor = measure(
+            &server,
+            load::run(
+                &target,
+                Scenario::Trivial,
+                args.concurrency,
+                d,
+                Some(known / 2.0),
+            ),
+        )
+        .await;
+        results.push(floor);
     }
     let ryw = if args.only.is_none() {
         eprintln!("   read-your-writes ...");
