@@ -494,6 +494,11 @@ async fn an_end_before_its_start_is_kept_and_the_late_start_answers(app: TestApp
         .await;
     let late = app.start_call(start("c1", "+14155551234")).await;
     assert_eq!(late["customer_ref"], "zed");
+    // The context is read while the start is recorded; recording this one rewrote the
+    // customer's document (the call now has a start time), and the answer shows that.
+    let recent = &late["context"]["recent_calls"][0];
+    assert_eq!(recent["call_id"], "c1");
+    assert!(recent["started_at"].is_string(), "{recent}");
     let stored = app.get("/v1/calls/c1").await.body;
     assert_eq!(stored["status"], "ended");
     assert_eq!(stored["summary"], "early");

@@ -25,7 +25,7 @@ struct StoredSignal {
     detail: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredCandidate {
     customer: i64,
     confidence: f64,
@@ -199,31 +199,44 @@ impl Engine {
             updated_at: now,
         };
 
-        let recorded = match &self.lite {
-            Some(lite) => lite.record_start(row).await?,
+        // The context is read while the writer records the call (the caller waits for the
+        // commit either way): it does not depend on this start's row, except after the call's
+        // end, when recording the start rewrote the customer's document, or for a retry.
+        let call_id = cmd.call_id.as_str().to_owned();
+        let (recorded, answer) = tokio::join!(
+            self.record_start(tenant, row),
+            self.outcome(tenant, call_id.clone(), found.clone())
+        );
+        match recorded? {
+            Recorded::New => answer,
+            Recorded::AfterEnd(_) => self.outcome(tenant, call_id, found).await,
+            Recorded::Earlier(existing) => self.replay_start(tenant, *existing).await,
+        }
+    }
+
+    /// Stores a start's call row, committed before this returns.
+    async fn record_start(
+        &self,
+        tenant: TenantId,
+        row: call::Model,
+    ) -> Result<Recorded, EngineError> {
+        match &self.lite {
+            Some(lite) => lite.record_start(row).await,
             None => {
                 if self.call_writer.insert(&row).await? {
-                    Recorded::New
-                } else {
-                    let (_writer, tx) = self.begin_write(tenant).await?;
-                    let recorded = after_conflict(Conn::Tx(&tx), &row).await?;
-                    let touched = match &recorded {
-                        Recorded::AfterEnd(customer) => {
-                            Touched::some(tenant, vec![*customer], Vec::new())
-                        }
-                        _ => Touched::some(tenant, Vec::new(), Vec::new()),
-                    };
-                    self.commit(tx, touched).await?;
-                    recorded
+                    return Ok(Recorded::New);
                 }
+                let (_writer, tx) = self.begin_write(tenant).await?;
+                let recorded = after_conflict(Conn::Tx(&tx), &row).await?;
+                let touched = match &recorded {
+                    Recorded::AfterEnd(customer) => {
+                        Touched::some(tenant, vec![*customer], Vec::new())
+                    }
+                    _ => Touched::some(tenant, Vec::new(), Vec::new()),
+                };
+                self.commit(tx, touched).await?;
+                Ok(recorded)
             }
-        };
-        match recorded {
-            Recorded::New | Recorded::AfterEnd(_) => {
-                self.outcome(tenant, cmd.call_id.as_str().to_owned(), found)
-                    .await
-            }
-            Recorded::Earlier(existing) => self.replay_start(tenant, *existing).await,
         }
     }
 
@@ -330,6 +343,7 @@ impl Engine {
 }
 
 /// The part of a resolution that is stored with the call and replayed.
+#[derive(Clone)]
 struct Match {
     customer: Option<i64>,
     confidence: f64,
