@@ -52,8 +52,9 @@ const IDLE_READERS: usize = 16;
 /// How long the checkpoint thread lets commits accumulate before copying them.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(10);
 /// Log length (frames of one page) from which the log is started over: 65,536 pages, 256 MB
-/// on disk. Each restart stalls the writer for a copy and two fsyncs (5-20 ms here), so
-/// rarer is better for tail latency (at 64 MB the paced p99 of starts was 5-6 ms, at 256 MB
+/// on disk. Each restart stalls the writer for a copy and two fsyncs (5-20 ms here at light
+/// load; 100-350 ms under full load at 1M customers, the fsync of up to a few thousand random
+/// pages waiting in the kernel's writeback throttling), so rarer is better for tail latency (at 64 MB the paced p99 of starts was 5-6 ms, at 256 MB
 /// 3-4 ms); a longer log costs reads a search of more of its index's hash tables (16 here,
 /// one per 4,096 frames), a few microseconds per start.
 const RESTART_FRAMES: i64 = 65_536;
