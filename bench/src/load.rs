@@ -333,3 +333,25 @@ pub async fn read_your_writes(target: &Target, rounds: u64) -> anyhow::Result<(u
     }
     Ok((rounds, violations))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pacer hands out one send time per interval until the deadline, each not before it
+    /// is due, and then closes.
+    #[tokio::test]
+    async fn the_pacer_hands_out_each_send_time_when_due() {
+        let started = Instant::now();
+        let interval = Duration::from_millis(3);
+        let schedule = pacer(started, started + Duration::from_millis(30), interval);
+        let mut times = Vec::new();
+        while let Some(at) = schedule.lock().await.recv().await {
+            assert!(Instant::now() >= at, "handed out before it was due");
+            times.push(at);
+        }
+        assert_eq!(times.len(), 10);
+        assert_eq!(times[0], started);
+        assert!(times.windows(2).all(|w| w[1] - w[0] == interval));
+    }
+}
