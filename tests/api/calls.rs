@@ -27,6 +27,7 @@ backend_tests!(
     summary_falls_back_to_the_summary_variable,
     an_intent_status_without_any_intent_is_rejected_and_nothing_is_written,
     a_rejected_end_among_concurrent_ends_leaves_the_others_committed,
+    an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_everything,
 );
 
 fn start(call_id: &str, ani: &str) -> Value {
@@ -575,6 +576,76 @@ async fn a_rejected_end_among_concurrent_ends_leaves_the_others_committed(app: T
         } else {
             assert_eq!(call["status"], "in_progress", "c{i}");
             assert_eq!(call["variables"], json!({}), "c{i}");
+        }
+    }
+}
+
+/// A fault injected into the database (a trigger that refuses the call rows of `doomed-*`
+/// calls) makes those ends fail after they wrote their provisional customer, identity and
+/// variables. On SQLite the ends committed in one group with them run again without them
+/// (`lite.rs`, `Guard`); on both databases nothing of a failed end remains and every other end
+/// keeps everything.
+async fn an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_everything(
+    app: TestApp,
+) {
+    use sea_orm::ConnectionTrait;
+    let db = app.state.engine.db();
+    let backend = db.get_database_backend();
+    let statements: &[&str] = match backend {
+        sea_orm::DbBackend::Postgres => &[
+            "CREATE FUNCTION doom() RETURNS trigger AS $$ BEGIN \
+             IF NEW.call_id LIKE 'doomed-%' THEN RAISE EXCEPTION 'injected failure'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER doom BEFORE INSERT ON calls FOR EACH ROW EXECUTE FUNCTION doom()",
+        ],
+        _ => &[
+            "CREATE TRIGGER doom BEFORE INSERT ON calls WHEN NEW.call_id LIKE 'doomed-%' \
+                BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        ],
+    };
+    for sql in statements {
+        db.execute_raw(sea_orm::Statement::from_string(backend, *sql))
+            .await
+            .expect("fault injected");
+    }
+    let app = std::sync::Arc::new(app);
+    let ends = (0..16).map(|i| {
+        let app = app.clone();
+        async move {
+            let call_id = if i % 2 == 0 {
+                format!("c{i}")
+            } else {
+                format!("doomed-{i}")
+            };
+            let body = json!({"call_id": call_id, "identity_hints": {"ani": format!("+1415555{:04}", 2000 + i)},
+                              "intent": "billing", "variables": {"n": i}});
+            (i, call_id, app.post("/v1/calls/end", body).await.status)
+        }
+    });
+    for (i, call_id, status) in futures::future::join_all(ends).await {
+        if i % 2 == 0 {
+            assert_eq!(status, StatusCode::OK, "end of {call_id}");
+        } else {
+            assert!(status.is_server_error(), "end of {call_id}: {status}");
+        }
+    }
+    for table in ["customers", "identities", "variables", "intents", "calls"] {
+        assert_eq!(app.count_rows(table).await, 8, "rows of {table}");
+    }
+    for i in 0..16 {
+        if i % 2 == 0 {
+            let call = app.get(&format!("/v1/calls/c{i}")).await.body;
+            assert_eq!(call["variables"]["n"], i, "c{i}");
+            let next = app
+                .start_call(start(
+                    &format!("next-{i}"),
+                    &format!("+1415555{:04}", 2000 + i),
+                ))
+                .await;
+            assert_eq!(next["context"]["variables"]["n"], i, "c{i}");
+        } else {
+            let r = app.get(&format!("/v1/calls/doomed-{i}")).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "doomed-{i}");
         }
     }
 }

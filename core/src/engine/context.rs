@@ -34,7 +34,7 @@ use crate::error::EngineError;
 pub(super) const FORMAT: i64 = 2;
 
 /// What the document stores beyond the context (the customer's id and tenant are its key).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Document {
     customer_ref: String,
     provisional: bool,
@@ -45,14 +45,25 @@ struct Document {
     newest_open_intent: Option<DateTime<Utc>>,
 }
 
+/// [`Document`] as written: borrowed, so that writing one clones nothing.
+#[derive(Serialize)]
+struct DocumentRef<'a> {
+    customer_ref: &'a str,
+    provisional: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    context: &'a CustomerContext,
+    newest_open_intent: Option<DateTime<Utc>>,
+}
+
 /// A customer's document as stored.
 pub(super) fn document_for(c: &CachedCustomer) -> Result<String, EngineError> {
-    Ok(serde_json::to_string(&Document {
-        customer_ref: c.model.customer_ref.clone(),
+    Ok(serde_json::to_string(&DocumentRef {
+        customer_ref: &c.model.customer_ref,
         provisional: c.model.provisional,
         created_at: c.model.created_at,
         updated_at: c.model.updated_at,
-        context: c.context.clone(),
+        context: &c.context,
         newest_open_intent: c.newest_open_intent,
     })?)
 }
@@ -128,6 +139,8 @@ pub(super) async fn refresh(c: Conn<'_>, tenant: TenantId, ids: &[i64]) -> Resul
 
 /// What an end changed for the customer its call is linked to (see [`after_end`]).
 pub(super) struct EndChange<'a> {
+    /// The customer's row as now stored.
+    pub customer: &'a customer::Model,
     /// The variables it set or removed.
     pub variables: &'a VariableChanges,
     /// The intent it opened, re-opened or resolved, as now stored.
@@ -149,10 +162,10 @@ pub(super) struct EndChange<'a> {
 pub(super) async fn after_end(
     c: Conn<'_>,
     tenant: TenantId,
-    id: i64,
     change: EndChange<'_>,
 ) -> Result<(), EngineError> {
-    match changed_by_end(c, tenant, id, change).await? {
+    let id = change.customer.id;
+    match changed_by_end(c, tenant, change).await? {
         Some(customer) => store(c, &customer, Replace::Always).await,
         None => refresh(c, tenant, &[id]).await,
     }
@@ -161,9 +174,9 @@ pub(super) async fn after_end(
 async fn changed_by_end(
     c: Conn<'_>,
     tenant: TenantId,
-    id: i64,
     change: EndChange<'_>,
 ) -> Result<Option<CachedCustomer>, EngineError> {
+    let id = change.customer.id;
     let Some(stored) = read(c, tenant, id).await? else {
         return Ok(None);
     };
@@ -176,9 +189,7 @@ async fn changed_by_end(
     ) {
         return Ok(None);
     }
-    let Some(model) = find_customer(c, tenant, id).await? else {
-        return Ok(None);
-    };
+    let model = change.customer.clone();
     for (name, value) in change.variables.iter() {
         match value {
             Some(v) => context

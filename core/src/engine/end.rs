@@ -45,7 +45,7 @@ impl Engine {
             return lite.end_call(tenant, cmd, numbers).await;
         }
         let (_writer, tx) = self.begin_write(tenant).await?;
-        let (outcome, touched) = end_call_in(Conn::Tx(&tx), numbers, tenant, cmd).await?;
+        let (outcome, touched) = end_call_in(Conn::Tx(&tx), &numbers, tenant, &cmd).await?;
         self.commit(tx, touched).await?;
         Ok(outcome)
     }
@@ -107,22 +107,34 @@ impl Touched {
 #[allow(clippy::too_many_lines)]
 pub(super) async fn end_call_in(
     tx: Conn<'_>,
-    numbers: EndNumbers,
+    numbers: &EndNumbers,
     tenant: TenantId,
-    cmd: EndCall,
+    cmd: &EndCall,
 ) -> Result<(EndOutcome, Touched), EngineError> {
     let now = crate::now();
     let existing = find_call(tx, tenant, cmd.call_id.as_str()).await?;
 
+    // Intent: named at this end, or the call's own when only a status is given. Checked before
+    // anything is written: a rejected end changes nothing.
+    let intent_name = cmd
+        .intent
+        .as_ref()
+        .map(|i| i.as_str().to_owned())
+        .or_else(|| existing.as_ref().and_then(|c| c.intent.clone()));
+    if cmd.intent_status.is_some() && intent_name.is_none() {
+        return Err(FieldError::new(
+            "intent_status",
+            "needs an intent: give `intent`, or end a call that already has one",
+        )
+        .into());
+    }
+
     // The call's hints: what its start recorded, completed by what the end gives.
     let stored_number = existing.as_ref().and_then(|c| c.ani.clone());
-    let end_ani = numbers.ani;
-    let number: Option<String> = stored_number.clone().or_else(|| {
-        end_ani
-            .as_ref()
-            .and_then(Ani::number)
-            .map(|n| n.as_str().to_owned())
-    });
+    let end_ani = numbers.ani.as_ref();
+    let number: Option<String> = stored_number
+        .clone()
+        .or_else(|| end_ani.and_then(Ani::number).map(|n| n.as_str().to_owned()));
     let ani_withheld = number.is_none()
         && (existing.as_ref().is_some_and(|c| c.ani_withheld)
             || matches!(end_ani, Some(Ani::Withheld(_))));
@@ -258,8 +270,10 @@ pub(super) async fn end_call_in(
         }
     };
 
-    // Link identities and count the call once per customer.
-    if let Some(t) = &target {
+    // Link identities and count the call once per customer. `target` stays the customer's row
+    // as now stored (their document is written from it).
+    let mut target = target;
+    if let Some(t) = &mut target {
         let newly_linked = linked_before != Some(t.id);
         for (kind, value) in &identities {
             if newly_linked || !counted.contains(&(*kind, value.clone())) {
@@ -267,13 +281,18 @@ pub(super) async fn end_call_in(
             }
         }
         if newly_linked {
-            tx.execute(
-                "UPDATE customers SET call_count = call_count + 1, \
-                 first_seen_at = COALESCE(first_seen_at, $1), last_seen_at = $1, updated_at = $1 \
-                 WHERE id = $2",
-                &[now.into(), t.id.into()],
-            )
-            .await?;
+            *t = tx
+                .query_one(
+                    &format!(
+                        "UPDATE customers SET call_count = call_count + 1, \
+                         first_seen_at = COALESCE(first_seen_at, $1), last_seen_at = $1, \
+                         updated_at = $1 WHERE id = $2 RETURNING {CUSTOMER_COLUMNS}"
+                    ),
+                    &[now.into(), t.id.into()],
+                    customer_from_row,
+                )
+                .await?
+                .ok_or_else(|| EngineError::Corrupt("the call's customer vanished".into()))?;
             if let Some(previous) = linked_before {
                 // The call moved to another customer: it no longer counts for the old one.
                 tx.execute(
@@ -287,19 +306,6 @@ pub(super) async fn end_call_in(
         set_variables(tx, tenant, t.id, &cmd.variables, now).await?;
     }
 
-    // Intent: named at this end, or the call's own when only a status is given.
-    let intent_name = cmd
-        .intent
-        .as_ref()
-        .map(|i| i.as_str().to_owned())
-        .or_else(|| existing.as_ref().and_then(|c| c.intent.clone()));
-    if cmd.intent_status.is_some() && intent_name.is_none() {
-        return Err(FieldError::new(
-            "intent_status",
-            "needs an intent: give `intent`, or end a call that already has one",
-        )
-        .into());
-    }
     let intent_status = match (cmd.intent_status, &cmd.intent) {
         (Some(s), _) => Some(s.as_str().to_owned()),
         (None, Some(_)) => Some(IntentStatus::Open.as_str().to_owned()),
@@ -349,7 +355,7 @@ pub(super) async fn end_call_in(
     let dnis = existing
         .as_ref()
         .and_then(|c| c.dnis.clone())
-        .or(numbers.dnis);
+        .or_else(|| numbers.dnis.clone());
     let ended_at = existing.as_ref().and_then(|c| c.ended_at).unwrap_or(now);
     let external_json = serde_json::to_string(&external)?;
     let variables_json = serde_json::to_string(&call_variables)?;
@@ -392,6 +398,7 @@ pub(super) async fn end_call_in(
         // The usual end: its changes are applied to the customer's document.
         Some(t) if merged_from.is_none() && linked_before.is_none_or(|b| b == t.id) => {
             let change = context::EndChange {
+                customer: t,
                 variables: &cmd.variables,
                 intent: intent_set,
                 call: RecentCall {
@@ -404,7 +411,7 @@ pub(super) async fn end_call_in(
                 },
                 already_linked: linked_before == Some(t.id),
             };
-            context::after_end(tx, tenant, t.id, change).await?;
+            context::after_end(tx, tenant, change).await?;
         }
         // A merge or a moved call: both customers' documents are rebuilt.
         _ => context::refresh(tx, tenant, &customers).await?,
