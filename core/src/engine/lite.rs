@@ -614,6 +614,24 @@ mod tests {
     /// A database file in the temporary directory, removed (with its log) when dropped.
     struct TempDb(PathBuf);
 
+    impl TempDb {
+        /// A new file in WAL mode holding table `t` as `columns` declares it.
+        fn with_table(columns: &str) -> Self {
+            let file = Self(std::env::temp_dir().join(format!(
+                "sticky-lite-{}-{}.db",
+                std::process::id(),
+                crate::now().timestamp_nanos_opt().unwrap_or_default()
+            )));
+            Connection::open(&file.0)
+                .unwrap()
+                .execute_batch(&format!(
+                    "PRAGMA journal_mode = WAL; CREATE TABLE t ({columns});"
+                ))
+                .unwrap();
+            file
+        }
+    }
+
     impl Drop for TempDb {
         fn drop(&mut self) {
             for suffix in ["", "-wal", "-shm"] {
@@ -628,18 +646,7 @@ mod tests {
     /// restarts the log stays short; without them it holds every frame written.
     #[test]
     fn the_log_stays_short_under_steady_writes() {
-        let file = TempDb(std::env::temp_dir().join(format!(
-            "sticky-lite-{}-{}.db",
-            std::process::id(),
-            crate::now().timestamp_nanos_opt().unwrap_or_default()
-        )));
-        let setup = Connection::open(&file.0).unwrap();
-        setup
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; \
-                 CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT NOT NULL, v BLOB NOT NULL);",
-            )
-            .unwrap();
+        let file = TempDb::with_table("id INTEGER PRIMARY KEY, k TEXT NOT NULL, v BLOB NOT NULL");
         let writer = open(&file.0, false).unwrap();
         writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         let writer: LiteConn = Mutex::new(writer);
@@ -691,17 +698,7 @@ mod tests {
     /// only then (a flush with nothing to write still costs the disk a cache flush).
     #[test]
     fn a_checkpoint_that_copied_frames_is_flushed() {
-        let file = TempDb(std::env::temp_dir().join(format!(
-            "sticky-flush-{}-{}.db",
-            std::process::id(),
-            crate::now().timestamp_nanos_opt().unwrap_or_default()
-        )));
-        let setup = Connection::open(&file.0).unwrap();
-        setup
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);",
-            )
-            .unwrap();
+        let file = TempDb::with_table("id INTEGER PRIMARY KEY, v TEXT");
         let writer = open(&file.0, false).unwrap();
         writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         let checkpointer = open(&file.0, false).unwrap();
