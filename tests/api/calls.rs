@@ -588,6 +588,7 @@ async fn a_rejected_end_among_concurrent_ends_leaves_the_others_committed(app: T
 async fn an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_everything(
     app: TestApp,
 ) {
+    const IMPORTED: usize = 20_000;
     use sea_orm::ConnectionTrait;
     let db = app.state.engine.db();
     let backend = db.get_database_backend();
@@ -609,6 +610,35 @@ async fn an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_ever
             .expect("fault injected");
     }
     let app = std::sync::Arc::new(app);
+    // A large import keeps the SQLite writer busy while the ends queue, so that they are
+    // committed as one group (its rerun is what this test is about).
+    let tenant = app
+        .state
+        .keys
+        .find_tenant("default")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let held = (0..IMPORTED)
+        .map(|i| sticky_core::engine::ImportedCustomer {
+            customer_ref: sticky_core::domain::CustomerRef::parse(&format!("imp-{i}")).unwrap(),
+            identities: Vec::new(),
+            variables: Default::default(),
+            calls: Vec::new(),
+            open_intents: Vec::new(),
+        })
+        .collect();
+    let import = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            app.state
+                .engine
+                .import_customers(sticky_core::engine::TenantId(tenant.0), held)
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let ends = (0..16).map(|i| {
         let app = app.clone();
         async move {
@@ -629,7 +659,9 @@ async fn an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_ever
             assert!(status.is_server_error(), "end of {call_id}: {status}");
         }
     }
-    for table in ["customers", "identities", "variables", "intents", "calls"] {
+    import.await.unwrap().expect("imported");
+    assert_eq!(app.count_rows("customers").await, 8 + IMPORTED as i64);
+    for table in ["identities", "variables", "intents", "calls"] {
         assert_eq!(app.count_rows(table).await, 8, "rows of {table}");
     }
     for i in 0..16 {

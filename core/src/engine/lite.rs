@@ -142,6 +142,10 @@ fn open_err(e: rusqlite::Error) -> EngineError {
     EngineError::Database(sea_orm::DbErr::Custom(format!("sqlite: {e}")))
 }
 
+fn rolled_back() -> EngineError {
+    EngineError::Corrupt("SQLite rolled the write transaction back".into())
+}
+
 fn writer_gone() -> EngineError {
     EngineError::Corrupt("the SQLite writer thread has stopped".into())
 }
@@ -193,8 +197,12 @@ impl Lite {
             .pragma_update(None, "temp_store", "MEMORY")
             .map_err(open_err)?;
         let checkpointer = open(&path, false).map_err(open_err)?;
-        // Flushing needs no write access (`fdatasync` flushes the file, whichever descriptor).
-        let database = std::fs::File::open(&path)
+        // For the checkpoint thread's flush (`fdatasync` flushes the file, whichever descriptor;
+        // Windows wants one opened for writing). Nothing is written through it.
+        let database = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
             .inspect_err(|e| tracing::warn!(error = %e, "cannot open the SQLite file to flush it"))
             .ok();
         let (committed, commits) = std_mpsc::sync_channel(1);
@@ -550,6 +558,11 @@ async fn attempt(conn: &LiteConn, jobs: &mut [Job], guard: Guard) -> Result<Vec<
                     Outcome::Fill
                 }
             });
+            // An error SQLite cannot recover from within the transaction (a full disk, an I/O
+            // error) rolls it back: the next jobs would commit statement by statement.
+            if conn.lock().map_or(true, |c| c.is_autocommit()) {
+                return Err(Failure::Lost(rolled_back()));
+            }
         }
         c.execute("COMMIT", &[]).await.map_err(Failure::Lost)?;
         Ok(outcomes)
@@ -582,7 +595,7 @@ async fn guarded<T>(
     }
     match changes() {
         // SQLite rolled the transaction back itself (an I/O error, say).
-        Ok((_, true)) | Err(_) => Err(Failure::Lost(writer_gone())),
+        Ok((_, true)) | Err(_) => Err(Failure::Lost(rolled_back())),
         Ok((after, false)) if after != before => Err(Failure::Again),
         // Failed before writing anything: nothing to undo.
         Ok(_) => Ok(r),
