@@ -612,14 +612,7 @@ async fn an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_ever
     let app = std::sync::Arc::new(app);
     // A large import keeps the SQLite writer busy while the ends queue, so that they are
     // committed as one group (its rerun is what this test is about).
-    let tenant = app
-        .state
-        .keys
-        .find_tenant("default")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let tenant = app.default_tenant().await;
     let held = (0..IMPORTED)
         .map(|i| sticky_core::engine::ImportedCustomer {
             customer_ref: sticky_core::domain::CustomerRef::parse(&format!("imp-{i}")).unwrap(),
@@ -631,12 +624,7 @@ async fn an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_ever
         .collect();
     let import = {
         let app = app.clone();
-        tokio::spawn(async move {
-            app.state
-                .engine
-                .import_customers(sticky_core::engine::TenantId(tenant.0), held)
-                .await
-        })
+        tokio::spawn(async move { app.state.engine.import_customers(tenant, held).await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let ends = (0..16).map(|i| {

@@ -4,19 +4,12 @@
 use serde_json::json;
 use sticky_calls_tests::TestApp;
 use sticky_core::domain::{CustomerRef, DefaultRegion, ExternalId, IntentName, PhoneNumber};
-use sticky_core::engine::{ImportedCall, ImportedCustomer, ImportedIdentity, TenantId};
+use sticky_core::engine::{ImportedCall, ImportedCustomer, ImportedIdentity};
 
 backend_tests!(imported_customers_are_recognised_and_later_ones_still_get_created);
 
 async fn imported_customers_are_recognised_and_later_ones_still_get_created(app: TestApp) {
-    let tenant = app
-        .state
-        .keys
-        .find_tenant("default")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let tenant = app.default_tenant().await;
     let now = sticky_core::now();
     let customers = (0..3)
         .map(|i| ImportedCustomer {
@@ -44,7 +37,7 @@ async fn imported_customers_are_recognised_and_later_ones_still_get_created(app:
     let report = app
         .state
         .engine
-        .import_customers(TenantId(tenant.0), customers)
+        .import_customers(tenant, customers)
         .await
         .unwrap();
     assert_eq!(

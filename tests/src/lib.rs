@@ -254,6 +254,18 @@ impl TestApp {
         r.body
     }
 
+    /// The engine's id of tenant `default` (for calls on the engine itself, such as an import).
+    pub async fn default_tenant(&self) -> sticky_core::engine::TenantId {
+        let tenant = self
+            .state
+            .keys
+            .find_tenant("default")
+            .await
+            .expect("tenant look-up")
+            .expect("tenant `default` exists");
+        sticky_core::engine::TenantId(tenant.id.0)
+    }
+
     /// Counts rows of a table for the whole database (to prove nothing was written).
     pub async fn count_rows(&self, table: &str) -> i64 {
         let db = self.state.engine.db();
