@@ -5,6 +5,7 @@
 //! - [`engine`]: call memory on top of a sea-orm database (start, end, customers, erasure).
 //! - [`keys`]: tenants and API keys (bcrypt hashes, cached verification).
 //! - [`connector`]: the trait every platform connector implements.
+//! - [`wire`]: how timestamps are written in JSON.
 //!
 //! This crate knows nothing about HTTP: the server and the connectors translate wire formats
 //! into the commands defined in [`commands`].
@@ -19,6 +20,7 @@ pub mod error;
 pub mod keys;
 pub mod scoring;
 pub mod secrets;
+pub mod wire;
 
 pub use engine::Engine;
 pub use error::{EngineError, FieldError};

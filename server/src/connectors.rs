@@ -181,7 +181,7 @@ async fn handle(req: &Request, body: Body, slug: &str, route: Route) -> Result<R
         .map_err(rejection)?;
     let rendered = match connector.parse(route, &inbound).map_err(rejection)? {
         ConnectorCommand::Start(cmd) => {
-            let outcome = state.engine.start_call(auth.tenant, cmd).await?;
+            let outcome = state.engine.start_call(auth.tenant, cmd).await?.decode()?;
             connector.render_start(&inbound, &outcome)
         }
         ConnectorCommand::End(cmd) => {

@@ -7,15 +7,14 @@
 //! `DirectJson<T>`: a JSON answer written by serde straight from `T`, with `T`'s OpenAPI
 //! schema, for the answers sent on every call.
 
-use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 use poem::{IntoResponse, Request, RequestBody, Response};
 use poem_openapi::payload::{Json, Payload};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Serialize, Serializer};
 
 use crate::error::ApiError;
 
@@ -206,26 +205,7 @@ impl<T: Type + Serialize> IntoResponse for DirectJson<T> {
     }
 }
 
-/// A timestamp as poem-openapi writes it (`to_rfc3339`: `+00:00`, not serde's `Z`).
-///
-/// # Errors
-/// Those of the serializer.
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes a reference
-pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339())
-}
-
-/// An optional timestamp as poem-openapi writes it (`null` when absent).
-///
-/// # Errors
-/// Those of the serializer.
-#[allow(clippy::ref_option)] // serde's `serialize_with` passes a reference
-pub fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
-    }
-}
+pub use sticky_core::wire::{rfc3339, rfc3339_opt};
 
 #[cfg(test)]
 mod tests {

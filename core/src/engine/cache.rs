@@ -1,6 +1,6 @@
 //! Read caches for the call-start hot path: the identity index (key → linked customers,
-//! including "nobody") and customer contexts (customer → row and context). Both are bounded in
-//! bytes.
+//! including "nobody") and customers' answers (customer → reference and context, in its JSON
+//! form). Both are bounded in bytes.
 //!
 //! Correctness first: every write that changes what they hold bumps a global epoch after its
 //! commit and then invalidates the keys it touched. A reader that filled an entry checks the
@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use moka::future::Cache;
 
 use super::store::IdentityKey;
-use super::{CustomerContext, TenantId};
+use super::{ContextJson, CustomerContext, TenantId};
 use crate::entities::customer;
+use crate::error::EngineError;
 use crate::scoring::IdentityLink;
 
 /// A customer's row and context, as cached.
@@ -30,12 +31,31 @@ pub(super) struct CachedCustomer {
     pub newest_open_intent: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// What a start answers with about its best customer, as cached.
+#[derive(Debug)]
+pub(super) struct CustomerAnswer {
+    pub id: i64,
+    pub customer_ref: String,
+    pub context: ContextJson,
+}
+
+impl CustomerAnswer {
+    /// A customer's answer, from their row and context.
+    pub(super) fn of(c: &CachedCustomer) -> Result<Self, EngineError> {
+        Ok(Self {
+            id: c.model.id,
+            customer_ref: c.model.customer_ref.clone(),
+            context: ContextJson::new(&c.context)?,
+        })
+    }
+}
+
 type IdentityCacheKey = (i64, &'static str, String);
 
 pub(super) struct Caches {
     epoch: AtomicU64,
     identities: Cache<IdentityCacheKey, Arc<Vec<IdentityLink>>>,
-    customers: Cache<i64, Arc<CachedCustomer>>,
+    customers: Cache<i64, Arc<CustomerAnswer>>,
 }
 
 /// Bytes the identity cache may hold.
@@ -43,20 +63,8 @@ const IDENTITY_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Bytes the customer cache may hold.
 const CUSTOMER_CACHE_BYTES: u64 = 48 * 1024 * 1024;
 
-fn context_weight(c: &CachedCustomer) -> u32 {
-    let ctx = &c.context;
-    let vars: usize = ctx
-        .variables
-        .iter()
-        .map(|(k, v)| k.len() + v.to_string().len() + 64)
-        .sum();
-    let calls: usize = ctx
-        .recent_calls
-        .iter()
-        .map(|k| k.call_id.len() + k.summary.as_ref().map_or(0, String::len) + 160)
-        .sum();
-    let intents: usize = ctx.open_intents.iter().map(|i| i.intent.len() + 96).sum();
-    u32::try_from(512 + vars + calls + intents).unwrap_or(u32::MAX)
+fn answer_weight(a: &CustomerAnswer) -> u32 {
+    u32::try_from(128 + a.customer_ref.len() + a.context.get().get().len()).unwrap_or(u32::MAX)
 }
 
 impl Caches {
@@ -71,7 +79,7 @@ impl Caches {
                 .build(),
             customers: Cache::builder()
                 .max_capacity(CUSTOMER_CACHE_BYTES)
-                .weigher(|_: &i64, v: &Arc<CachedCustomer>| context_weight(v))
+                .weigher(|_: &i64, v: &Arc<CustomerAnswer>| answer_weight(v))
                 .build(),
         }
     }
@@ -124,16 +132,16 @@ impl Caches {
         }
     }
 
-    pub(super) async fn customer(&self, id: i64) -> Option<Arc<CachedCustomer>> {
+    pub(super) async fn customer(&self, id: i64) -> Option<Arc<CustomerAnswer>> {
         self.customers.get(&id).await
     }
 
     /// Fills a customer entry read at `epoch`.
-    pub(super) async fn fill_customer(&self, epoch: u64, value: Arc<CachedCustomer>) {
+    pub(super) async fn fill_customer(&self, epoch: u64, value: Arc<CustomerAnswer>) {
         if self.epoch() != epoch {
             return;
         }
-        let id = value.model.id;
+        let id = value.id;
         self.customers.insert(id, value).await;
         if self.epoch() != epoch {
             self.customers.invalidate(&id).await;

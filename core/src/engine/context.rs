@@ -20,18 +20,24 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::cache::CachedCustomer;
+use serde_json::value::RawValue;
+
+use super::cache::{CachedCustomer, CustomerAnswer};
 use super::sql::Conn;
 use super::store::{find_customer, load_context, load_open_intents};
-use super::{CustomerContext, OPEN_INTENTS, OpenIntent, RECENT_CALLS, RecentCall, TenantId};
+use super::{
+    ContextJson, CustomerContext, OPEN_INTENTS, OpenIntent, RECENT_CALLS, RecentCall, TenantId,
+};
 use crate::commands::VariableChanges;
 use crate::domain::IntentStatus;
 use crate::entities::{customer, intent};
 use crate::error::EngineError;
 
-/// The document's shape. Bump it when [`CustomerContext`] or what it selects changes (how many
-/// recent calls, say): older documents are then read as missing and rebuilt.
-pub(super) const FORMAT: i64 = 2;
+/// The document's shape. Bump it when [`CustomerContext`], its JSON form or what it selects
+/// changes (how many recent calls, say): older documents are then read as missing and rebuilt.
+/// 3: the context is written as the API writes it (timestamps `+00:00`), since a start sends
+/// it as it is stored ([`read_answer`]).
+pub(super) const FORMAT: i64 = 3;
 
 /// What the document stores beyond the context (the customer's id and tenant are its key).
 #[derive(Deserialize)]
@@ -43,6 +49,13 @@ struct Document {
     context: CustomerContext,
     /// See [`CachedCustomer::newest_open_intent`] (format 2).
     newest_open_intent: Option<DateTime<Utc>>,
+}
+
+/// What a start reads of a [`Document`]: the context stays JSON text.
+#[derive(Deserialize)]
+struct AnswerDocument {
+    customer_ref: String,
+    context: Box<RawValue>,
 }
 
 /// [`Document`] as written: borrowed, so that writing one clones nothing.
@@ -88,20 +101,47 @@ fn decode(id: i64, tenant: TenantId, body: &str) -> Result<CachedCustomer, Engin
 }
 
 /// The stored document of a customer of `tenant`, if there is one of the current format.
+async fn stored_body(
+    c: Conn<'_>,
+    tenant: TenantId,
+    id: i64,
+) -> Result<Option<String>, EngineError> {
+    c.query_one(
+        "SELECT body FROM customer_contexts \
+         WHERE customer_id = $1 AND tenant_id = $2 AND format = $3",
+        &[id.into(), tenant.0.into(), FORMAT.into()],
+        |r| r.text_req(0),
+    )
+    .await
+}
+
+/// The stored document of a customer of `tenant`, decoded.
 pub(super) async fn read(
     c: Conn<'_>,
     tenant: TenantId,
     id: i64,
 ) -> Result<Option<CachedCustomer>, EngineError> {
-    let body = c
-        .query_one(
-            "SELECT body FROM customer_contexts \
-             WHERE customer_id = $1 AND tenant_id = $2 AND format = $3",
-            &[id.into(), tenant.0.into(), FORMAT.into()],
-            |r| r.text_req(0),
-        )
-        .await?;
+    let body = stored_body(c, tenant, id).await?;
     body.map(|b| decode(id, tenant, &b)).transpose()
+}
+
+/// What a start answers with about a customer of `tenant`, from their stored document if
+/// there is one of the current format; the context is not decoded.
+pub(super) async fn read_answer(
+    c: Conn<'_>,
+    tenant: TenantId,
+    id: i64,
+) -> Result<Option<CustomerAnswer>, EngineError> {
+    let body = stored_body(c, tenant, id).await?;
+    body.map(|b| {
+        let d: AnswerDocument = serde_json::from_str(&b)?;
+        Ok(CustomerAnswer {
+            id,
+            customer_ref: d.customer_ref,
+            context: ContextJson::stored(d.context),
+        })
+    })
+    .transpose()
 }
 
 /// A customer of `tenant` read from the tables (the document's source).

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::cache::CachedCustomer;
+use super::cache::CustomerAnswer;
 use super::context;
 use super::end::Touched;
 use super::sql::Conn;
 use super::store::{customers_by_id, evidence, find_call, identity_keys, load_links};
-use super::{Candidate, Engine, StartOutcome, TenantId};
+use super::{Candidate, Engine, StartAnswer, TenantId};
 use crate::commands::StartCall;
 use crate::domain::{Ani, DefaultRegion};
 use crate::entities::{call, customer};
@@ -136,7 +136,8 @@ pub(super) async fn after_conflict(
 }
 
 impl Engine {
-    /// Answers who is calling.
+    /// Answers who is calling (with the context in its JSON form: [`StartAnswer::decode`]
+    /// decodes it).
     ///
     /// # Errors
     /// Only on database failure; an unknown caller is a normal low-confidence outcome.
@@ -144,7 +145,7 @@ impl Engine {
         &self,
         tenant: TenantId,
         cmd: StartCall,
-    ) -> Result<StartOutcome, EngineError> {
+    ) -> Result<StartAnswer, EngineError> {
         // No look-up of the call id first: a retried start is found by the insert's conflict.
         let ani = cmd.hints.ani.as_deref().map(|a| Ani::parse(a, self.region));
         let keys = identity_keys(ani.as_ref(), &cmd.hints.external_ids);
@@ -240,32 +241,33 @@ impl Engine {
         }
     }
 
-    /// A customer's row and context: from the cache, else their stored document (one row),
-    /// else the tables (and the document is filled for next time). A read connection is held
-    /// only while reading: never across a cache operation, which may wait.
+    /// A customer's reference and context: from the cache, else their stored document (one
+    /// row), else the tables (and the document is filled for next time). A read connection is
+    /// held only while reading: never across a cache operation, which may wait.
     async fn cached_customer(
         &self,
         tenant: TenantId,
         id: i64,
-    ) -> Result<Option<Arc<CachedCustomer>>, EngineError> {
+    ) -> Result<Option<Arc<CustomerAnswer>>, EngineError> {
         if let Some(hit) = self.caches.customer(id).await {
             return Ok(Some(hit));
         }
         let epoch = self.caches.epoch();
-        let (value, stored) = {
+        let (value, built) = {
             let reader = self.reader()?;
             let c = reader.conn();
-            match context::read(c, tenant, id).await? {
-                Some(v) => (Arc::new(v), true),
+            match context::read_answer(c, tenant, id).await? {
+                Some(v) => (v, None),
                 None => match context::build(c, tenant, id).await? {
-                    Some(v) => (Arc::new(v), false),
+                    Some(v) => (CustomerAnswer::of(&v)?, Some(v)),
                     None => return Ok(None),
                 },
             }
         };
-        if !stored {
-            self.fill_context(value.clone());
+        if let Some(built) = built {
+            self.fill_context(Arc::new(built));
         }
+        let value = Arc::new(value);
         self.caches.fill_customer(epoch, value.clone()).await;
         Ok(Some(value))
     }
@@ -276,7 +278,7 @@ impl Engine {
         tenant: TenantId,
         call_id: String,
         found: Match,
-    ) -> Result<StartOutcome, EngineError> {
+    ) -> Result<StartAnswer, EngineError> {
         let best = match found.customer {
             Some(id) if found.band != Band::Low => self.cached_customer(tenant, id).await?,
             _ => None,
@@ -302,9 +304,9 @@ impl Engine {
                 })
                 .collect()
         };
-        Ok(StartOutcome {
+        Ok(StartAnswer {
             call_id,
-            customer_ref: best.as_ref().map(|b| b.model.customer_ref.clone()),
+            customer_ref: best.as_ref().map(|b| b.customer_ref.clone()),
             confidence: found.confidence,
             band: found.band,
             signals: found.signals,
@@ -318,7 +320,7 @@ impl Engine {
         &self,
         tenant: TenantId,
         row: call::Model,
-    ) -> Result<StartOutcome, EngineError> {
+    ) -> Result<StartAnswer, EngineError> {
         let stored: Vec<StoredSignal> = serde_json::from_str(&row.signals)?;
         let candidates: Vec<StoredCandidate> = serde_json::from_str(&row.candidates)?;
         let confidence = row.confidence.unwrap_or(0.0);

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sticky_core::commands::{EndCall, StartCall, VariableChanges, parse_summary};
 use sticky_core::domain::{CallId, CustomerRef, IntentName, IntentStatus, Platform};
-use sticky_core::engine::{EndOutcome, StartOutcome};
+use sticky_core::engine::{EndOutcome, StartAnswer};
 
 use super::ApiTags;
-use super::shared::{ActionDto, BandDto, CallDto, ContextDto, IdentityHintsDto, SignalDto};
+use super::shared::{ActionDto, BandDto, CallDto, ContextField, IdentityHintsDto, SignalDto};
 use crate::auth::ApiKeyAuth;
 use crate::error::ApiError;
 use crate::json::{DirectJson, StrictJson};
@@ -87,11 +87,11 @@ pub struct StartCallResponse {
     pub candidates: Vec<CandidateDto>,
     /// What we remember about the customer; null when the band is low.
     #[oai(nullable)]
-    pub context: Option<ContextDto>,
+    pub context: Option<ContextField>,
 }
 
-impl From<StartOutcome> for StartCallResponse {
-    fn from(o: StartOutcome) -> Self {
+impl From<StartAnswer> for StartCallResponse {
+    fn from(o: StartAnswer) -> Self {
         Self {
             call_id: o.call_id,
             customer_ref: o.customer_ref,
@@ -107,7 +107,7 @@ impl From<StartOutcome> for StartCallResponse {
                     confidence: c.confidence,
                 })
                 .collect(),
-            context: o.context.map(Into::into),
+            context: o.context.map(ContextField),
         }
     }
 }
@@ -275,8 +275,25 @@ mod tests {
     use poem_openapi::types::ToJSON;
     use serde_json::json;
 
+    use sticky_core::engine::{ContextJson, CustomerContext, OpenIntent, RecentCall};
+
     use super::*;
-    use crate::api::shared::{OpenIntentDto, RecentCallDto};
+    use crate::api::shared::ContextDto;
+
+    /// A start sends the context as the engine stores it: that JSON must be exactly what the
+    /// schema's type writes for the same context (timestamps `+00:00` with as many digits,
+    /// field names and order, `null`s, numbers and string escapes).
+    #[test]
+    fn the_stored_context_is_what_its_schema_type_writes() {
+        for context in contexts() {
+            let stored = ContextJson::new(&context).unwrap();
+            let dto = ContextDto::from(context.clone());
+            let schema = serde_json::to_string(&dto.to_json().unwrap()).unwrap();
+            assert_eq!(stored.get().get(), schema);
+            assert_eq!(stored.get().get(), serde_json::to_string(&dto).unwrap());
+            assert_eq!(stored.decode().unwrap(), context);
+        }
+    }
 
     fn signal(name: &str, contribution: f64) -> SignalDto {
         SignalDto {
@@ -286,65 +303,78 @@ mod tests {
         }
     }
 
-    /// Answers covering every field, both values of each option and every band.
-    fn answers() -> Vec<StartCallResponse> {
+    /// Contexts covering every field and both values of each option.
+    fn contexts() -> Vec<CustomerContext> {
         let whole = Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap();
         let fraction = whole + Duration::nanoseconds(123_456_789);
+        let millis = whole + Duration::milliseconds(250);
         let micros = whole - Duration::days(400) + Duration::microseconds(5);
         let mut variables = BTreeMap::new();
-        variables.insert("name".to_owned(), json!("Zoë \"Z\" O'Brien\n\t✓"));
+        variables.insert("name".to_owned(), json!("Zoë \"Z\" O'Brien\n\t✓ </script>"));
         variables.insert("balance".to_owned(), json!(-12.5));
+        variables.insert("ratio".to_owned(), json!(0.1 + 0.2));
         variables.insert("visits".to_owned(), json!(7));
+        variables.insert("big".to_owned(), json!(u64::MAX));
         variables.insert("vip".to_owned(), json!(true));
         variables.insert("cleared".to_owned(), Value::Null);
         variables.insert(
             "order".to_owned(),
-            json!({"zeta": [1, 2.25, "x"], "alpha": {"b": null, "a": false}}),
+            json!({"zeta": [1, 2.25, "x", 1e300], "alpha": {"b": null, "a": false}}),
         );
-        let context = ContextDto {
-            variables,
-            open_intents: vec![
-                OpenIntentDto {
-                    intent: "refund_request".to_owned(),
-                    opened_at: fraction,
-                    last_call_id: Some("CA01".to_owned()),
-                },
-                OpenIntentDto {
-                    intent: "callback".to_owned(),
-                    opened_at: whole,
-                    last_call_id: None,
-                },
-            ],
-            recent_calls: vec![
-                RecentCallDto {
-                    call_id: "CA01".to_owned(),
-                    started_at: Some(micros),
-                    ended_at: Some(fraction),
-                    intent: Some("refund_request".to_owned()),
-                    intent_status: Some("open".to_owned()),
-                    summary: Some("Asked about the invoice; callback promised.".to_owned()),
-                },
-                RecentCallDto {
-                    call_id: "CA00".to_owned(),
-                    started_at: None,
-                    ended_at: None,
-                    intent: None,
-                    intent_status: None,
-                    summary: None,
-                },
-            ],
-            call_count: 3,
-            first_seen_at: Some(micros),
-            last_seen_at: Some(whole),
-        };
-        let empty = ContextDto {
-            variables: BTreeMap::new(),
-            open_intents: Vec::new(),
-            recent_calls: Vec::new(),
-            call_count: 0,
-            first_seen_at: None,
-            last_seen_at: None,
-        };
+        vec![
+            CustomerContext {
+                variables,
+                open_intents: vec![
+                    OpenIntent {
+                        intent: "refund_request".to_owned(),
+                        opened_at: fraction,
+                        last_call_id: Some("CA01".to_owned()),
+                    },
+                    OpenIntent {
+                        intent: "callback".to_owned(),
+                        opened_at: whole,
+                        last_call_id: None,
+                    },
+                ],
+                recent_calls: vec![
+                    RecentCall {
+                        call_id: "CA01".to_owned(),
+                        started_at: Some(micros),
+                        ended_at: Some(fraction),
+                        intent: Some("refund_request".to_owned()),
+                        intent_status: Some("open".to_owned()),
+                        summary: Some("Asked about the invoice; callback promised.".to_owned()),
+                    },
+                    RecentCall {
+                        call_id: "CA00".to_owned(),
+                        started_at: None,
+                        ended_at: Some(millis),
+                        intent: None,
+                        intent_status: None,
+                        summary: None,
+                    },
+                ],
+                call_count: 3,
+                first_seen_at: Some(micros),
+                last_seen_at: Some(whole),
+            },
+            CustomerContext {
+                variables: BTreeMap::new(),
+                open_intents: Vec::new(),
+                recent_calls: Vec::new(),
+                call_count: 0,
+                first_seen_at: None,
+                last_seen_at: None,
+            },
+        ]
+    }
+
+    /// Answers covering every field, both values of each option and every band.
+    fn answers() -> Vec<StartCallResponse> {
+        let mut contexts = contexts()
+            .into_iter()
+            .map(|c| ContextField(ContextJson::new(&c).unwrap()));
+        let (context, empty) = (contexts.next().unwrap(), contexts.next().unwrap());
         vec![
             StartCallResponse {
                 call_id: "CA02".to_owned(),

@@ -2,12 +2,16 @@
 
 use std::collections::BTreeMap;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{Enum, Object};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use sticky_core::commands::IdentityHints;
-use sticky_core::engine::{CallRecord, CustomerContext};
+use sticky_core::engine::{CallRecord, ContextJson, CustomerContext};
 use sticky_core::scoring::{Band, Signal};
 
 use crate::error::ApiError;
@@ -200,6 +204,60 @@ impl From<CustomerContext> for ContextDto {
             first_seen_at: c.first_seen_at,
             last_seen_at: c.last_seen_at,
         }
+    }
+}
+
+/// A customer's context in the engine's JSON form ([`ContextJson`], as their stored document
+/// holds it): the start answer carries it as it is, and the OpenAPI document describes it as
+/// a [`ContextDto`], whose writer gives the same bytes (a test in `api/calls.rs` checks it).
+#[derive(Debug, Clone)]
+pub struct ContextField(pub ContextJson);
+
+impl Type for ContextField {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        ContextDto::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        ContextDto::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        ContextDto::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl ToJSON for ContextField {
+    fn to_json(&self) -> Option<Value> {
+        serde_json::from_str(self.0.get().get()).ok()
+    }
+}
+
+impl ParseFromJSON for ContextField {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        let context: CustomerContext = serde_json::from_value(value.unwrap_or_default())
+            .map_err(|e| ParseError::custom(e.to_string()))?;
+        ContextJson::new(&context)
+            .map(Self)
+            .map_err(|e| ParseError::custom(e.to_string()))
+    }
+}
+
+impl Serialize for ContextField {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.get().serialize(s)
     }
 }
 
