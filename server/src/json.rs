@@ -18,6 +18,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// How the API writes timestamps (`+00:00`), for serde's `serialize_with`.
+pub use sticky_core::wire::{rfc3339, rfc3339_opt};
+
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -204,8 +207,6 @@ impl<T: Type + Serialize> IntoResponse for DirectJson<T> {
         }
     }
 }
-
-pub use sticky_core::wire::{rfc3339, rfc3339_opt};
 
 #[cfg(test)]
 mod tests {

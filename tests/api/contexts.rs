@@ -13,6 +13,7 @@ backend_tests!(
     context_documents_follow_every_write,
     an_end_applies_its_changes_to_the_document_in_every_order,
     a_customer_without_a_document_is_answered_from_the_tables_and_gets_one,
+    a_document_of_an_older_format_is_not_sent_and_is_rebuilt,
 );
 
 async fn tenant(app: &TestApp) -> TenantId {
@@ -192,6 +193,72 @@ async fn a_customer_without_a_document_is_answered_from_the_tables_and_gets_one(
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    assert_eq!(out_of_date(&app).await, Vec::<String>::new());
+}
+
+/// Format 2 documents wrote timestamps as chrono's serde does (`Z`); a start sends the
+/// stored context as it is, so it must never send one of those: it answers from the tables in
+/// the API's form (`+00:00`) and the document is written again in the current format.
+async fn a_document_of_an_older_format_is_not_sent_and_is_rebuilt(app: TestApp) {
+    app.end_call(json!({"call_id": "c1", "customer_ref": "alice",
+        "identity_hints": {"ani": "+14155550100"}, "intent": "refund",
+        "variables": {"plan": "gold"}}))
+        .await;
+    let db = app.state.engine.db();
+    let backend = db.get_database_backend();
+    let format = || async {
+        db.query_one_raw(Statement::from_string(
+            backend,
+            "SELECT format, body FROM customer_contexts",
+        ))
+        .await
+        .unwrap()
+        .map(|r| {
+            (
+                r.try_get::<i32>("", "format").unwrap(),
+                r.try_get::<String>("", "body").unwrap(),
+            )
+        })
+        .unwrap()
+    };
+    let context_of = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["context"].to_string()
+    };
+    let (current, body) = format().await;
+    assert!(context_of(&body).contains("+00:00\""), "{body}");
+    db.execute_raw(Statement::from_string(
+        backend,
+        "UPDATE customer_contexts SET format = 2, body = REPLACE(body, '+00:00\"', 'Z\"')",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(out_of_date(&app).await, vec!["alice".to_owned()]);
+
+    let r = app
+        .start_call(json!({"call_id": "c2", "identity_hints": {"ani": "+14155550100"}}))
+        .await;
+    assert_eq!(r["customer_ref"], "alice");
+    let context = &r["context"];
+    for at in [
+        &context["last_seen_at"],
+        &context["first_seen_at"],
+        &context["recent_calls"][0]["ended_at"],
+        &context["open_intents"][0]["opened_at"],
+    ] {
+        assert!(
+            at.as_str().is_some_and(|t| t.ends_with("+00:00")),
+            "{context}"
+        );
+    }
+    for _ in 0..200 {
+        if format().await.0 == current {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (rebuilt, body) = format().await;
+    assert_eq!(rebuilt, current);
+    assert!(!context_of(&body).contains("Z\""), "{body}");
     assert_eq!(out_of_date(&app).await, Vec::<String>::new());
 }
 

@@ -20,7 +20,7 @@ use crate::entities::customer;
 use crate::error::EngineError;
 use crate::scoring::IdentityLink;
 
-/// A customer's row and context, as cached.
+/// A customer's row and context, decoded: what the writes work on and the document stores.
 #[derive(Debug, PartialEq)]
 pub(super) struct CachedCustomer {
     pub model: customer::Model,
@@ -35,6 +35,7 @@ pub(super) struct CachedCustomer {
 #[derive(Debug)]
 pub(super) struct CustomerAnswer {
     pub id: i64,
+    pub tenant: TenantId,
     pub customer_ref: String,
     pub context: ContextJson,
 }
@@ -44,6 +45,7 @@ impl CustomerAnswer {
     pub(super) fn of(c: &CachedCustomer) -> Result<Self, EngineError> {
         Ok(Self {
             id: c.model.id,
+            tenant: TenantId(c.model.tenant_id),
             customer_ref: c.model.customer_ref.clone(),
             context: ContextJson::new(&c.context)?,
         })
@@ -55,7 +57,9 @@ type IdentityCacheKey = (i64, &'static str, String);
 pub(super) struct Caches {
     epoch: AtomicU64,
     identities: Cache<IdentityCacheKey, Arc<Vec<IdentityLink>>>,
-    customers: Cache<i64, Arc<CustomerAnswer>>,
+    /// By tenant and customer id (ids are unique across tenants; the tenant makes a hit
+    /// depend on it too).
+    customers: Cache<(i64, i64), Arc<CustomerAnswer>>,
 }
 
 /// Bytes the identity cache may hold.
@@ -79,7 +83,7 @@ impl Caches {
                 .build(),
             customers: Cache::builder()
                 .max_capacity(CUSTOMER_CACHE_BYTES)
-                .weigher(|_: &i64, v: &Arc<CustomerAnswer>| answer_weight(v))
+                .weigher(|_: &(i64, i64), v: &Arc<CustomerAnswer>| answer_weight(v))
                 .build(),
         }
     }
@@ -132,8 +136,8 @@ impl Caches {
         }
     }
 
-    pub(super) async fn customer(&self, id: i64) -> Option<Arc<CustomerAnswer>> {
-        self.customers.get(&id).await
+    pub(super) async fn customer(&self, tenant: TenantId, id: i64) -> Option<Arc<CustomerAnswer>> {
+        self.customers.get(&(tenant.0, id)).await
     }
 
     /// Fills a customer entry read at `epoch`.
@@ -141,10 +145,10 @@ impl Caches {
         if self.epoch() != epoch {
             return;
         }
-        let id = value.id;
-        self.customers.insert(id, value).await;
+        let key = (value.tenant.0, value.id);
+        self.customers.insert(key, value).await;
         if self.epoch() != epoch {
-            self.customers.invalidate(&id).await;
+            self.customers.invalidate(&key).await;
         }
     }
 
@@ -157,7 +161,7 @@ impl Caches {
     ) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         for id in customers {
-            self.customers.invalidate(id).await;
+            self.customers.invalidate(&(tenant.0, *id)).await;
         }
         for k in identities {
             self.identities

@@ -137,6 +137,7 @@ pub(super) async fn read_answer(
         let d: AnswerDocument = serde_json::from_str(&b)?;
         Ok(CustomerAnswer {
             id,
+            tenant,
             customer_ref: d.customer_ref,
             context: ContextJson::stored(d.context),
         })

@@ -357,14 +357,23 @@ fn checkpoint_loop(
     }
 }
 
+/// Rounds of copying and flushing before a restart is asked for (see [`pass`]).
+const RESTART_ROUNDS: usize = 3;
+/// A round that copied fewer frames than this (16 MB) ends them: its flush was short, so
+/// what the writer is left to copy (what was written during it) is little.
+const SHORT_ROUND_FRAMES: i64 = 4096;
+
 /// One pass of the checkpoint thread: a checkpoint, then `flush` if it copied frames (the log
-/// had `before` of them copied after the previous pass); once the log is `restart_frames`
-/// long, another checkpoint and flush of what was written meanwhile, then a request to the
-/// writer for a restart. Returns how many frames of the log are copied now.
+/// had `before` of them copied after the previous pass). Once the log is `restart_frames`
+/// long, it asks the writer for a restart, after more rounds of copying and flushing what was
+/// written during the previous flush, until a round copies little (at most
+/// [`RESTART_ROUNDS`]). Returns how many frames of the log are copied now.
 ///
 /// The writer's copy before a restart ends with a flush of its own while every job waits:
-/// asked for before this flush, it waited for it (20-80 ms at 1M customers under ends,
-/// timed); asked for right after it, it copied and flushed everything written during it.
+/// asked for before this thread's flush, it waited for that flush (20-80 ms at 1M customers
+/// under ends, timed); asked for right after it, it copied and flushed everything written
+/// during it. No restart is asked for while a reader keeps frames from being copied: the
+/// writer could not copy them either.
 fn pass(
     conn: &Connection,
     restart: &AtomicBool,
@@ -372,19 +381,34 @@ fn pass(
     before: Option<i64>,
     flush: impl Fn(),
 ) -> Option<i64> {
-    let (log, copied) = checkpoint(conn)?;
+    let (mut log, mut copied) = checkpoint(conn)?;
     if copied > 0 && Some(copied) != before {
         flush();
     }
-    if log < restart_frames || copied == 0 {
+    if log < restart_frames || copied < log {
         return Some(copied);
     }
-    // Flushed whatever it copied: the log may have started over meanwhile (an idle writer's
-    // next transaction does), so the counts cannot tell new frames from old.
-    let (_, again) = checkpoint(conn)?;
-    flush();
+    for _ in 1..RESTART_ROUNDS {
+        let (now_log, now_copied) = checkpoint(conn)?;
+        // A log that started over (an idle writer's transaction does) holds only new frames.
+        let new = if now_log >= log && now_copied >= copied {
+            now_copied - copied
+        } else {
+            now_copied
+        };
+        (log, copied) = (now_log, now_copied);
+        if copied < log {
+            return Some(copied);
+        }
+        if new > 0 {
+            flush();
+        }
+        if new < SHORT_ROUND_FRAMES {
+            break;
+        }
+    }
     restart.store(true, Ordering::Relaxed);
-    Some(again)
+    Some(copied)
 }
 
 /// One checkpoint: the log's length and how much of it is copied, in frames.
@@ -744,6 +768,14 @@ mod tests {
         assert_eq!(flushes.get(), 2, "the new frames were copied");
     }
 
+    fn insert_rows(c: &Connection, rows: u32) {
+        c.execute_batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             INSERT INTO t (v) SELECT zeroblob(2000) FROM n"
+        ))
+        .unwrap();
+    }
+
     /// A restart is asked for only once the pass has flushed what it copied, including what
     /// was written during its flush: the writer's copy before the restart flushes too, while
     /// every job waits, and it waited for this flush when it overlapped it.
@@ -754,22 +786,14 @@ mod tests {
         writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         let checkpointer = open(&file.0, false).unwrap();
         let restart = AtomicBool::new(false);
-        let write = || {
-            writer
-                .execute_batch(
-                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
-                     WHERE i < 100) INSERT INTO t (v) SELECT zeroblob(2000) FROM n",
-                )
-                .unwrap();
-        };
-        write();
+        insert_rows(&writer, 100);
         let asked_during_a_flush = std::cell::Cell::new(false);
         let flushes = std::cell::Cell::new(0);
         let copied = pass(&checkpointer, &restart, 8, None, || {
             asked_during_a_flush.set(asked_during_a_flush.get() || restart.load(Ordering::Relaxed));
             flushes.set(flushes.get() + 1);
             if flushes.get() == 1 {
-                write(); // the writer goes on during the flush
+                insert_rows(&writer, 150); // the writer goes on during the flush
             }
         });
         assert_eq!(
@@ -779,11 +803,38 @@ mod tests {
         );
         assert!(!asked_during_a_flush.get(), "not asked before the flushes");
         assert!(restart.load(Ordering::Relaxed), "asked after them");
-        let (log, now) = passive_checkpoint(&writer).unwrap();
-        assert_eq!(
-            (copied, now),
-            (Some(log), log),
-            "the writer has nothing left to copy"
+        let (log, _) = passive_checkpoint(&writer).unwrap();
+        assert_eq!(copied, Some(log), "the pass copied the whole log");
+    }
+
+    /// While a reader keeps frames from being copied, the writer could not copy them either:
+    /// no restart is asked for.
+    #[test]
+    fn no_restart_is_asked_for_while_a_reader_holds_frames_back() {
+        let file = TempDb::with_table("id INTEGER PRIMARY KEY, v BLOB");
+        let writer = open(&file.0, false).unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        let checkpointer = open(&file.0, false).unwrap();
+        let reader = open(&file.0, true).unwrap();
+        insert_rows(&writer, 50);
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        insert_rows(&writer, 50);
+        let restart = AtomicBool::new(false);
+        let copied = pass(&checkpointer, &restart, 8, None, || {});
+        let (log, _) = passive_checkpoint(&checkpointer).unwrap();
+        assert!(
+            copied.is_some_and(|c| c < log),
+            "the reader holds frames back"
+        );
+        assert!(!restart.load(Ordering::Relaxed));
+        reader.execute_batch("COMMIT").unwrap();
+        pass(&checkpointer, &restart, 8, copied, || {});
+        assert!(
+            restart.load(Ordering::Relaxed),
+            "asked once they can be copied"
         );
     }
 }

@@ -219,7 +219,8 @@ impl StartAnswer {
     }
 }
 
-/// The answer to a call start.
+/// The answer to a call start with its context decoded ([`StartAnswer::decode`]): what the
+/// connectors render.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartOutcome {
     /// The call id, echoed.

@@ -249,7 +249,7 @@ impl Engine {
         tenant: TenantId,
         id: i64,
     ) -> Result<Option<Arc<CustomerAnswer>>, EngineError> {
-        if let Some(hit) = self.caches.customer(id).await {
+        if let Some(hit) = self.caches.customer(tenant, id).await {
             return Ok(Some(hit));
         }
         let epoch = self.caches.epoch();
