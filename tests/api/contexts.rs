@@ -29,6 +29,14 @@ async fn tenant(app: &TestApp) -> TenantId {
     )
 }
 
+/// Runs a statement on the database directly (an older version's data, say).
+async fn execute(app: &TestApp, sql: &str) {
+    let db = app.state.engine.db();
+    db.execute_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap();
+}
+
 async fn out_of_date(app: &TestApp) -> Vec<String> {
     app.state
         .engine
@@ -172,13 +180,7 @@ async fn a_customer_without_a_document_is_answered_from_the_tables_and_gets_one(
     app.end_call(json!({"call_id": "c1", "customer_ref": "alice",
         "identity_hints": {"ani": "+14155550100"}, "variables": {"plan": "gold"}}))
         .await;
-    let db = app.state.engine.db();
-    db.execute_raw(Statement::from_string(
-        db.get_database_backend(),
-        "DELETE FROM customer_contexts",
-    ))
-    .await
-    .unwrap();
+    execute(&app, "DELETE FROM customer_contexts").await;
     assert_eq!(out_of_date(&app).await, vec!["alice".to_owned()]);
 
     let r = app
@@ -226,12 +228,11 @@ async fn a_document_of_an_older_format_is_not_sent_and_is_rebuilt(app: TestApp) 
     };
     let (current, body) = format().await;
     assert!(context_of(&body).contains("+00:00\""), "{body}");
-    db.execute_raw(Statement::from_string(
-        backend,
+    execute(
+        &app,
         "UPDATE customer_contexts SET format = 2, body = REPLACE(body, '+00:00\"', 'Z\"')",
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     assert_eq!(out_of_date(&app).await, vec!["alice".to_owned()]);
 
     let r = app

@@ -181,10 +181,10 @@ pub const RECENT_CALLS: u64 = 5;
 /// How many open intents a context carries.
 pub const OPEN_INTENTS: u64 = 20;
 
-/// The answer to a call start, with the context in its JSON form (see [`ContextJson`]);
-/// [`StartAnswer::decode`] gives the [`StartOutcome`] the connectors render.
+/// The answer to a call start. The engine answers with the context in its JSON form
+/// ([`StartAnswer`]); [`StartAnswer::decode`] gives the decoded form the connectors render.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StartAnswer {
+pub struct StartOutcome<C = CustomerContext> {
     /// The call id, echoed.
     pub call_id: String,
     /// Who the caller probably is; `None` when the band is low.
@@ -198,8 +198,11 @@ pub struct StartAnswer {
     /// Other plausible customers.
     pub candidates: Vec<Candidate>,
     /// The customer's memory; `None` when the band is low.
-    pub context: Option<ContextJson>,
+    pub context: Option<C>,
 }
+
+/// A start's answer as the engine gives it: the context as stored (see [`ContextJson`]).
+pub type StartAnswer = StartOutcome<ContextJson>;
 
 impl StartAnswer {
     /// The answer with its context decoded.
@@ -217,26 +220,6 @@ impl StartAnswer {
             candidates: self.candidates,
         })
     }
-}
-
-/// The answer to a call start with its context decoded ([`StartAnswer::decode`]): what the
-/// connectors render.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StartOutcome {
-    /// The call id, echoed.
-    pub call_id: String,
-    /// Who the caller probably is; `None` when the band is low.
-    pub customer_ref: Option<String>,
-    /// Confidence in `customer_ref`.
-    pub confidence: f64,
-    /// Band of the confidence.
-    pub band: Band,
-    /// Why.
-    pub signals: Vec<Signal>,
-    /// Other plausible customers.
-    pub candidates: Vec<Candidate>,
-    /// The customer's memory; `None` when the band is low.
-    pub context: Option<CustomerContext>,
 }
 
 /// The answer to a call end.
