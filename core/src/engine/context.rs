@@ -19,7 +19,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
 use serde_json::value::RawValue;
 
 use super::cache::{CachedCustomer, CustomerAnswer};
@@ -135,6 +134,13 @@ pub(super) async fn read_answer(
     let body = stored_body(c, tenant, id).await?;
     body.map(|b| {
         let d: AnswerDocument = serde_json::from_str(&b)?;
+        // Sent as it is: at least the shape the API promises (a damaged document is an error,
+        // as it is when decoded).
+        if !d.context.get().starts_with('{') {
+            return Err(EngineError::Corrupt(format!(
+                "the context document of customer {id} holds no object"
+            )));
+        }
         Ok(CustomerAnswer {
             id,
             tenant,
