@@ -14,6 +14,7 @@ backend_tests!(
     an_end_applies_its_changes_to_the_document_in_every_order,
     a_customer_without_a_document_is_answered_from_the_tables_and_gets_one,
     a_document_of_an_older_format_is_not_sent_and_is_rebuilt,
+    a_damaged_document_is_an_error_not_an_answer,
 );
 
 async fn tenant(app: &TestApp) -> TenantId {
@@ -261,6 +262,28 @@ async fn a_document_of_an_older_format_is_not_sent_and_is_rebuilt(app: TestApp) 
     assert_eq!(rebuilt, current);
     assert!(!context_of(&body).contains("Z\""), "{body}");
     assert_eq!(out_of_date(&app).await, Vec::<String>::new());
+}
+
+/// A start sends the stored context without decoding it, but never something that is not a
+/// context object: a damaged document is an internal error, as it was when decoded.
+async fn a_damaged_document_is_an_error_not_an_answer(app: TestApp) {
+    app.end_call(json!({"call_id": "c1", "customer_ref": "alice",
+        "identity_hints": {"ani": "+14155550100"}}))
+        .await;
+    execute(
+        &app,
+        r#"UPDATE customer_contexts SET body = '{"customer_ref":"alice","context":"oops"}'"#,
+    )
+    .await;
+    let r = app
+        .post(
+            "/v1/calls/start",
+            json!({"call_id": "c2", "identity_hints": {"ani": "+14155550100"}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 500, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "internal_error");
+    assert!(!r.body.to_string().contains("oops"), "{}", r.body);
 }
 
 /// A customer whose calls end at the same instant, or in the future (an import from a system
