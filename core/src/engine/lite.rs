@@ -671,6 +671,14 @@ mod tests {
                 .unwrap();
             file
         }
+
+        /// A writer that never checkpoints by itself, as the server's, and a connection to
+        /// checkpoint with.
+        fn writer_and_checkpointer(&self) -> (Connection, Connection) {
+            let writer = open(&self.0, false).unwrap();
+            writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+            (writer, open(&self.0, false).unwrap())
+        }
     }
 
     impl Drop for TempDb {
@@ -688,8 +696,7 @@ mod tests {
     #[test]
     fn the_log_stays_short_under_steady_writes() {
         let file = TempDb::with_table("id INTEGER PRIMARY KEY, k TEXT NOT NULL, v BLOB NOT NULL");
-        let writer = open(&file.0, false).unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        let (writer, checkpointer) = file.writer_and_checkpointer();
         let writer: LiteConn = Mutex::new(writer);
         let (committed, _commits) = std_mpsc::sync_channel(1);
         let restart = Arc::new(AtomicBool::new(false));
@@ -697,7 +704,6 @@ mod tests {
             committed,
             restart: restart.clone(),
         };
-        let checkpointer = open(&file.0, false).unwrap();
         let insert = |c: &Connection, i: u32| {
             c.execute(
                 "INSERT INTO t (k, v) VALUES (?1, zeroblob(3000))",
@@ -740,9 +746,7 @@ mod tests {
     #[test]
     fn a_checkpoint_that_copied_frames_is_flushed() {
         let file = TempDb::with_table("id INTEGER PRIMARY KEY, v TEXT");
-        let writer = open(&file.0, false).unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        let checkpointer = open(&file.0, false).unwrap();
+        let (writer, checkpointer) = file.writer_and_checkpointer();
         let restart = AtomicBool::new(false);
         let flushes = std::cell::Cell::new(0);
         let run = |copied: Option<i64>| {
@@ -782,9 +786,7 @@ mod tests {
     #[test]
     fn the_restart_is_asked_for_after_the_flushes() {
         let file = TempDb::with_table("id INTEGER PRIMARY KEY, v BLOB");
-        let writer = open(&file.0, false).unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        let checkpointer = open(&file.0, false).unwrap();
+        let (writer, checkpointer) = file.writer_and_checkpointer();
         let restart = AtomicBool::new(false);
         insert_rows(&writer, 100);
         let asked_during_a_flush = std::cell::Cell::new(false);
@@ -812,9 +814,7 @@ mod tests {
     #[test]
     fn no_restart_is_asked_for_while_a_reader_holds_frames_back() {
         let file = TempDb::with_table("id INTEGER PRIMARY KEY, v BLOB");
-        let writer = open(&file.0, false).unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        let checkpointer = open(&file.0, false).unwrap();
+        let (writer, checkpointer) = file.writer_and_checkpointer();
         let reader = open(&file.0, true).unwrap();
         insert_rows(&writer, 50);
         reader.execute_batch("BEGIN").unwrap();
