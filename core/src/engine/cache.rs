@@ -1,6 +1,7 @@
 //! Read caches for the call-start hot path: the identity index (key → linked customers,
 //! including "nobody") and customers' answers (customer → reference and context, in its JSON
-//! form). Both are bounded in bytes.
+//! form). Both are bounded in bytes. They sit in front of reads that cross the network
+//! (PostgreSQL); on the direct SQLite path they are off ([`Caches::off`]).
 //!
 //! Correctness first: every write that changes what they hold bumps a global epoch after its
 //! commit and then invalidates the keys it touched. A reader that filled an entry checks the
@@ -56,6 +57,11 @@ type IdentityCacheKey = (i64, &'static str, String);
 
 pub(super) struct Caches {
     epoch: AtomicU64,
+    /// `None` when off (see [`Caches::off`]).
+    stores: Option<Stores>,
+}
+
+struct Stores {
     identities: Cache<IdentityCacheKey, Arc<Vec<IdentityLink>>>,
     /// By tenant and customer id (ids are unique across tenants; the tenant makes a hit
     /// depend on it too).
@@ -72,20 +78,41 @@ fn answer_weight(a: &CustomerAnswer) -> u32 {
 }
 
 impl Caches {
+    /// Caches in front of reads that cross the network (PostgreSQL).
     pub(super) fn new() -> Self {
         Self {
             epoch: AtomicU64::new(0),
-            identities: Cache::builder()
-                .max_capacity(IDENTITY_CACHE_BYTES)
-                .weigher(|k: &IdentityCacheKey, v: &Arc<Vec<IdentityLink>>| {
-                    u32::try_from(k.2.len() + 96 + v.len() * 48).unwrap_or(u32::MAX)
-                })
-                .build(),
-            customers: Cache::builder()
-                .max_capacity(CUSTOMER_CACHE_BYTES)
-                .weigher(|_: &(i64, i64), v: &Arc<CustomerAnswer>| answer_weight(v))
-                .build(),
+            stores: Some(Stores {
+                identities: Cache::builder()
+                    .max_capacity(IDENTITY_CACHE_BYTES)
+                    .weigher(|k: &IdentityCacheKey, v: &Arc<Vec<IdentityLink>>| {
+                        u32::try_from(k.2.len() + 96 + v.len() * 48).unwrap_or(u32::MAX)
+                    })
+                    .build(),
+                customers: Cache::builder()
+                    .max_capacity(CUSTOMER_CACHE_BYTES)
+                    .weigher(|_: &(i64, i64), v: &Arc<CustomerAnswer>| answer_weight(v))
+                    .build(),
+            }),
         }
+    }
+
+    /// No caches: every look-up misses and fills nothing. For reads of a local SQLite file,
+    /// where a miss costs a few page reads and keeping the caches costs more than that on
+    /// traffic that rarely repeats a key before a write invalidates it (an end invalidates its
+    /// customer): moka's insertions, evictions and table rebuilds took 10–20 µs per start at
+    /// 1M customers, against about 110 µs for the whole start (README, "Benchmark").
+    pub(super) fn off() -> Self {
+        Self {
+            epoch: AtomicU64::new(0),
+            stores: None,
+        }
+    }
+
+    /// Whether the caches keep anything.
+    #[cfg(test)]
+    pub(super) fn on(&self) -> bool {
+        self.stores.is_some()
     }
 
     /// The current epoch, to take before reading the database for a cache fill.
@@ -100,9 +127,12 @@ impl Caches {
         keys: &[IdentityKey],
     ) -> (HashMap<IdentityKey, Vec<IdentityLink>>, Vec<IdentityKey>) {
         let mut found = HashMap::new();
+        let Some(stores) = &self.stores else {
+            return (found, keys.to_vec());
+        };
         let mut missing = Vec::new();
         for k in keys {
-            match self.identities.get(&(tenant.0, k.0, k.1.clone())).await {
+            match stores.identities.get(&(tenant.0, k.0, k.1.clone())).await {
                 Some(v) => {
                     found.insert(k.clone(), v.as_ref().clone());
                 }
@@ -119,17 +149,20 @@ impl Caches {
         epoch: u64,
         read: &HashMap<IdentityKey, Vec<IdentityLink>>,
     ) {
+        let Some(stores) = &self.stores else { return };
         if self.epoch() != epoch {
             return;
         }
         for (k, v) in read {
-            self.identities
+            stores
+                .identities
                 .insert((tenant.0, k.0, k.1.clone()), Arc::new(v.clone()))
                 .await;
         }
         if self.epoch() != epoch {
             for k in read.keys() {
-                self.identities
+                stores
+                    .identities
                     .invalidate(&(tenant.0, k.0, k.1.clone()))
                     .await;
             }
@@ -137,18 +170,19 @@ impl Caches {
     }
 
     pub(super) async fn customer(&self, tenant: TenantId, id: i64) -> Option<Arc<CustomerAnswer>> {
-        self.customers.get(&(tenant.0, id)).await
+        self.stores.as_ref()?.customers.get(&(tenant.0, id)).await
     }
 
     /// Fills a customer entry read at `epoch`.
     pub(super) async fn fill_customer(&self, epoch: u64, value: Arc<CustomerAnswer>) {
+        let Some(stores) = &self.stores else { return };
         if self.epoch() != epoch {
             return;
         }
         let key = (value.tenant.0, value.id);
-        self.customers.insert(key, value).await;
+        stores.customers.insert(key, value).await;
         if self.epoch() != epoch {
-            self.customers.invalidate(&key).await;
+            stores.customers.invalidate(&key).await;
         }
     }
 
@@ -160,11 +194,13 @@ impl Caches {
         identities: &[IdentityKey],
     ) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        let Some(stores) = &self.stores else { return };
         for id in customers {
-            self.customers.invalidate(&(tenant.0, *id)).await;
+            stores.customers.invalidate(&(tenant.0, *id)).await;
         }
         for k in identities {
-            self.identities
+            stores
+                .identities
                 .invalidate(&(tenant.0, k.0, k.1.clone()))
                 .await;
         }
@@ -173,7 +209,64 @@ impl Caches {
     /// After a committed write whose reach is wide (merge, erasure, import): forget all.
     pub(super) fn written_widely(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.identities.invalidate_all();
-        self.customers.invalidate_all();
+        if let Some(stores) = &self.stores {
+            stores.identities.invalidate_all();
+            stores.customers.invalidate_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(id: i64) -> Arc<CustomerAnswer> {
+        Arc::new(CustomerAnswer {
+            id,
+            tenant: TenantId(1),
+            customer_ref: format!("c-{id}"),
+            context: ContextJson::new(&CustomerContext {
+                variables: std::collections::BTreeMap::new(),
+                open_intents: Vec::new(),
+                recent_calls: Vec::new(),
+                call_count: 0,
+                first_seen_at: None,
+                last_seen_at: None,
+            })
+            .unwrap(),
+        })
+    }
+
+    /// What one cache answers after a fill: (links found, keys missing, customer found).
+    async fn after_fill(caches: &Caches) -> (usize, usize, bool) {
+        let keys: Vec<IdentityKey> = vec![("ani", "+14155550100".into())];
+        let link = IdentityLink {
+            customer: 7,
+            call_count: 2,
+            last_seen_at: crate::now(),
+        };
+        let read = HashMap::from([(keys[0].clone(), vec![link])]);
+        caches.fill_links(TenantId(1), caches.epoch(), &read).await;
+        caches.fill_customer(caches.epoch(), answer(7)).await;
+        let (found, missing) = caches.links(TenantId(1), &keys).await;
+        let customer = caches.customer(TenantId(1), 7).await;
+        (found.len(), missing.len(), customer.is_some())
+    }
+
+    #[tokio::test]
+    async fn caches_that_are_off_keep_nothing_and_caches_that_are_on_keep_fills() {
+        assert_eq!(after_fill(&Caches::new()).await, (1, 0, true));
+        assert_eq!(after_fill(&Caches::off()).await, (0, 1, false));
+    }
+
+    #[tokio::test]
+    async fn a_fill_that_raced_a_write_is_dropped() {
+        let caches = Caches::new();
+        let epoch = caches.epoch();
+        caches.written(TenantId(1), &[7], &[]).await;
+        caches.fill_customer(epoch, answer(7)).await;
+        assert!(caches.customer(TenantId(1), 7).await.is_none());
+        caches.fill_customer(caches.epoch(), answer(7)).await;
+        assert!(caches.customer(TenantId(1), 7).await.is_some());
     }
 }

@@ -312,7 +312,12 @@ impl Engine {
     /// When the SQLite file cannot be opened directly.
     pub async fn open(db: DatabaseConnection, region: DefaultRegion) -> Result<Self, EngineError> {
         let mut engine = Self::new(db, region);
-        engine.lite = lite::Lite::open(&engine.db, engine.caches.clone()).await?;
+        // Reads of the local file need no caches in front of them (see `Caches::off`).
+        let direct = Arc::new(cache::Caches::off());
+        engine.lite = lite::Lite::open(&engine.db, direct.clone()).await?;
+        if engine.lite.is_some() {
+            engine.caches = direct;
+        }
         Ok(engine)
     }
 
@@ -439,5 +444,37 @@ mod tests {
             assert_eq!(engine.dialled(&raw).as_deref(), Some(raw.as_str()));
         }
         assert!(engine.dialled.lock().unwrap().len() <= DIALLED_NUMBERS);
+    }
+
+    /// The server's engine on a SQLite file reads it directly, without caches; through the
+    /// pool (as on PostgreSQL) it keeps them.
+    #[tokio::test]
+    async fn only_reads_through_the_pool_are_cached() {
+        let file = std::env::temp_dir().join(format!(
+            "sticky-engine-{}-{}.db",
+            std::process::id(),
+            crate::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let direct = Engine::open(
+            sea_orm::Database::connect(&url).await.unwrap(),
+            DefaultRegion::default(),
+        )
+        .await
+        .unwrap();
+        assert!(direct.direct_sqlite());
+        assert!(!direct.caches.on());
+        let pooled = Engine::open(
+            sea_orm::Database::connect("sqlite::memory:").await.unwrap(),
+            DefaultRegion::default(),
+        )
+        .await
+        .unwrap();
+        assert!(!pooled.direct_sqlite());
+        assert!(pooled.caches.on());
+        drop(direct);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
     }
 }
