@@ -7,8 +7,9 @@
 //! - Writes (a start's call row, a whole end) go to one writer thread, which owns the only
 //!   write connection. It takes every job waiting, applies them in one transaction and
 //!   commits once: group commit (a job that fails is rolled back alone, see [`Guard`]). Each
-//!   job is answered after the commit, and after the read caches forgot what it changed, so a
-//!   killed process loses nothing it acknowledged and the next start reads what an end saved.
+//!   job is answered after the commit (and after the read caches forgot what it changed; on
+//!   this path they are off, see [`Caches::off`]), so a killed process loses nothing it
+//!   acknowledged and the next start reads what an end saved.
 //!
 //! - Checkpoints (copying the write-ahead log back into the database file, with its fsyncs)
 //!   run on a third thread, never inside the writer's commit: SQLite's automatic checkpoint
