@@ -371,9 +371,6 @@ impl Engine {
         self.db.ping().await
     }
 
-    /// Starts a serialised write: the process-wide writer lock, then a transaction that holds
-    /// the database's write lock from its first statement (SQLite) or the tenant's advisory
-    /// lock (PostgreSQL).
     /// Commits a write, then makes the caches forget what it changed, in a task of its own:
     /// a request dropped half-way (its client hung up) cannot leave a committed write hidden
     /// behind a stale cache entry.
@@ -392,6 +389,9 @@ impl Engine {
         .map_err(|e| EngineError::Corrupt(format!("a commit did not finish: {e}")))?
     }
 
+    /// Starts a serialised write: the process-wide writer lock, then a transaction that holds
+    /// the database's write lock from its first statement (SQLite) or the tenant's advisory
+    /// lock (PostgreSQL).
     async fn begin_write(
         &self,
         tenant: TenantId,
