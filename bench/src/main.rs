@@ -195,9 +195,8 @@ async fn grow_log(target: &Target, file: &Path, concurrency: u64) {
     let log = PathBuf::from(format!("{}-wal", file.display()));
     let size = || std::fs::metadata(&log).map_or(0, |m| m.len());
     let started = Instant::now();
-    let mut before = size();
-    let mut starts = 0;
-    while started.elapsed() < Duration::from_secs(60) {
+    let starts = std::cell::Cell::new(0);
+    let grown = until_it_stops_growing(size, GROW_STEPS, || async {
         let m = load::run(
             target,
             Scenario::StartUnknown,
@@ -206,21 +205,45 @@ async fn grow_log(target: &Target, file: &Path, concurrency: u64) {
             None,
         )
         .await;
-        starts += m.ok;
+        starts.set(starts.get() + m.ok);
         if let Some(e) = &m.first_error {
             eprintln!("   first error while growing the log: {e}");
         }
+    })
+    .await;
+    eprintln!(
+        "   log file {} ({:.0} MB) by {} starts of unknown numbers in {:.1} s",
+        if grown {
+            "grown to its working size"
+        } else {
+            "still growing after the time allowed"
+        },
+        size() as f64 / 1e6,
+        starts.get(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Seconds of load [`grow_log`] sends at most.
+const GROW_STEPS: usize = 60;
+
+/// Runs `step` until a step after which `size` is not zero and no larger than before it
+/// (`true`), or `steps` times (`false`).
+async fn until_it_stops_growing<F, Fut>(size: impl Fn() -> u64, steps: usize, mut step: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut before = size();
+    for _ in 0..steps {
+        step().await;
         let now = size();
         if now > 0 && now <= before {
-            break;
+            return true;
         }
         before = now;
     }
-    eprintln!(
-        "   log file grown to its working size ({:.0} MB) by {starts} starts of unknown numbers in {:.1} s",
-        size() as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
+    false
 }
 
 fn ms(us: u64) -> f64 {
@@ -635,4 +658,36 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// Runs [`until_it_stops_growing`] over a file whose size after each step is the next of
+    /// `sizes` (it starts at the first); returns what it returned and the steps it ran.
+    async fn grow(sizes: &[u64], steps: usize) -> (bool, usize) {
+        let ran = Cell::new(0);
+        let grown = until_it_stops_growing(
+            || sizes[ran.get().min(sizes.len() - 1)],
+            steps,
+            || {
+                ran.set(ran.get() + 1);
+                async {}
+            },
+        )
+        .await;
+        (grown, ran.get())
+    }
+
+    #[tokio::test]
+    async fn the_log_is_grown_until_a_step_leaves_it_no_larger() {
+        // No file yet, then growing, then restarted over its own blocks.
+        assert_eq!(grow(&[0, 0, 100, 250, 271, 271], 60).await, (true, 5));
+        // A file that shrank (emptied by a checkpoint) also ends it.
+        assert_eq!(grow(&[0, 300, 10], 60).await, (true, 2));
+        // Still growing when the steps run out.
+        assert_eq!(grow(&[0, 1, 2, 3, 4, 5], 3).await, (false, 3));
+    }
 }
