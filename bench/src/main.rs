@@ -328,21 +328,7 @@ async fn run_backend(
                 .as_ref()
                 .is_none_or(|o| s.name().contains(o.as_str()))
     };
-    // Every scenario but the trivial endpoint writes.
-    if admin.is_none()
-        && [
-            Scenario::StartKnownAni,
-            Scenario::StartKnownCrm,
-            Scenario::StartUnknown,
-            Scenario::End,
-            Scenario::Mix,
-        ]
-        .into_iter()
-        .any(wanted)
-    {
-        grow_log(&target, &args.out.join("bench.db"), args.concurrency).await;
-    }
-    for s in [
+    let scenarios: Vec<Scenario> = [
         Scenario::Trivial,
         Scenario::StartKnownAni,
         Scenario::StartKnownCrm,
@@ -352,7 +338,12 @@ async fn run_backend(
     ]
     .into_iter()
     .filter(|&s| wanted(s))
-    {
+    .collect();
+    // Every scenario but the trivial endpoint writes.
+    if admin.is_none() && scenarios.iter().any(|&s| s != Scenario::Trivial) {
+        grow_log(&target, &args.out.join("bench.db"), args.concurrency).await;
+    }
+    for s in scenarios {
         rewarm()?;
         eprintln!("   {} ...", s.name());
         let m = measure(&server, load::run(&target, s, args.concurrency, d, None)).await;
