@@ -52,7 +52,7 @@ struct Args {
     only: Option<String>,
     /// Keep the seeded SQLite file (and its API key) in `--out` and reuse it on the next run
     /// with the same `--customers`, instead of seeding again. For profiling; what each run
-    /// writes stays in it (every start's call row, the log warm-up's 100,000-150,000 included,
+    /// writes stays in it (every start's call row, in the database or in its open calls' journal,
     /// and the ends'), so long series drift: compare builds in alternating runs.
     #[arg(long)]
     reuse: bool,
@@ -184,14 +184,15 @@ fn warm(file: &Path, evict: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends starts of unknown numbers until the server's log file stops growing: it has reached
-/// the length at which the server starts it over, and from then on its frames are written
-/// over blocks the file already has. A server keeps that file from its first writes until it
-/// stops, but the benchmark starts each server with none (the log is emptied before, see
-/// [`checkpoint`]), and growing it costs the writer thread a block allocation and zeroing per
-/// frame: profiled at 1M customers, 40% more writer CPU during the first 2-3 s of writes,
-/// which all fell on the first scenario that writes. Those starts' call rows (of no customer)
-/// stay in the database.
+/// Sends ends (known customers, variables and an intent) until the server's log file stops
+/// growing: it has reached the length at which the server starts it over, and from then on its
+/// frames are written over blocks the file already has. A server keeps that file from its
+/// first writes until it stops, but the benchmark starts each server with none (the log is
+/// emptied before, see [`checkpoint`]), and growing it costs the writer thread a block
+/// allocation and zeroing per frame: profiled at 1M customers, 40% more writer CPU during the
+/// first 2-3 s of writes, which all fell on the first scenario that writes. What those ends
+/// save stays in the database. (Ends, because a start's row waits in the open calls' journal,
+/// not in the log: see ARCHITECTURE.md.)
 ///
 /// The log also starts over early whenever the checkpoint catches up with the writer, so the
 /// file may stand still for a moment before it has grown to its working size (seen: 209 of
@@ -203,7 +204,7 @@ async fn grow_log(target: &Target, file: &Path, concurrency: u64) {
     let starts = std::cell::Cell::new(0);
     let steps = |d: Duration| usize::try_from(d.as_millis() / GROW_STEP.as_millis()).unwrap_or(1);
     let grown = until_it_stops_growing(size, steps(GROW_LIMIT), steps(GROW_QUIET), || async {
-        let m = load::run(target, Scenario::StartUnknown, concurrency, GROW_STEP, None).await;
+        let m = load::run(target, Scenario::End, concurrency, GROW_STEP, None).await;
         starts.set(starts.get() + m.ok);
         if let Some(e) = &m.first_error {
             eprintln!("   first error while growing the log: {e}");
@@ -211,7 +212,7 @@ async fn grow_log(target: &Target, file: &Path, concurrency: u64) {
     })
     .await;
     eprintln!(
-        "   log file {} ({:.0} MB) by {} starts of unknown numbers in {:.1} s",
+        "   log file {} ({:.0} MB) by {} ends in {:.1} s",
         if grown {
             "grown to its working size"
         } else if size() == 0 {
@@ -619,12 +620,28 @@ fn fresh_sqlite(out: &Path, reuse: bool, customers: u64) -> anyhow::Result<Strin
         .and_then(|b| serde_json::from_slice::<Seeded>(&b).ok())
         .is_some_and(|s| s.customers == customers && s.shape == seed::SHAPE);
     if !(reuse && kept && file.exists()) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-        }
+        remove_sqlite(&file);
         let _ = std::fs::remove_file(out.join("bench.seed.json"));
     }
     Ok(format!("sqlite://{}", file.display()))
+}
+
+/// Removes a SQLite file with its log and the server's open calls' journal
+/// (`<file>-starts.<n>`), which belongs to that file.
+fn remove_sqlite(file: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+    let prefix = format!(
+        "{}-starts.",
+        file.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let dir = file.parent().unwrap_or(Path::new("."));
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// mimalloc, as in the server: glibc's malloc took a third of the seed's time in its own
@@ -670,10 +687,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("{}", markdown(&args, &reports));
     if !args.reuse {
-        let _ = std::fs::remove_file(args.out.join("bench.db"));
-        for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(args.out.join(format!("bench.db{suffix}")));
-        }
+        remove_sqlite(&args.out.join("bench.db"));
     }
     Ok(())
 }

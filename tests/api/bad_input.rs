@@ -317,7 +317,7 @@ async fn requests_without_a_valid_key_are_unauthorized(app: TestApp) {
     wrong.push('9');
     let r = app.send("POST", START, Some(&wrong), body).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "one character off");
-    assert_eq!(app.count_rows("calls").await, 0);
+    assert_eq!(app.count_calls().await, 0);
 }
 
 async fn unknown_routes_and_methods_get_our_error_body(app: TestApp) {

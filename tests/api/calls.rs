@@ -28,6 +28,8 @@ backend_tests!(
     an_intent_status_without_any_intent_is_rejected_and_nothing_is_written,
     a_rejected_end_among_concurrent_ends_leaves_the_others_committed,
     an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_everything,
+    an_answered_start_survives_a_restart_and_its_end_stores_it_once,
+    a_merge_carries_the_calls_still_open_that_matched_the_merged_customer,
 );
 
 fn start(call_id: &str, ani: &str) -> Value {
@@ -127,7 +129,7 @@ async fn a_retried_start_returns_the_same_answer_and_writes_no_second_call(app: 
     let retry = app.start_call(start("c2", "+14155551234")).await;
 
     assert_eq!(first, retry);
-    assert_eq!(app.count_rows("calls").await, 2);
+    assert_eq!(app.count_calls().await, 2);
 }
 
 async fn concurrent_retries_of_one_start_record_one_call(app: TestApp) {
@@ -158,7 +160,7 @@ async fn concurrent_retries_of_one_start_record_one_call(app: TestApp) {
         "one answer for one call"
     );
     assert_eq!(retries[0]["customer_ref"], "alice");
-    assert_eq!(app.count_rows("calls").await, 1 + 1 + 8);
+    assert_eq!(app.count_calls().await, 1 + 1 + 8);
 }
 
 async fn a_repeated_end_merges_without_duplicating_history(app: TestApp) {
@@ -316,6 +318,7 @@ async fn naming_a_customer_keeps_apart_a_provisional_one_matched_only_at_low_con
     let second = app.start_call(start("c2", "+14155551234")).await;
     assert_eq!(second["customer_ref"], p.as_str());
     use sea_orm::{ConnectionTrait, Statement};
+    app.state.engine.move_open_calls().await.unwrap();
     let db = app.state.engine.db();
     db.execute_raw(Statement::from_string(
         db.get_database_backend(),
@@ -673,4 +676,74 @@ async fn an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_ever
             assert_eq!(r.status, StatusCode::NOT_FOUND, "doomed-{i}");
         }
     }
+}
+
+async fn an_answered_start_survives_a_restart_and_its_end_stores_it_once(app: TestApp) {
+    app.start_call(start("c1", "+14155551234")).await;
+    app.end_call(json!({"call_id": "c1", "customer_ref": "alice"}))
+        .await;
+    let first = app.start_call(start("c2", "+14155551234")).await;
+    assert_eq!(first["customer_ref"], "alice");
+    let other = app.new_tenant("other").await;
+
+    // Act: another process on the same database, as after a crash of this one.
+    let app = app.restarted().await;
+
+    // Assert: the answered start is there: it can be read, it is the tenant's only, a retry
+    // replays it.
+    let call = app.get("/v1/calls/c2").await;
+    assert_eq!(call.status, StatusCode::OK);
+    assert_eq!(call.body["status"], "in_progress");
+    assert_eq!(call.body["matched_customer_ref"], "alice");
+    let elsewhere = app.send("GET", "/v1/calls/c2", Some(&other), None).await;
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.count_calls().await, 2);
+    assert_eq!(app.start_call(start("c2", "+14155551234")).await, first);
+    assert_eq!(app.count_calls().await, 2);
+    // Its end stores the call once, with the start's match.
+    app.end_call(json!({"call_id": "c2", "summary": "second"}))
+        .await;
+    assert_eq!(app.count_calls().await, 2);
+    assert_eq!(app.count_rows("calls").await, 2);
+    let call = app.get("/v1/calls/c2").await.body;
+    assert_eq!(call["status"], "ended");
+    assert_eq!(call["matched_customer_ref"], "alice");
+    assert_eq!(call["customer_ref"], "alice");
+    assert_eq!(call["confidence"], first["confidence"]);
+    assert_eq!(app.state.engine.open_calls(), 0);
+}
+
+async fn a_merge_carries_the_calls_still_open_that_matched_the_merged_customer(app: TestApp) {
+    // A named customer; a provisional one, and two calls from their number that have not
+    // ended.
+    app.start_call(start("c0", "+14155559999")).await;
+    app.end_call(json!({"call_id": "c0", "customer_ref": "crm_9"}))
+        .await;
+    let p = a_provisional_customer(&app, json!({"call_id": "c1"})).await;
+    for id in ["c2", "c3"] {
+        assert_eq!(
+            app.start_call(start(id, "+14155551234")).await["customer_ref"],
+            p.as_str()
+        );
+    }
+
+    // Act: one of them ends naming the customer, which merges the provisional one.
+    let ended = app
+        .end_call(json!({"call_id": "c2", "customer_ref": "crm_9"}))
+        .await;
+
+    // Assert: the other open call now matches the named customer, and is in their export.
+    assert_eq!(ended["merged_from"], p.as_str());
+    let open = app.get("/v1/calls/c3").await.body;
+    assert_eq!(open["status"], "in_progress");
+    assert_eq!(open["matched_customer_ref"], "crm_9");
+    let export = app.get("/v1/customers/crm_9").await.body;
+    let calls: Vec<&str> = export["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(calls, ["c0", "c1", "c2", "c3"]);
+    assert_eq!(app.count_calls().await, 4);
 }

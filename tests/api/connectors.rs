@@ -186,7 +186,7 @@ async fn twilio_signatures_are_verified_once_the_auth_token_is_set(app: TestApp)
     let r = app.send_raw(&path, &forged, body.clone()).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(
-        app.count_rows("calls").await,
+        app.count_calls().await,
         0,
         "nothing written on a bad signature"
     );
@@ -628,7 +628,7 @@ async fn connector_errors_are_4xx_with_our_error_body(app: TestApp) {
         assert_eq!(r.status.as_u16(), status, "{what}: {}", r.text);
         assert_eq!(r.json()["error"]["code"], code, "{what}: {}", r.text);
     }
-    assert_eq!(app.count_rows("calls").await, 0, "nothing written");
+    assert_eq!(app.count_calls().await, 0, "nothing written");
     // Twilio sends Basic credentials from its webhook URL only after a challenge.
     let challenged = app
         .client

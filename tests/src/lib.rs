@@ -267,6 +267,30 @@ impl TestApp {
     }
 
     /// Counts rows of a table for the whole database (to prove nothing was written).
+    /// A second application on the same database, as a new server process would be after this
+    /// one was killed: nothing is shared but the database (and, on a SQLite file, the open
+    /// calls' journal beside it). Same key.
+    pub async fn restarted(&self) -> TestApp {
+        let app = Application::build(settings(&self.database_url))
+            .await
+            .expect("application builds");
+        TestApp {
+            client: TestClient::new(app.endpoint().map_to_response().boxed()),
+            key: self.key.clone(),
+            state: app.state(),
+            database_url: self.database_url.clone(),
+            backend: self.backend,
+            _dir: None,
+        }
+    }
+
+    /// Calls stored: rows of `calls` and calls whose start row waits in the open calls'
+    /// journal (SQLite file).
+    pub async fn count_calls(&self) -> i64 {
+        self.count_rows("calls").await
+            + i64::try_from(self.state.engine.open_calls()).expect("a count")
+    }
+
     pub async fn count_rows(&self, table: &str) -> i64 {
         let db = self.state.engine.db();
         let row = db

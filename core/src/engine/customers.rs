@@ -132,9 +132,18 @@ impl Engine {
         tenant: TenantId,
         call_id: &CallId,
     ) -> Result<CallRecord, EngineError> {
-        let row = find_call(Conn::Pool(&self.db), tenant, call_id.as_str())
-            .await?
-            .ok_or_else(|| EngineError::not_found("call_not_found", "no call with this call_id"))?;
+        let open = match &self.lite {
+            Some(lite) => lite.open_call(tenant, call_id.as_str())?,
+            None => None,
+        };
+        let row = match open {
+            Some(row) => row,
+            None => find_call(Conn::Pool(&self.db), tenant, call_id.as_str())
+                .await?
+                .ok_or_else(|| {
+                    EngineError::not_found("call_not_found", "no call with this call_id")
+                })?,
+        };
         call_record(Conn::Pool(&self.db), tenant, row).await
     }
 
@@ -196,6 +205,10 @@ impl Engine {
         let c = find_customer_by_ref(Conn::Pool(&self.db), tenant, customer_ref.as_str())
             .await?
             .ok_or_else(not_found)?;
+        // The open calls that matched them are part of their calls.
+        if let Some(lite) = &self.lite {
+            lite.move_matching(tenant, c.id).await?;
+        }
         let identities = identity::Entity::find()
             .filter(identity::Column::CustomerId.eq(c.id))
             .order_by_asc(identity::Column::Id)
@@ -261,6 +274,14 @@ impl Engine {
         tenant: TenantId,
         customer_ref: &CustomerRef,
     ) -> Result<ErasureReport, EngineError> {
+        // The open calls that matched them go into `calls` first, and are erased with the rest
+        // (their journal records are deleted with their segment).
+        if let Some(lite) = &self.lite
+            && let Some(c) =
+                find_customer_by_ref(Conn::Pool(&self.db), tenant, customer_ref.as_str()).await?
+        {
+            lite.move_matching(tenant, c.id).await?;
+        }
         let (_writer, tx) = self.begin_write(tenant).await?;
         let c = find_customer_by_ref(Conn::Tx(&tx), tenant, customer_ref.as_str())
             .await?

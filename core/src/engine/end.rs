@@ -64,6 +64,8 @@ pub(super) struct Touched {
     identities: Vec<IdentityKey>,
     tenant: TenantId,
     merged: bool,
+    /// A merge: the customer merged and the one it was merged into.
+    merged_ids: Option<(i64, i64)>,
 }
 
 impl Touched {
@@ -78,6 +80,7 @@ impl Touched {
             identities,
             tenant,
             merged: false,
+            merged_ids: None,
         }
     }
 
@@ -88,7 +91,13 @@ impl Touched {
             identities: Vec::new(),
             tenant,
             merged: true,
+            merged_ids: None,
         }
+    }
+
+    /// The customer an end merged, and the one it merged them into.
+    pub(super) fn merged_ids(&self) -> Option<(i64, i64)> {
+        self.merged_ids
     }
 
     /// After the commit: what the end changed is read again from the database.
@@ -178,6 +187,7 @@ pub(super) async fn end_call_in(
     // Who the call belongs to.
     let mut linked_before = existing.as_ref().and_then(|c| c.customer_id);
     let mut merged_from = None;
+    let mut merged_ids = None;
     let target = if let Some(named_ref) = &cmd.customer_ref {
         let named = find_customer_by_ref(tx, tenant, named_ref.as_str()).await?;
         // The provisional customer this call belongs to: the one it is linked to, or the one
@@ -200,6 +210,7 @@ pub(super) async fn end_call_in(
                 if linked_before == Some(p.id) {
                     linked_before = Some(n.id);
                 }
+                merged_ids = Some((p.id, n.id));
                 merged_from = Some(p.customer_ref);
                 find_customer(tx, tenant, n.id)
                     .await?
@@ -421,6 +432,7 @@ pub(super) async fn end_call_in(
         identities,
         tenant,
         merged: merged_from.is_some(),
+        merged_ids,
     };
     Ok((
         EndOutcome {

@@ -27,7 +27,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -37,6 +37,7 @@ use super::cache::{CachedCustomer, Caches};
 use super::context;
 use super::end::{EndNumbers, end_call_in};
 use super::import::{ImportReport, ImportedCustomer, import_in};
+use super::open_calls::{Limits, OpenCalls, Opened};
 use super::sql::{Conn, LiteConn};
 use super::start::{Recorded, after_conflict, insert_start};
 use super::{EndOutcome, TenantId};
@@ -81,6 +82,12 @@ enum Job {
     /// A customer's context document read from the tables, to store if none was written
     /// meanwhile (see `engine/context.rs`). Nobody waits for it.
     Fill(Arc<CachedCustomer>),
+    /// Open calls' start rows to move into `calls` (see `engine/open_calls.rs`): a retiring
+    /// journal segment's (nobody waits), or those of a customer about to be erased or exported.
+    Move {
+        rows: Vec<call::Model>,
+        reply: Option<oneshot::Sender<Result<(), EngineError>>>,
+    },
     /// A bulk import batch (see `engine/import.rs`).
     Import {
         tenant: TenantId,
@@ -94,6 +101,7 @@ pub(super) struct Lite {
     path: PathBuf,
     idle: Mutex<Vec<LiteConn>>,
     jobs: mpsc::UnboundedSender<Job>,
+    open: Arc<OpenCalls>,
 }
 
 /// A read connection on loan; it goes back to the pool when dropped.
@@ -170,6 +178,7 @@ impl Lite {
     pub(super) async fn open(
         db: &DatabaseConnection,
         caches: Arc<Caches>,
+        limits: Limits,
     ) -> Result<Option<Self>, EngineError> {
         if db.get_database_backend() != DbBackend::Sqlite {
             return Ok(None);
@@ -197,6 +206,18 @@ impl Lite {
         writer
             .pragma_update(None, "temp_store", "MEMORY")
             .map_err(open_err)?;
+        let open_calls = Arc::new(OpenCalls::open(&path, limits, |tenant, call_id| {
+            writer
+                .query_row(
+                    "SELECT started_at IS NOT NULL FROM calls WHERE tenant_id = ?1 AND call_id = ?2",
+                    rusqlite::params![tenant, call_id],
+                    |r| r.get::<_, bool>(0),
+                )
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(false),
+                    e => Err(open_err(e)),
+                })
+        })?);
         let checkpointer = open(&path, false).map_err(open_err)?;
         // For the checkpoint thread's flush (`fdatasync` flushes the file, whichever descriptor;
         // Windows wants one opened for writing). Nothing is written through it.
@@ -219,14 +240,26 @@ impl Lite {
                 EngineError::Corrupt(format!("cannot start the SQLite checkpoints: {e}"))
             })?;
         let (jobs, rx) = mpsc::unbounded_channel();
+        let writer_open = open_calls.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(&Mutex::new(writer), rx, &caches, &checkpoints))
+            .spawn(move || {
+                write_loop(
+                    &Mutex::new(writer),
+                    rx,
+                    &Shared {
+                        caches: &caches,
+                        open: &writer_open,
+                    },
+                    &checkpoints,
+                );
+            })
             .map_err(|e| EngineError::Corrupt(format!("cannot start the SQLite writer: {e}")))?;
         Ok(Some(Self {
             path,
             idle: Mutex::new(Vec::new()),
             jobs,
+            open: open_calls,
         }))
     }
 
@@ -243,8 +276,35 @@ impl Lite {
         })
     }
 
-    /// Records a start's call row (see [`record_start`]).
+    /// Records a start: in the open calls' journal when its call id is new, else (a start
+    /// after its call's end, or after its row moved into `calls`) through the writer.
     pub(super) async fn record_start(&self, call: call::Model) -> Result<Recorded, EngineError> {
+        if let Some(earlier) = self.open.get(call.tenant_id, &call.call_id)? {
+            return Ok(Recorded::Earlier(Box::new(earlier)));
+        }
+        let stored = {
+            let reader = self.reader()?;
+            reader
+                .conn()
+                .query_one(
+                    "SELECT 1 FROM calls WHERE tenant_id = $1 AND call_id = $2",
+                    &[call.tenant_id.into(), call.call_id.as_str().into()],
+                    |_| Ok(()),
+                )
+                .await?
+                .is_some()
+        };
+        if stored {
+            return self.write_start(call).await;
+        }
+        Ok(match self.open.insert(&call)? {
+            Opened::New => Recorded::New,
+            Opened::Earlier(row) => Recorded::Earlier(row),
+        })
+    }
+
+    /// A start's call row written by the writer (see [`insert_start`]).
+    async fn write_start(&self, call: call::Model) -> Result<Recorded, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Start {
@@ -289,6 +349,53 @@ impl Lite {
             })
             .map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// An open call's start row, if the call is open.
+    pub(super) fn open_call(
+        &self,
+        tenant: TenantId,
+        call_id: &str,
+    ) -> Result<Option<call::Model>, EngineError> {
+        self.open.get(tenant.0, call_id)
+    }
+
+    /// Moves the open calls whose start matched `customer` into `calls` (committed when this
+    /// returns), so that what reads or erases a customer's calls sees them.
+    pub(super) async fn move_matching(
+        &self,
+        tenant: TenantId,
+        customer: i64,
+    ) -> Result<(), EngineError> {
+        self.move_rows(self.open.matching(tenant.0, customer)?)
+            .await
+    }
+
+    /// Moves every open call into `calls`.
+    pub(super) async fn move_all(&self) -> Result<(), EngineError> {
+        for rows in self.open.all()?.chunks(MAX_BATCH) {
+            self.move_rows(rows.to_vec()).await?;
+        }
+        Ok(())
+    }
+
+    async fn move_rows(&self, rows: Vec<call::Model>) -> Result<(), EngineError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Move {
+                rows,
+                reply: Some(reply),
+            })
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// How many calls are open (started, not ended, not yet in `calls`).
+    pub(super) fn open_calls(&self) -> usize {
+        self.open.len()
     }
 
     /// Stores a context document read from the tables, in a later batch.
@@ -419,30 +526,76 @@ fn checkpoint(conn: &Connection) -> Option<(i64, i64)> {
         .ok()
 }
 
-/// The writer thread: batches until the engine is dropped.
+/// What the writer thread shares with the engine.
+struct Shared<'a> {
+    caches: &'a Caches,
+    open: &'a OpenCalls,
+}
+
+/// How long an idle writer waits for a job before it looks for a journal segment to retire
+/// (starts do not wake it: they write into the journal).
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
+/// The writer thread: batches until the engine is dropped. After each batch, and at least
+/// every [`IDLE_LOOK`], it moves the open calls of a retiring journal segment into `calls`, a
+/// batch at a time, without waiting in between while one is retiring.
 fn write_loop(
     conn: &LiteConn,
     mut rx: mpsc::UnboundedReceiver<Job>,
-    caches: &Caches,
+    shared: &Shared<'_>,
     checkpoints: &Checkpoints,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the SQLite writer's runtime");
             return;
         }
     };
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+    let mut retiring = false;
+    loop {
+        let first = match rx.try_recv() {
+            Ok(job) => Some(job),
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+            Err(mpsc::error::TryRecvError::Empty) if retiring => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                match runtime.block_on(async { tokio::time::timeout(IDLE_LOOK, rx.recv()).await }) {
+                    Ok(Some(job)) => Some(job),
+                    Ok(None) => return,
+                    Err(_) => None,
+                }
             }
+        };
+        if let Some(first) = first {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            runtime.block_on(run_batch(conn, jobs, shared));
+            checkpoints.after_commit(conn);
         }
-        runtime.block_on(run_batch(conn, jobs, caches));
-        checkpoints.after_commit(conn);
+        retiring = match shared.open.retiring(Instant::now(), MAX_BATCH) {
+            Ok(rows) if !rows.is_empty() => {
+                runtime.block_on(run_batch(
+                    conn,
+                    vec![Job::Move { rows, reply: None }],
+                    shared,
+                ));
+                checkpoints.after_commit(conn);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the open calls to retire");
+                false
+            }
+        };
     }
 }
 
@@ -450,6 +603,7 @@ fn write_loop(
 enum Outcome {
     Start(Result<Recorded, EngineError>),
     End(Result<(EndOutcome, super::end::Touched), EngineError>),
+    Move(Result<(), EngineError>),
     Import(Result<ImportReport, EngineError>),
     Fill,
 }
@@ -478,23 +632,30 @@ enum Failure {
     Lost(EngineError),
 }
 
-async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, caches: &Caches) {
+async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) {
+    let caches = shared.caches;
     // An import takes its rows (it is not run twice): its batch starts with savepoints.
     let guard = if jobs.iter().any(|j| matches!(j, Job::Import { .. })) {
         Guard::Savepoints
     } else {
         Guard::Batch
     };
-    let mut result = attempt(conn, &mut jobs, guard).await;
+    let mut result = attempt(conn, &mut jobs, guard, shared.open).await;
     if matches!(result, Err(Failure::Again)) {
         tracing::debug!(
             jobs = jobs.len(),
             "a job failed after writing: the batch runs again"
         );
-        result = attempt(conn, &mut jobs, Guard::Savepoints).await;
+        result = attempt(conn, &mut jobs, Guard::Savepoints, shared.open).await;
     }
     let outcomes = match result {
-        Ok(outcomes) => outcomes,
+        Ok((outcomes, moved)) => {
+            // Their rows are committed: the journal no longer holds them open.
+            shared
+                .open
+                .forget(moved.iter().map(|(t, c)| (*t, c.as_str())));
+            outcomes
+        }
         Err(failure) => {
             let e = match failure {
                 Failure::Lost(e) => e,
@@ -507,6 +668,11 @@ async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, caches: &Caches) {
                     Job::Start { reply, .. } => drop(reply.send(Err(failed()))),
                     Job::End { reply, .. } => drop(reply.send(Err(failed()))),
                     Job::Import { reply, .. } => drop(reply.send(Err(failed()))),
+                    Job::Move { reply, .. } => {
+                        if let Some(reply) = reply {
+                            drop(reply.send(Err(failed())));
+                        }
+                    }
                     Job::Fill(_) => {}
                 }
             }
@@ -540,18 +706,42 @@ async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, caches: &Caches) {
                 }
                 let _ = reply.send(r);
             }
+            (Job::Move { reply, .. }, Outcome::Move(r)) => {
+                if r.is_ok() {
+                    // A moved row can come after its call's end and rewrite a document.
+                    caches.written_widely();
+                }
+                match reply {
+                    Some(reply) => drop(reply.send(r)),
+                    None => {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "open calls were not moved");
+                        }
+                    }
+                }
+            }
             (Job::Fill(_), Outcome::Fill) => {}
             _ => tracing::error!("a write job's outcome does not match it"),
         }
     }
 }
 
-/// Runs the jobs in one transaction and commits it; rolled back when it fails.
-async fn attempt(conn: &LiteConn, jobs: &mut [Job], guard: Guard) -> Result<Vec<Outcome>, Failure> {
+/// Open calls whose row a batch moved into `calls`: tenant and call id.
+type Moved = Vec<(i64, String)>;
+
+/// Runs the jobs in one transaction and commits it; rolled back when it fails. Also returns
+/// the open calls it moved into `calls`.
+async fn attempt(
+    conn: &LiteConn,
+    jobs: &mut [Job],
+    guard: Guard,
+    open: &OpenCalls,
+) -> Result<(Vec<Outcome>, Moved), Failure> {
     let c = Conn::Lite(conn);
     c.execute("BEGIN IMMEDIATE", &[])
         .await
         .map_err(Failure::Lost)?;
+    let mut moved = Moved::new();
     let result = async {
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs.iter_mut() {
@@ -568,7 +758,19 @@ async fn attempt(conn: &LiteConn, jobs: &mut [Job], guard: Guard) -> Result<Vec<
                     numbers,
                     ..
                 } => {
-                    Outcome::End(guarded(conn, guard, end_call_in(c, numbers, *tenant, cmd)).await?)
+                    let r =
+                        guarded(conn, guard, end_moving(c, open, numbers, *tenant, cmd)).await?;
+                    Outcome::End(r.map(|(done, mut rows)| {
+                        moved.append(&mut rows);
+                        done
+                    }))
+                }
+                Job::Move { rows, .. } => {
+                    let r = guarded(conn, guard, move_rows(c, rows)).await?;
+                    if r.is_ok() {
+                        moved.extend(rows.iter().map(|r| (r.tenant_id, r.call_id.clone())));
+                    }
+                    Outcome::Move(r)
                 }
                 Job::Import { tenant, batch, .. } => Outcome::Import(
                     guarded(
@@ -600,7 +802,65 @@ async fn attempt(conn: &LiteConn, jobs: &mut [Job], guard: Guard) -> Result<Vec<
     if result.is_err() {
         let _ = c.execute("ROLLBACK", &[]).await;
     }
-    result
+    result.map(|outcomes| (outcomes, moved))
+}
+
+/// An end: its call's start row first, when the call is open (the end then finds it as if it
+/// had been written at the start), then the end; after a merge, the open calls that matched the
+/// merged customer move too, matched to the customer it was merged into (the end rewrote the
+/// stored calls' match the same way).
+async fn end_moving(
+    c: Conn<'_>,
+    open: &OpenCalls,
+    numbers: &EndNumbers,
+    tenant: TenantId,
+    cmd: &EndCall,
+) -> Result<((EndOutcome, super::end::Touched), Moved), EngineError> {
+    let mut moved = Moved::new();
+    if let Some(row) = open.get(tenant.0, cmd.call_id.as_str())? {
+        move_row(c, row).await?;
+        moved.push((tenant.0, cmd.call_id.as_str().to_owned()));
+    }
+    let (outcome, touched) = end_call_in(c, numbers, tenant, cmd).await?;
+    if let Some((from, into)) = touched.merged_ids() {
+        for mut row in open.matching(tenant.0, from)? {
+            row.matched_customer_id = Some(into);
+            moved.push((row.tenant_id, row.call_id.clone()));
+            move_row(c, row).await?;
+        }
+    }
+    Ok(((outcome, touched), moved))
+}
+
+/// Open calls' start rows into `calls`.
+async fn move_rows(c: Conn<'_>, rows: &[call::Model]) -> Result<(), EngineError> {
+    for row in rows {
+        move_row(c, row.clone()).await?;
+    }
+    Ok(())
+}
+
+/// An open call's start row into `calls`, as a start writes it (see [`insert_start`]). A match
+/// whose customer is gone (erased since, or merged by an end that raced the start) is dropped,
+/// as erasure drops it from stored calls.
+async fn move_row(c: Conn<'_>, mut row: call::Model) -> Result<(), EngineError> {
+    if let Some(customer) = row.matched_customer_id {
+        let exists = c
+            .query_one(
+                "SELECT 1 FROM customers WHERE id = $1 AND tenant_id = $2",
+                &[customer.into(), row.tenant_id.into()],
+                |_| Ok(()),
+            )
+            .await?
+            .is_some();
+        if !exists {
+            row.matched_customer_id = None;
+        }
+    }
+    if !insert_start(c, &row).await? {
+        after_conflict(c, &row).await?;
+    }
+    Ok(())
 }
 
 /// Runs a job of several statements under `guard`: its own result, or why the batch cannot go

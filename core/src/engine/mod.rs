@@ -16,6 +16,7 @@ mod customers;
 mod end;
 mod import;
 mod lite;
+mod open_calls;
 mod sql;
 mod start;
 mod store;
@@ -311,10 +312,19 @@ impl Engine {
     /// # Errors
     /// When the SQLite file cannot be opened directly.
     pub async fn open(db: DatabaseConnection, region: DefaultRegion) -> Result<Self, EngineError> {
+        Self::open_with(db, region, open_calls::LIMITS).await
+    }
+
+    /// [`Engine::open`] with the open calls' journal kept within `limits`.
+    async fn open_with(
+        db: DatabaseConnection,
+        region: DefaultRegion,
+        limits: open_calls::Limits,
+    ) -> Result<Self, EngineError> {
         let mut engine = Self::new(db, region);
         // Reads of the local file need no caches in front of them (see `Caches::off`).
         let direct = Arc::new(cache::Caches::off());
-        engine.lite = lite::Lite::open(&engine.db, direct.clone()).await?;
+        engine.lite = lite::Lite::open(&engine.db, direct.clone(), limits).await?;
         if engine.lite.is_some() {
             engine.caches = direct;
         }
@@ -324,6 +334,24 @@ impl Engine {
     /// Whether the call path runs on direct SQLite connections.
     pub fn direct_sqlite(&self) -> bool {
         self.lite.is_some()
+    }
+
+    /// Calls started and not ended whose start row waits in the open calls' journal (on a
+    /// SQLite file; see `engine/open_calls.rs`), not yet in `calls`.
+    pub fn open_calls(&self) -> usize {
+        self.lite.as_ref().map_or(0, lite::Lite::open_calls)
+    }
+
+    /// Moves every open call's start row into `calls` (committed when this returns): before
+    /// copying the database file alone, say, which does not hold them until then.
+    ///
+    /// # Errors
+    /// Database or journal failures.
+    pub async fn move_open_calls(&self) -> Result<(), EngineError> {
+        match &self.lite {
+            Some(lite) => lite.move_all().await,
+            None => Ok(()),
+        }
     }
 
     /// A connection for the call path's reads.
@@ -473,8 +501,87 @@ mod tests {
         assert!(!pooled.direct_sqlite());
         assert!(pooled.caches.on());
         drop(direct);
-        for suffix in ["", "-wal", "-shm"] {
+        remove_sqlite(&file);
+    }
+
+    /// A SQLite file, its log and its open calls' journal.
+    fn remove_sqlite(file: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm", "-starts.1", "-starts.2", "-starts.3"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
         }
+    }
+
+    fn start(call_id: &str) -> crate::commands::StartCall {
+        crate::commands::StartCall {
+            call_id: crate::domain::CallId::parse(call_id).unwrap(),
+            platform: crate::domain::Platform::parse("api").unwrap(),
+            hints: crate::commands::IdentityHints {
+                ani: Some("+14155551234".into()),
+                dnis: None,
+                external_ids: Vec::new(),
+            },
+        }
+    }
+
+    /// Past its limit of open calls, the journal's oldest segment retires: the writer thread
+    /// moves its calls' rows into `calls` (as a start would have written them) and deletes it.
+    #[tokio::test]
+    async fn open_calls_past_the_limit_move_into_the_database() {
+        let file = std::env::temp_dir().join(format!(
+            "sticky-retire-{}-{}.db",
+            std::process::id(),
+            crate::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let db = crate::db::connect_and_migrate(&url).await.unwrap();
+        let keys = crate::keys::KeyStore::new(db.clone(), 4, std::time::Duration::from_secs(1));
+        let tenant = keys.create_tenant("t").await.unwrap().id;
+        let limits = open_calls::Limits {
+            segment_bytes: 1,
+            max_bytes: u64::MAX,
+            max_age: std::time::Duration::MAX,
+            max_open: 2,
+        };
+        let engine = Engine::open_with(db.clone(), DefaultRegion::default(), limits)
+            .await
+            .unwrap();
+        let count = || async {
+            use sea_orm::{ConnectionTrait, Statement};
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    db.get_database_backend(),
+                    "SELECT COUNT(*) AS n FROM calls WHERE started_at IS NOT NULL",
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get::<i64>("", "n").unwrap()
+        };
+
+        let first = engine.start_call(tenant, start("a")).await.unwrap();
+        engine.start_call(tenant, start("b")).await.unwrap();
+        assert_eq!((engine.open_calls(), count().await), (2, 0));
+        // The third passes the limit: the writer moves the oldest call when it next looks.
+        engine.start_call(tenant, start("c")).await.unwrap();
+        // The writer looks at least once a second.
+        for _ in 0..500 {
+            if engine.open_calls() <= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(engine.open_calls(), 2);
+        assert_eq!(count().await, 1);
+        let stored = engine
+            .get_call(tenant, &crate::domain::CallId::parse("a").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(stored.confidence, Some(first.confidence));
+        // A retry of the moved call replays it from the database.
+        let again = engine.start_call(tenant, start("a")).await.unwrap();
+        assert_eq!(again.confidence, first.confidence);
+        assert_eq!(engine.open_calls(), 2);
+        drop(engine);
+        remove_sqlite(&file);
     }
 }
