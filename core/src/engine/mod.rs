@@ -478,12 +478,7 @@ mod tests {
     /// pool (as on PostgreSQL) it keeps them.
     #[tokio::test]
     async fn only_reads_through_the_pool_are_cached() {
-        let file = std::env::temp_dir().join(format!(
-            "sticky-engine-{}-{}.db",
-            std::process::id(),
-            crate::now().timestamp_nanos_opt().unwrap_or_default()
-        ));
-        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let (file, url) = temp_database("engine");
         let direct = Engine::open(
             sea_orm::Database::connect(&url).await.unwrap(),
             DefaultRegion::default(),
@@ -502,6 +497,17 @@ mod tests {
         assert!(pooled.caches.on());
         drop(direct);
         remove_sqlite(&file);
+    }
+
+    /// A new SQLite file's path in the temporary directory, and its URL.
+    fn temp_database(name: &str) -> (std::path::PathBuf, String) {
+        let file = std::env::temp_dir().join(format!(
+            "sticky-{name}-{}-{}.db",
+            std::process::id(),
+            crate::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        (file, url)
     }
 
     /// A SQLite file, its log and its open calls' journal.
@@ -527,12 +533,7 @@ mod tests {
     /// moves its calls' rows into `calls` (as a start would have written them) and deletes it.
     #[tokio::test]
     async fn open_calls_past_the_limit_move_into_the_database() {
-        let file = std::env::temp_dir().join(format!(
-            "sticky-retire-{}-{}.db",
-            std::process::id(),
-            crate::now().timestamp_nanos_opt().unwrap_or_default()
-        ));
-        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let (file, url) = temp_database("retire");
         let db = crate::db::connect_and_migrate(&url).await.unwrap();
         let keys = crate::keys::KeyStore::new(db.clone(), 4, std::time::Duration::from_secs(1));
         let tenant = keys.create_tenant("t").await.unwrap().id;
