@@ -577,18 +577,20 @@ fn write_loop(
                     Err(_) => break,
                 }
             }
-            runtime.block_on(run_batch(conn, jobs, shared));
+            // What failed in it was answered (or logged) already.
+            let _ = runtime.block_on(run_batch(conn, jobs, shared));
             checkpoints.after_commit(conn);
         }
         retiring = match shared.open.retiring(Instant::now(), MAX_BATCH) {
             Ok(rows) if !rows.is_empty() => {
-                runtime.block_on(run_batch(
+                let moved = runtime.block_on(run_batch(
                     conn,
                     vec![Job::Move { rows, reply: None }],
                     shared,
                 ));
                 checkpoints.after_commit(conn);
-                true
+                // A batch that failed (logged) is tried again after a pause, not in a loop.
+                moved
             }
             Ok(_) => false,
             Err(e) => {
@@ -632,7 +634,9 @@ enum Failure {
     Lost(EngineError),
 }
 
-async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) {
+/// Runs a batch and answers its jobs; `false` when it was not committed or a job moving open
+/// calls failed.
+async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) -> bool {
     let caches = shared.caches;
     // An import takes its rows (it is not run twice): its batch starts with savepoints.
     let guard = if jobs.iter().any(|j| matches!(j, Job::Import { .. })) {
@@ -676,9 +680,10 @@ async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) {
                     Job::Fill(_) => {}
                 }
             }
-            return;
+            return false;
         }
     };
+    let mut all_moved = true;
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
         match (job, outcome) {
             (Job::Start { call, reply }, Outcome::Start(r)) => {
@@ -707,6 +712,7 @@ async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) {
                 let _ = reply.send(r);
             }
             (Job::Move { reply, .. }, Outcome::Move(r)) => {
+                all_moved &= r.is_ok();
                 if r.is_ok() {
                     // A moved row can come after its call's end and rewrite a document.
                     caches.written_widely();
@@ -724,6 +730,7 @@ async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) {
             _ => tracing::error!("a write job's outcome does not match it"),
         }
     }
+    all_moved
 }
 
 /// Open calls whose row a batch moved into `calls`: tenant and call id.
