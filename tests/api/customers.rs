@@ -26,6 +26,9 @@ async fn seed(app: &TestApp) {
 
 async fn the_export_holds_everything_stored_about_the_customer(app: TestApp) {
     seed(&app).await;
+    // A call that matched alice at its start and has not ended.
+    app.start_call(json!({"call_id": "c2", "identity_hints": {"ani": "+14155551234"}}))
+        .await;
     let r = app.get("/v1/customers/alice").await;
     assert_eq!(r.status, StatusCode::OK);
     let e = r.body;
@@ -42,6 +45,9 @@ async fn the_export_holds_everything_stored_about_the_customer(app: TestApp) {
     assert_eq!(e["intents"][0]["status"], "open");
     assert_eq!(e["calls"][0]["summary"], "first");
     assert_eq!(e["calls"][0]["ani"], "+14155551234");
+    assert_eq!(e["calls"][1]["call_id"], "c2");
+    assert_eq!(e["calls"][1]["status"], "in_progress");
+    assert_eq!(e["calls"].as_array().unwrap().len(), 2);
     let missing = app.get("/v1/customers/nobody").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.body["error"]["code"], "customer_not_found");
