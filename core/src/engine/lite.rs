@@ -555,14 +555,19 @@ fn write_loop(
             return;
         }
     };
-    let mut retiring = false;
+    // While a segment retires: how long to wait for jobs before its next batch.
+    let mut retiring: Option<Duration> = None;
     loop {
-        let first = match rx.try_recv() {
-            Ok(job) => Some(job),
+        let wait = match rx.try_recv() {
+            Ok(job) => Ok(Some(job)),
             Err(mpsc::error::TryRecvError::Disconnected) => return,
-            Err(mpsc::error::TryRecvError::Empty) if retiring => None,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                match runtime.block_on(async { tokio::time::timeout(IDLE_LOOK, rx.recv()).await }) {
+            Err(mpsc::error::TryRecvError::Empty) => Err(retiring.unwrap_or(IDLE_LOOK)),
+        };
+        let first = match wait {
+            Ok(job) => job,
+            Err(pause) if pause.is_zero() => None,
+            Err(pause) => {
+                match runtime.block_on(async { tokio::time::timeout(pause, rx.recv()).await }) {
                     Ok(Some(job)) => Some(job),
                     Ok(None) => return,
                     Err(_) => None,
@@ -583,23 +588,38 @@ fn write_loop(
         }
         retiring = match shared.open.retiring(Instant::now(), MAX_BATCH) {
             Ok(rows) if !rows.is_empty() => {
+                let began = Instant::now();
                 let moved = runtime.block_on(run_batch(
                     conn,
                     vec![Job::Move { rows, reply: None }],
                     shared,
                 ));
                 checkpoints.after_commit(conn);
-                // A batch that failed (logged) is tried again after a pause, not in a loop.
-                moved
+                if !moved {
+                    // Failed (logged): tried again after a pause, not in a loop.
+                    None
+                } else if shared.open.far_past_limits() {
+                    Some(Duration::ZERO)
+                } else {
+                    // Retiring is background work: it takes at most about a quarter of the
+                    // writer's time, not the cores the requests need (measured at 1M
+                    // customers: retiring without pauses took the p99 of starts at half
+                    // their throughput from under 5 to 60-200 ms).
+                    Some(began.elapsed() * RETIRE_PAUSE)
+                }
             }
-            Ok(_) => false,
+            Ok(_) => None,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the open calls to retire");
-                false
+                None
             }
         };
     }
 }
+
+/// After a batch of a retiring segment's calls, the writer waits this many times as long as
+/// the batch took (for other jobs) before the next one.
+const RETIRE_PAUSE: u32 = 3;
 
 /// What a job produced, held until the commit.
 enum Outcome {

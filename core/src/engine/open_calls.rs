@@ -175,8 +175,13 @@ struct Inner {
     bytes: u64,
     /// Open calls (entries of `calls`).
     open: usize,
-    /// The calls of the retiring segment not yet handed out, found in one pass over `calls`.
-    retiring: Vec<(i64, Box<str>)>,
+}
+
+/// The segment being retired, read from its file, and how far its records were handed out.
+struct Retiring {
+    segment: u64,
+    data: Vec<u8>,
+    offset: usize,
 }
 
 /// What recording a start in the journal found.
@@ -192,6 +197,8 @@ pub(super) struct OpenCalls {
     base: PathBuf,
     limits: Limits,
     inner: Mutex<Inner>,
+    /// Used by the writer thread only (see [`OpenCalls::retiring`]).
+    retiring: Mutex<Option<Retiring>>,
 }
 
 impl OpenCalls {
@@ -212,7 +219,6 @@ impl OpenCalls {
             current: 0,
             bytes: 0,
             open: 0,
-            retiring: Vec::new(),
         };
         for seq in existing_segments(&base)? {
             let path = segment_path(&base, seq);
@@ -281,6 +287,7 @@ impl OpenCalls {
             base,
             limits,
             inner: Mutex::new(inner),
+            retiring: Mutex::new(None),
         })
     }
 
@@ -385,55 +392,89 @@ impl OpenCalls {
     /// Up to `max` open calls of the segment that is due to retire at `now`, if one is: the
     /// oldest, when the journal is past its size limits or the segment past its age limit.
     /// The caller moves them into `calls` and [`forget`](Self::forget)s them before asking
-    /// again.
+    /// again. The segment is read from its file (once, without holding the map), and the map
+    /// is held only to check which of its records are still open: starts never wait for more
+    /// than that.
     pub(super) fn retiring(
         &self,
         now: Instant,
         max: usize,
     ) -> Result<Vec<call::Model>, EngineError> {
-        let mut inner = self.lock()?;
-        let Some((&oldest, segment)) = inner.segments.first_key_value() else {
+        let oldest = {
+            let mut inner = self.lock()?;
+            let Some((&oldest, segment)) = inner.segments.first_key_value() else {
+                return Ok(Vec::new());
+            };
+            let due = inner.bytes > self.limits.max_bytes
+                || inner.open > self.limits.max_open
+                || now.duration_since(segment.opened) > self.limits.max_age;
+            if !due || segment.live == 0 {
+                return Ok(Vec::new());
+            }
+            if oldest == inner.current {
+                // Retiring the segment being written: appends go to a new one from now on.
+                inner.rotate(&self.base)?;
+            }
+            oldest
+        };
+        let mut retiring = self
+            .retiring
+            .lock()
+            .map_err(|_| EngineError::Corrupt("open calls: a thread panicked".into()))?;
+        if retiring.as_ref().is_none_or(|r| r.segment != oldest) {
+            let data = std::fs::read(segment_path(&self.base, oldest))
+                .map_err(|e| io("read a retiring segment", &e))?;
+            *retiring = Some(Retiring {
+                segment: oldest,
+                data,
+                offset: 0,
+            });
+        }
+        let Some(r) = retiring.as_mut() else {
             return Ok(Vec::new());
         };
-        let due = inner.bytes > self.limits.max_bytes
-            || inner.open > self.limits.max_open
-            || now.duration_since(segment.opened) > self.limits.max_age;
-        if !due || segment.live == 0 {
-            return Ok(Vec::new());
-        }
-        if oldest == inner.current {
-            // Retiring the segment being written: appends go to a new one from now on.
-            inner.rotate(&self.base)?;
-        }
-        if inner.retiring.is_empty() {
-            let found: Vec<(i64, Box<str>)> = inner
-                .calls
-                .iter()
-                .flat_map(|(tenant, calls)| {
-                    calls
-                        .iter()
-                        .filter(|(_, e)| e.segment == oldest)
-                        .map(|(id, _)| (*tenant, id.clone()))
-                })
-                .collect();
-            inner.retiring = found;
-        }
         let mut rows = Vec::new();
         while rows.len() < max {
-            let Some((tenant, call_id)) = inner.retiring.pop() else {
-                break;
-            };
-            // Ended (or moved) since the pass: no longer open, or no longer in that segment.
-            let entry = inner
-                .calls
-                .get(&tenant)
-                .and_then(|t| t.get(&call_id))
-                .copied();
-            if let Some(entry) = entry.filter(|e| e.segment == oldest) {
-                rows.push(inner.read(entry)?);
+            // The next records, then which of them are still open (and so still in this
+            // segment, at this place).
+            let mut next = Vec::new();
+            while next.len() < max {
+                let Some((body, len)) = decode(&r.data[r.offset..]) else {
+                    break;
+                };
+                let offset = r.offset as u64;
+                r.offset += HEADER + len as usize;
+                if let Ok(record) = serde_json::from_slice::<Record>(body) {
+                    next.push((offset, record));
+                }
             }
+            if next.is_empty() {
+                *retiring = None;
+                break;
+            }
+            let inner = self.lock()?;
+            rows.extend(
+                next.into_iter()
+                    .filter(|(offset, record)| {
+                        inner
+                            .calls
+                            .get(&record.tenant_id)
+                            .and_then(|t| t.get(record.call_id.as_str()))
+                            .is_some_and(|e| e.segment == oldest && e.offset == *offset)
+                    })
+                    .map(|(_, record)| record.into_row()),
+            );
         }
         Ok(rows)
+    }
+
+    /// Whether the journal is past twice its size limits: then its segments retire without
+    /// pauses (the limits are soft up to there).
+    pub(super) fn far_past_limits(&self) -> bool {
+        self.lock().is_ok_and(|i| {
+            i.bytes > self.limits.max_bytes.saturating_mul(2)
+                || i.open > self.limits.max_open.saturating_mul(2)
+        })
     }
 
     /// Forgets calls whose row is now committed in `calls`; deletes the segments left with
