@@ -4,9 +4,12 @@
 //! - Reads (a call start's identity and context look-ups) run on the calling task's thread, on
 //!   a connection taken from a small pool of read connections. In WAL mode they never wait for
 //!   the writer; each takes microseconds.
-//! - Writes (a start's call row, a whole end) go to one writer thread, which owns the only
-//!   write connection. It takes every job waiting, applies them in one transaction and
-//!   commits once: group commit (a job that fails is rolled back alone, see [`Guard`]). Each
+//! - Writes (a whole end, the row of a start whose call id is already stored, open calls'
+//!   rows moving into `calls`) go to one writer thread, which owns the only write connection.
+//!   It takes every job waiting, applies them in one transaction and commits once: group
+//!   commit (a job that fails is rolled back alone, see [`Guard`]). A new start's row is not
+//!   written here: it waits in the open calls' journal until its end (see
+//!   `engine/open_calls.rs`). Each
 //!   job is answered after the commit (and after the read caches forgot what it changed; on
 //!   this path they are off, see [`Caches::off`]), so a killed process loses nothing it
 //!   acknowledged and the next start reads what an end saved.

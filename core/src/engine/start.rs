@@ -200,9 +200,9 @@ impl Engine {
             updated_at: now,
         };
 
-        // The context is read while the writer records the call (the caller waits for the
-        // commit either way): it does not depend on this start's row, except after the call's
-        // end, when recording the start rewrote the customer's document, or for a retry.
+        // The context is read while the call is recorded (through the pool, the writer
+        // commits its row meanwhile): it does not depend on this start's row, except after the
+        // call's end, when recording the start rewrote the customer's document, or for a retry.
         let call_id = cmd.call_id.as_str().to_owned();
         let (recorded, answer) = tokio::join!(
             self.record_start(tenant, row),
@@ -215,7 +215,8 @@ impl Engine {
         }
     }
 
-    /// Stores a start's call row, committed before this returns.
+    /// Records a start, durably before this returns: on a SQLite file in the open calls'
+    /// journal (see `engine/open_calls.rs`), else its call row, committed.
     async fn record_start(
         &self,
         tenant: TenantId,
