@@ -89,6 +89,16 @@ async fn erasure_removes_everything_and_nothing_is_matched_afterwards(app: TestA
         app.delete("/v1/customers/alice").await.status,
         StatusCode::NOT_FOUND
     );
+    // Nor after a restart: no record of an erased call is read back as an open call.
+    let app = app.restarted().await;
+    for call in ["c1", "c2"] {
+        assert_eq!(
+            app.get(&format!("/v1/calls/{call}")).await.status,
+            StatusCode::NOT_FOUND,
+            "{call}"
+        );
+    }
+    assert_eq!(app.count_calls().await, 1, "c3 only");
 }
 
 async fn customers_can_be_looked_up_by_number_or_external_id(app: TestApp) {

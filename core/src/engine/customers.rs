@@ -274,13 +274,11 @@ impl Engine {
         tenant: TenantId,
         customer_ref: &CustomerRef,
     ) -> Result<ErasureReport, EngineError> {
-        // The open calls that matched them go into `calls` first, and are erased with the rest
-        // (their journal records are deleted with their segment).
-        if let Some(lite) = &self.lite
-            && let Some(c) =
-                find_customer_by_ref(Conn::Pool(&self.db), tenant, customer_ref.as_str()).await?
-        {
-            lite.move_matching(tenant, c.id).await?;
+        // Every open call goes into `calls` first, and the journal's segments written before
+        // are deleted: the calls that matched them are erased with the rest, and no record of
+        // an erased call is left to be read back as open.
+        if let Some(lite) = &self.lite {
+            lite.move_all().await?;
         }
         let (_writer, tx) = self.begin_write(tenant).await?;
         let c = find_customer_by_ref(Conn::Tx(&tx), tenant, customer_ref.as_str())

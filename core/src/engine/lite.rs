@@ -285,7 +285,28 @@ impl Lite {
         if let Some(earlier) = self.open.get(call.tenant_id, &call.call_id)? {
             return Ok(Recorded::Earlier(Box::new(earlier)));
         }
-        let stored = {
+        let ends = self.open.ends_seen();
+        if self.stored(&call).await? {
+            return self.write_start(call).await;
+        }
+        match self.open.insert(&call)? {
+            Opened::New => {}
+            Opened::Earlier(row) => return Ok(Recorded::Earlier(row)),
+        }
+        // An end of this call may have committed its row since we looked (and not seen this
+        // start): then the start is recorded the way a start after its end is.
+        if self.open.ends_seen() != ends && self.stored(&call).await? {
+            let key = (call.tenant_id, call.call_id.clone());
+            let recorded = self.write_start(call).await?;
+            self.open.forget([(key.0, key.1.as_str())]);
+            return Ok(recorded);
+        }
+        Ok(Recorded::New)
+    }
+
+    /// Whether `calls` holds a row of this call.
+    async fn stored(&self, call: &call::Model) -> Result<bool, EngineError> {
+        Ok({
             let reader = self.reader()?;
             reader
                 .conn()
@@ -296,13 +317,6 @@ impl Lite {
                 )
                 .await?
                 .is_some()
-        };
-        if stored {
-            return self.write_start(call).await;
-        }
-        Ok(match self.open.insert(&call)? {
-            Opened::New => Recorded::New,
-            Opened::Earlier(row) => Recorded::Earlier(row),
         })
     }
 
@@ -374,8 +388,11 @@ impl Lite {
             .await
     }
 
-    /// Moves every open call into `calls`.
+    /// Moves every open call into `calls`, and lets no record written before outlive this:
+    /// before an erasure, whose calls' records must not come back when the journal is read
+    /// again (a record counts as open when its call has no row).
     pub(super) async fn move_all(&self) -> Result<(), EngineError> {
+        self.open.close_segment()?;
         for rows in self.open.all()?.chunks(MAX_BATCH) {
             self.move_rows(rows.to_vec()).await?;
         }
@@ -586,17 +603,28 @@ fn write_loop(
                 }
             }
             // What failed in it was answered (or logged) already.
-            let _ = runtime.block_on(run_batch(conn, jobs, shared));
+            let done = runtime.block_on(run_batch(conn, jobs, shared));
             checkpoints.after_commit(conn);
-        }
-        retiring = match shared.open.retiring(Instant::now(), MAX_BATCH) {
-            Ok(rows) if !rows.is_empty() => {
-                let began = Instant::now();
-                let moved = runtime.block_on(run_batch(
+            if !done.raced.is_empty() {
+                let rows = done.raced;
+                runtime.block_on(run_batch(
                     conn,
                     vec![Job::Move { rows, reply: None }],
                     shared,
                 ));
+                checkpoints.after_commit(conn);
+            }
+        }
+        retiring = match shared.open.retiring(Instant::now(), MAX_BATCH) {
+            Ok(rows) if !rows.is_empty() => {
+                let began = Instant::now();
+                let moved = runtime
+                    .block_on(run_batch(
+                        conn,
+                        vec![Job::Move { rows, reply: None }],
+                        shared,
+                    ))
+                    .all_moved;
                 checkpoints.after_commit(conn);
                 if !moved {
                     // Failed (logged): tried again after a pause, not in a loop.
@@ -657,10 +685,18 @@ enum Failure {
     Lost(EngineError),
 }
 
-/// Runs a batch and answers its jobs; `false` when it was not committed or a job moving open
-/// calls failed.
-async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) -> bool {
+/// What a batch left to do.
+struct BatchEnd {
+    /// `false` when it was not committed or a job moving open calls failed.
+    all_moved: bool,
+    /// Open calls whose start raced one of its ends (see [`OpenCalls::ends_seen`]): to move.
+    raced: Vec<call::Model>,
+}
+
+/// Runs a batch and answers its jobs.
+async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) -> BatchEnd {
     let caches = shared.caches;
+    let mut raced = Vec::new();
     // An import takes its rows (it is not run twice): its batch starts with savepoints.
     let guard = if jobs.iter().any(|j| matches!(j, Job::Import { .. })) {
         Guard::Savepoints
@@ -681,6 +717,23 @@ async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) -> 
             shared
                 .open
                 .forget(moved.iter().map(|(t, c)| (*t, c.as_str())));
+            // A start of one of these calls that did not see the end's row may have opened
+            // it since the end looked: it is moved now (the start looks again if it sees
+            // this count change, so one of the two finds the other).
+            let mut ended = jobs.iter().filter_map(|j| match j {
+                Job::End { tenant, cmd, .. } => Some((tenant.0, cmd.call_id.as_str())),
+                _ => None,
+            });
+            if let Some(first) = ended.next() {
+                shared.open.ends_committed();
+                for (tenant, call_id) in std::iter::once(first).chain(ended) {
+                    match shared.open.get(tenant, call_id) {
+                        Ok(Some(row)) => raced.push(row),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "cannot read an open call"),
+                    }
+                }
+            }
             outcomes
         }
         Err(failure) => {
@@ -703,7 +756,10 @@ async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) -> 
                     Job::Fill(_) => {}
                 }
             }
-            return false;
+            return BatchEnd {
+                all_moved: false,
+                raced,
+            };
         }
     };
     let mut all_moved = true;
@@ -753,7 +809,7 @@ async fn run_batch(conn: &LiteConn, mut jobs: Vec<Job>, shared: &Shared<'_>) -> 
             _ => tracing::error!("a write job's outcome does not match it"),
         }
     }
-    all_moved
+    BatchEnd { all_moved, raced }
 }
 
 /// Open calls whose row a batch moved into `calls`: tenant and call id.

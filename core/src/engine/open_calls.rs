@@ -29,6 +29,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -196,6 +197,10 @@ pub(super) enum Opened {
 pub(super) struct OpenCalls {
     base: PathBuf,
     limits: Limits,
+    /// Bumped by the writer after committing ends that found their call not open: a start
+    /// that saw no row in `calls` looks again if it changed meanwhile (see
+    /// [`OpenCalls::ends_seen`]).
+    ends: AtomicU64,
     inner: Mutex<Inner>,
     /// Used by the writer thread only (see [`OpenCalls::retiring`]).
     retiring: Mutex<Option<Retiring>>,
@@ -231,12 +236,14 @@ impl OpenCalls {
             file.read_to_end(&mut data).map_err(|e| io("read", &e))?;
             let mut live = 0;
             let mut offset = 0;
+            let mut first_start = None;
             while let Some((record, len)) = decode(&data[offset..]) {
                 let start = offset as u64;
                 offset += HEADER + len as usize;
                 let Ok(record) = serde_json::from_slice::<Record>(record) else {
                     continue;
                 };
+                first_start.get_or_insert(record.started_at);
                 if started(record.tenant_id, &record.call_id)? {
                     continue;
                 }
@@ -275,7 +282,11 @@ impl OpenCalls {
                     file,
                     len: data.len() as u64,
                     live,
-                    opened: Instant::now(),
+                    // Its age survives restarts: that of its first record.
+                    opened: first_start
+                        .and_then(|t| (Utc::now() - t).to_std().ok())
+                        .and_then(|age| Instant::now().checked_sub(age))
+                        .unwrap_or_else(Instant::now),
                 },
             );
             inner.current = seq;
@@ -286,6 +297,7 @@ impl OpenCalls {
         Ok(Self {
             base,
             limits,
+            ends: AtomicU64::new(0),
             inner: Mutex::new(inner),
             retiring: Mutex::new(None),
         })
@@ -339,10 +351,13 @@ impl OpenCalls {
         let offset = segment.len;
         // One `write` of the whole record: a crash of the process cannot cut it, only a
         // crash of the machine (then its checksum fails when the journal is read back).
-        segment
-            .file
-            .write_all(&record)
-            .map_err(|e| io("append", &e))?;
+        if let Err(e) = segment.file.write_all(&record) {
+            // Part of it may be written: cut it off, and append to a new segment from now on,
+            // so that no record follows a damaged one.
+            let _ = segment.file.set_len(offset);
+            let _ = inner.rotate(&self.base);
+            return Err(io("append", &e));
+        }
         segment.len += record.len() as u64;
         segment.live += 1;
         inner.bytes += record.len() as u64;
@@ -466,6 +481,28 @@ impl OpenCalls {
             );
         }
         Ok(rows)
+    }
+
+    /// How many batches of ends that found their call not open have committed. A start reads
+    /// it before looking for its call in `calls` and again after [`insert`](Self::insert):
+    /// when it changed, an end of the same call may have committed in between without seeing
+    /// the start, and the start looks again. The writer bumps it after the commit and then
+    /// looks for those calls here: whichever looks last sees the other.
+    pub(super) fn ends_seen(&self) -> u64 {
+        self.ends.load(Ordering::SeqCst)
+    }
+
+    /// See [`ends_seen`](Self::ends_seen).
+    pub(super) fn ends_committed(&self) {
+        self.ends.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Appends go to a new segment from now on: every record written before is in an older
+    /// one, deleted once none of its calls is open (erasure moves every open call, so that
+    /// no record of a call it erases outlives it).
+    pub(super) fn close_segment(&self) -> Result<(), EngineError> {
+        let mut inner = self.lock()?;
+        inner.rotate(&self.base)
     }
 
     /// Whether the journal is past twice its size limits: then its segments retire without
@@ -822,6 +859,28 @@ mod tests {
         open.forget(rest.iter().map(|r| (r.tenant_id, r.call_id.as_str())));
         assert_eq!(dir.segments().len(), 1, "d's");
         assert_eq!(ids(&open.all().unwrap()), [(1, "d".to_owned())]);
+    }
+
+    #[test]
+    fn a_segment_read_back_keeps_the_age_of_its_first_record() {
+        let dir = TempDir::new("age");
+        let hour = Limits {
+            max_age: Duration::from_secs(3600),
+            ..LIMITS
+        };
+        let open = OpenCalls::open(&dir.database(), hour, NOTHING_STARTED).unwrap();
+        let mut old = row(1, "old", None);
+        old.started_at = Some(Utc::now() - chrono::Duration::hours(2));
+        open.insert(&old).unwrap();
+        assert!(open.retiring(Instant::now(), 10).unwrap().is_empty(), "new");
+        drop(open);
+
+        let open = OpenCalls::open(&dir.database(), hour, NOTHING_STARTED).unwrap();
+        assert_eq!(
+            ids(&open.retiring(Instant::now(), 10).unwrap()),
+            [(1, "old".to_owned())],
+            "two hours old, not reborn by the restart"
+        );
     }
 
     #[test]
