@@ -3,7 +3,7 @@
 use poem::http::StatusCode;
 use serde_json::json;
 use sticky_calls_server::Application;
-use sticky_calls_tests::{TestApp, settings};
+use sticky_calls_tests::TestApp;
 
 backend_tests!(
     a_created_key_works_is_listed_without_its_secret_and_stops_at_revocation,
@@ -56,9 +56,12 @@ async fn keys_are_stored_only_as_bcrypt_hashes(app: TestApp) {
 }
 
 async fn a_database_that_has_a_tenant_is_not_bootstrapped_again(app: TestApp) {
-    let mut s = settings(&app.database_url);
+    let stopped = app.stop();
+    let mut s = stopped.settings();
     s.bootstrap_api_key = Some("another-key-that-is-long-enough-000".into());
     let second = Application::build(s).await.unwrap();
     assert!(second.bootstrap_key().is_none());
+    drop(second);
+    let app = stopped.start().await;
     assert_eq!(app.count_rows("tenants").await, 1);
 }

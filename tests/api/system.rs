@@ -2,7 +2,7 @@
 
 use poem::http::StatusCode;
 use sticky_calls_server::Application;
-use sticky_calls_tests::{TestApp, settings};
+use sticky_calls_tests::TestApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 backend_tests!(
@@ -48,9 +48,8 @@ async fn a_request_id_is_returned_and_a_sane_one_is_reused(app: TestApp) {
 }
 
 async fn the_server_answers_on_a_bound_port(app: TestApp) {
-    let server = Application::build(settings(&app.database_url))
-        .await
-        .unwrap();
+    let stopped = app.stop();
+    let server = Application::build(stopped.settings()).await.unwrap();
     let port = server.port();
     assert_ne!(port, 0);
     let task = tokio::spawn(server.run_until_stopped());

@@ -127,6 +127,37 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     })
 }
 
+/// A stopped [`TestApp`]'s database (its temporary directory lives as long as this).
+pub struct Stopped {
+    /// The database URL.
+    pub database_url: String,
+    key: String,
+    backend: Backend,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Stopped {
+    /// Test settings on this database.
+    pub fn settings(&self) -> Settings {
+        settings(&self.database_url)
+    }
+
+    /// A new application on this database, with the stopped one's key.
+    pub async fn start(self) -> TestApp {
+        let app = Application::build(self.settings())
+            .await
+            .expect("application builds");
+        TestApp {
+            client: TestClient::new(app.endpoint().map_to_response().boxed()),
+            key: self.key,
+            state: app.state(),
+            database_url: self.database_url,
+            backend: self.backend,
+            _dir: self.dir,
+        }
+    }
+}
+
 /// Settings for tests: a free port, a cheap bcrypt cost.
 pub fn settings(database_url: &str) -> Settings {
     Settings {
@@ -267,21 +298,33 @@ impl TestApp {
     }
 
     /// Counts rows of a table for the whole database (to prove nothing was written).
-    /// A second application on the same database, as a new server process would be after this
-    /// one was killed: nothing is shared but the database (and, on a SQLite file, the open
-    /// calls' journal beside it). Same key.
-    pub async fn restarted(&self) -> TestApp {
-        let app = Application::build(settings(&self.database_url))
-            .await
-            .expect("application builds");
-        TestApp {
-            client: TestClient::new(app.endpoint().map_to_response().boxed()),
-            key: self.key.clone(),
-            state: app.state(),
-            database_url: self.database_url.clone(),
-            backend: self.backend,
-            _dir: None,
+    /// Stops this application (drops it): what is left is its database. On a SQLite file
+    /// one application at a time keeps the open calls' journal, so a second one on the same
+    /// file starts from here.
+    pub fn stop(self) -> Stopped {
+        let TestApp {
+            client,
+            key,
+            state,
+            database_url,
+            backend,
+            _dir,
+        } = self;
+        drop(client);
+        drop(state);
+        Stopped {
+            database_url,
+            key,
+            backend,
+            dir: _dir,
         }
+    }
+
+    /// This application stopped and a new one started on the same database, as a new server
+    /// process would be after this one was killed: nothing is kept but the database (and, on
+    /// a SQLite file, the open calls' journal beside it). Same key.
+    pub async fn restarted(self) -> TestApp {
+        self.stop().start().await
     }
 
     /// Calls stored: rows of `calls` and calls whose start row waits in the open calls'

@@ -204,6 +204,9 @@ pub(super) struct OpenCalls {
     inner: Mutex<Inner>,
     /// Used by the writer thread only (see [`OpenCalls::retiring`]).
     retiring: Mutex<Option<Retiring>>,
+    /// `<database>-starts.lock`, locked while this is open: one process at a time keeps a
+    /// file's journal (another would take this one's segments for its own).
+    _lock: File,
 }
 
 impl OpenCalls {
@@ -218,6 +221,7 @@ impl OpenCalls {
         let mut name = database.as_os_str().to_owned();
         name.push("-starts");
         let base = PathBuf::from(name);
+        let lock = lock(&base, LOCK_WAIT)?;
         let mut inner = Inner {
             calls: HashMap::new(),
             segments: BTreeMap::new(),
@@ -300,6 +304,7 @@ impl OpenCalls {
             ends: AtomicU64::new(0),
             inner: Mutex::new(inner),
             retiring: Mutex::new(None),
+            _lock: lock,
         })
     }
 
@@ -596,6 +601,39 @@ fn decode(data: &[u8]) -> Option<(&[u8], u32)> {
     (crc32fast::hash(body) == crc).then_some((body, len))
 }
 
+/// How long opening waits for another holder of the journal's lock to let go (an engine of
+/// this process being dropped: its writer thread ends within milliseconds).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Locks `<base>.lock`, waiting up to `wait`.
+fn lock(base: &Path, wait: Duration) -> Result<File, EngineError> {
+    let mut name = base.as_os_str().to_owned();
+    name.push(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(name))
+        .map_err(|e| io("open the lock", &e))?;
+    let began = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if began.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(EngineError::Corrupt(
+                    "another Sticky Calls server uses this SQLite file (its open calls' \
+                     journal is locked): one server per database file"
+                        .into(),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &e)),
+        }
+    }
+}
+
 fn segment_path(base: &Path, seq: u64) -> PathBuf {
     let mut name = base.as_os_str().to_owned();
     name.push(format!(".{seq}"));
@@ -881,6 +919,17 @@ mod tests {
             [(1, "old".to_owned())],
             "two hours old, not reborn by the restart"
         );
+    }
+
+    #[test]
+    fn one_holder_at_a_time_keeps_a_journal() {
+        let dir = TempDir::new("lock");
+        let base = dir.0.join("calls.db-starts");
+        let first = lock(&base, Duration::ZERO).unwrap();
+        let refused = lock(&base, Duration::from_millis(50)).unwrap_err();
+        assert!(refused.to_string().contains("one server per database file"));
+        drop(first);
+        lock(&base, Duration::ZERO).unwrap();
     }
 
     #[test]
