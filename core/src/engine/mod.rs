@@ -512,7 +512,15 @@ mod tests {
 
     /// A SQLite file, its log and its open calls' journal.
     fn remove_sqlite(file: &std::path::Path) {
-        for suffix in ["", "-wal", "-shm", "-starts.1", "-starts.2", "-starts.3", "-starts.lock"] {
+        for suffix in [
+            "",
+            "-wal",
+            "-shm",
+            "-starts.1",
+            "-starts.2",
+            "-starts.3",
+            "-starts.lock",
+        ] {
             let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
         }
     }
