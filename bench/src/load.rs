@@ -178,12 +178,37 @@ pub struct Measured {
     pub server_cpu: Option<Duration>,
     /// Bytes the server read from storage (not the page cache) during the run, when readable.
     pub storage_reads: Option<u64>,
+    /// What the server did after the run, until it was quiet, when readable.
+    pub after: Option<After>,
+}
+
+/// The work a scenario left the server to do once its requests were answered.
+#[derive(Clone, Copy, Debug)]
+pub struct After {
+    /// CPU time the server spent on it (all its threads).
+    pub cpu: Duration,
+    /// How long until it was quiet.
+    pub wall: Duration,
+    /// `false` when the benchmark stopped waiting before the server was quiet.
+    pub quiet: bool,
 }
 
 impl Measured {
     /// Successful requests per second.
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Server CPU time spent after the run per request, in microseconds, and whether the server
+    /// was quiet at the end of it: work deferred by the requests (see `settle` in `main.rs`).
+    pub fn cpu_after_per_request_us(&self) -> Option<(f64, bool)> {
+        let after = self.after?;
+        (self.ok + self.errors > 0).then(|| {
+            (
+                after.cpu.as_secs_f64() * 1e6 / (self.ok + self.errors) as f64,
+                after.quiet,
+            )
+        })
     }
 
     /// Server CPU time per answered request, in microseconds: the cost of a request, steadier
@@ -282,6 +307,7 @@ pub async fn run(
         first_error,
         server_cpu: None,
         storage_reads: None,
+        after: None,
     }
 }
 

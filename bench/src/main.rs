@@ -109,8 +109,51 @@ async fn measure(server: &server::Server, run: impl Future<Output = Measured>) -
         .1
         .zip(server.storage_reads())
         .map(|(b, a)| a.saturating_sub(b));
+    m.after = settle(server).await;
     m
 }
+
+/// Waits until the server has done the work a scenario left behind, so that the next one
+/// does not pay for it, and says what that work cost: the open calls' journal retiring the
+/// rows of starts that never ended (a benchmark's starts never end), the checkpoint copying
+/// what was written. The server counts as quiet once it used under 5% of a core for
+/// [`SETTLE_LOOK`].
+async fn settle(server: &server::Server) -> Option<load::After> {
+    let started = Instant::now();
+    let first = server.cpu_time()?;
+    let mut last = first;
+    loop {
+        tokio::time::sleep(SETTLE_LOOK).await;
+        let now = server.cpu_time()?;
+        let quiet = now.saturating_sub(last) < SETTLE_LOOK / 20;
+        last = now;
+        if quiet || started.elapsed() >= SETTLE_LIMIT {
+            let after = load::After {
+                cpu: now.saturating_sub(first),
+                wall: started.elapsed(),
+                quiet,
+            };
+            if !quiet {
+                eprintln!(
+                    "   the server was still busy {:.0} s after the scenario: going on",
+                    after.wall.as_secs_f64()
+                );
+            } else if after.wall >= Duration::from_secs(1) {
+                eprintln!(
+                    "   the server worked on for {:.1} s after it ({:.1} s of CPU)",
+                    after.wall.as_secs_f64(),
+                    after.cpu.as_secs_f64()
+                );
+            }
+            return Some(after);
+        }
+    }
+}
+
+/// How long [`settle`] watches the server's CPU at a time.
+const SETTLE_LOOK: Duration = Duration::from_millis(250);
+/// How long [`settle`] waits at most.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
 /// Copies the SQLite log into the database file and empties it, so that no scenario pays for
 /// checkpointing what the seed (or an earlier run on a reused file) wrote: the server's
@@ -540,7 +583,7 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
             r.ryw.1,
             r.ryw.0,
         ));
-        out.push_str("| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | vs trivial | server CPU µs/req | storage reads KB/req |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | vs trivial | server CPU µs/req | CPU after, µs/req | storage reads KB/req |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for m in &r.results {
             let name = match m.rate {
                 Some(rate) => format!("{} at {:.0}/s (paced)", m.scenario.name(), rate),
@@ -548,7 +591,7 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
             };
             let h = &m.latency;
             out.push_str(&format!(
-                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0}% | {} | {} |\n",
+                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0}% | {} | {} | {} |\n",
                 m.throughput(),
                 ms(h.value_at_quantile(0.5)),
                 ms(h.value_at_quantile(0.9)),
@@ -558,6 +601,10 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
                 100.0 * m.throughput() / trivial.max(1e-9),
                 m.server_cpu_per_request_us()
                     .map_or("?".into(), |us| format!("{us:.0}")),
+                m.cpu_after_per_request_us()
+                    .map_or("?".into(), |(us, quiet)| {
+                        format!("{us:.0}{}", if quiet { "" } else { " (still busy)" })
+                    }),
                 m.storage_kb_per_request()
                     .map_or("?".into(), |kb| format!("{kb:.1}")),
             ));
@@ -592,6 +639,11 @@ fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
                 },
                 "ratio_to_trivial": m.throughput() / r.results[0].throughput().max(1e-9),
                 "server_cpu_us_per_request": m.server_cpu_per_request_us(),
+                "after": m.after.map(|a| json!({
+                    "server_cpu_us_per_request": m.cpu_after_per_request_us().map(|(us, _)| us),
+                    "seconds": a.wall.as_secs_f64(),
+                    "quiet": a.quiet,
+                })),
                 "server_storage_read_kb_per_request": m.storage_kb_per_request(),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),

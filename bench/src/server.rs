@@ -66,7 +66,6 @@ impl Server {
         Ok(Self { child, port })
     }
 
-    /// Peak resident memory so far (VmHWM), in bytes.
     /// CPU time the server has used so far, summed over its threads
     /// (`/proc/PID/task/*/schedstat`, nanoseconds on the CPU).
     pub fn cpu_time(&self) -> Option<std::time::Duration> {
@@ -87,6 +86,7 @@ impl Server {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// Peak resident memory so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

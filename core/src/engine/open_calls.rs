@@ -176,6 +176,8 @@ struct Inner {
     bytes: u64,
     /// Open calls (entries of `calls`).
     open: usize,
+    /// Records appended since the journal was opened.
+    appended: u64,
 }
 
 /// The segment being retired, read from its file, and how far its records were handed out.
@@ -228,6 +230,7 @@ impl OpenCalls {
             current: 0,
             bytes: 0,
             open: 0,
+            appended: 0,
         };
         for seq in existing_segments(&base)? {
             let path = segment_path(&base, seq);
@@ -367,6 +370,7 @@ impl OpenCalls {
         segment.live += 1;
         inner.bytes += record.len() as u64;
         inner.open += 1;
+        inner.appended += 1;
         inner.calls.entry(row.tenant_id).or_default().insert(
             row.call_id.clone().into_boxed_str(),
             Entry {
@@ -543,6 +547,12 @@ impl OpenCalls {
                 inner.delete(&self.base, seq);
             }
         }
+    }
+
+    /// How many starts were appended since the journal was opened: the writer retires
+    /// without pausing while none comes.
+    pub(super) fn appended(&self) -> u64 {
+        self.lock().map_or(0, |i| i.appended)
     }
 
     /// How many calls are open.
