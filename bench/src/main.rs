@@ -115,18 +115,26 @@ async fn measure(server: &server::Server, run: impl Future<Output = Measured>) -
 
 /// Waits until the server has done the work a scenario left behind, so that the next one
 /// does not pay for it, and says what that work cost: the open calls' journal retiring the
-/// rows of starts that never ended (a benchmark's starts never end), the checkpoint copying
-/// what was written. The server counts as quiet once it used under 5% of a core for
-/// [`SETTLE_LOOK`].
+/// rows of starts that never ended (a benchmark's starts never end; an idle server moves
+/// them into the database once nothing came for a quarter of a second), the checkpoint
+/// copying what was written. The server counts as quiet once it used under 5% of a core in
+/// each [`SETTLE_LOOK`] of [`SETTLE_QUIET`] (well past the half second at most after which
+/// the server counts as idle).
 async fn settle(server: &server::Server) -> Option<load::After> {
     let started = Instant::now();
     let first = server.cpu_time()?;
     let mut last = first;
+    let mut still = Duration::ZERO;
     loop {
         tokio::time::sleep(SETTLE_LOOK).await;
         let now = server.cpu_time()?;
-        let quiet = now.saturating_sub(last) < SETTLE_LOOK / 20;
+        if now.saturating_sub(last) < SETTLE_LOOK / 20 {
+            still += SETTLE_LOOK;
+        } else {
+            still = Duration::ZERO;
+        }
         last = now;
+        let quiet = still >= SETTLE_QUIET;
         if quiet || started.elapsed() >= SETTLE_LIMIT {
             let after = load::After {
                 cpu: now.saturating_sub(first),
@@ -138,7 +146,7 @@ async fn settle(server: &server::Server) -> Option<load::After> {
                     "   the server was still busy {:.0} s after the scenario: going on",
                     after.wall.as_secs_f64()
                 );
-            } else if after.wall >= Duration::from_secs(1) {
+            } else if after.wall > SETTLE_QUIET + Duration::from_secs(1) {
                 eprintln!(
                     "   the server worked on for {:.1} s after it ({:.1} s of CPU)",
                     after.wall.as_secs_f64(),
@@ -152,6 +160,8 @@ async fn settle(server: &server::Server) -> Option<load::After> {
 
 /// How long [`settle`] watches the server's CPU at a time.
 const SETTLE_LOOK: Duration = Duration::from_millis(250);
+/// How long the server must stay quiet for [`settle`].
+const SETTLE_QUIET: Duration = Duration::from_millis(1500);
 /// How long [`settle`] waits at most.
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 

@@ -121,11 +121,38 @@ impl Reader<'_> {
                 .expect("a reader holds its connection until dropped"),
         )
     }
+
+    /// Its next statements share one read transaction (one snapshot), which ends when it is
+    /// dropped.
+    pub(super) fn begin(&self) -> Result<(), EngineError> {
+        let conn = self
+            .conn
+            .as_ref()
+            .expect("a reader holds its connection until dropped")
+            .lock()
+            .map_err(|_| EngineError::Corrupt("a read connection's thread panicked".into()))?;
+        conn.prepare_cached("BEGIN")
+            .and_then(|mut begin| begin.execute([]))
+            .map(drop)
+            .map_err(open_err)
+    }
 }
 
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
-        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.lite.idle.lock())
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        // A read transaction left open would hold its snapshot (and the log) while pooled.
+        let ended = conn.lock().is_ok_and(|c| {
+            c.is_autocommit()
+                || c.prepare_cached("ROLLBACK")
+                    .and_then(|mut end| end.execute([]))
+                    .is_ok()
+                    && c.is_autocommit()
+        });
+        if ended
+            && let Ok(mut idle) = self.lite.idle.lock()
             && idle.len() < IDLE_READERS
         {
             idle.push(conn);
@@ -148,6 +175,17 @@ fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     }
     c.set_prepared_statement_cache_capacity(64);
     Ok(c)
+}
+
+/// Whether `calls` holds a row of this call.
+async fn stored(c: Conn<'_>, call: &call::Model) -> Result<bool, EngineError> {
+    Ok(c.query_one(
+        "SELECT 1 FROM calls WHERE tenant_id = $1 AND call_id = $2",
+        &[call.tenant_id.into(), call.call_id.as_str().into()],
+        |_| Ok(()),
+    )
+    .await?
+    .is_some())
 }
 
 fn open_err(e: rusqlite::Error) -> EngineError {
@@ -281,12 +319,20 @@ impl Lite {
 
     /// Records a start: in the open calls' journal when its call id is new, else (a start
     /// after its call's end, or after its row moved into `calls`) through the writer.
-    pub(super) async fn record_start(&self, call: call::Model) -> Result<Recorded, EngineError> {
+    ///
+    /// `reads` is the start's read connection, and `ends` what [`Lite::ends_seen`] said before
+    /// its first read: the read transaction it is in may have begun before an end committed,
+    /// and then the start looks again once its record is appended.
+    pub(super) async fn record_start(
+        &self,
+        call: call::Model,
+        reads: Conn<'_>,
+        ends: u64,
+    ) -> Result<Recorded, EngineError> {
         if let Some(earlier) = self.open.get(call.tenant_id, &call.call_id)? {
             return Ok(Recorded::Earlier(Box::new(earlier)));
         }
-        let ends = self.open.ends_seen();
-        if self.stored(&call).await? {
+        if stored(reads, &call).await? {
             return self.write_start(call).await;
         }
         match self.open.insert(&call)? {
@@ -295,7 +341,7 @@ impl Lite {
         }
         // An end of this call may have committed its row since we looked (and not seen this
         // start): then the start is recorded the way a start after its end is.
-        if self.open.ends_seen() != ends && self.stored(&call).await? {
+        if self.open.ends_seen() != ends && stored(self.reader()?.conn(), &call).await? {
             let key = (call.tenant_id, call.call_id.clone());
             let recorded = self.write_start(call).await?;
             self.open.forget([(key.0, key.1.as_str())]);
@@ -304,20 +350,9 @@ impl Lite {
         Ok(Recorded::New)
     }
 
-    /// Whether `calls` holds a row of this call.
-    async fn stored(&self, call: &call::Model) -> Result<bool, EngineError> {
-        Ok({
-            let reader = self.reader()?;
-            reader
-                .conn()
-                .query_one(
-                    "SELECT 1 FROM calls WHERE tenant_id = $1 AND call_id = $2",
-                    &[call.tenant_id.into(), call.call_id.as_str().into()],
-                    |_| Ok(()),
-                )
-                .await?
-                .is_some()
-        })
+    /// See [`OpenCalls::ends_seen`].
+    pub(super) fn ends_seen(&self) -> u64 {
+        self.open.ends_seen()
     }
 
     /// A start's call row written by the writer (see [`insert_start`]).
@@ -553,8 +588,9 @@ struct Shared<'a> {
 }
 
 /// How long an idle writer waits for a job before it looks for a journal segment to retire
-/// (starts do not wake it: they write into the journal).
-const IDLE_LOOK: Duration = Duration::from_secs(1);
+/// (starts do not wake it: they write into the journal). When neither a job nor a start came
+/// meanwhile, the server is idle, and every open call retires.
+const IDLE_LOOK: Duration = Duration::from_millis(250);
 
 /// The writer thread: batches until the engine is dropped. After each batch, and at least
 /// every [`IDLE_LOOK`], it looks for a journal segment to retire; while one retires, it moves
@@ -577,6 +613,8 @@ fn write_loop(
         }
     };
     let mut retire = Retire::Look;
+    // Starts recorded when the writer last looked for open calls to retire.
+    let mut starts = shared.open.appended();
     loop {
         let wait = match rx.try_recv() {
             Ok(job) => Ok(Some(job)),
@@ -594,6 +632,7 @@ fn write_loop(
                 }
             }
         };
+        let had_jobs = first.is_some();
         if let Some(first) = first {
             let mut jobs = vec![first];
             while jobs.len() < MAX_BATCH {
@@ -618,10 +657,13 @@ fn write_loop(
         if !retire.due(Instant::now()) {
             continue;
         }
-        retire = match shared.open.retiring(Instant::now(), MAX_BATCH) {
+        // Idle: no job came while the writer waited (up to IDLE_LOOK, or its pause between
+        // two batches of retiring), and no start either.
+        let idle = !had_jobs && shared.open.appended() == starts;
+        starts = shared.open.appended();
+        retire = match shared.open.retiring(Instant::now(), MAX_BATCH, idle) {
             Ok(rows) if !rows.is_empty() => {
                 let began = Instant::now();
-                let starts = shared.open.appended();
                 let moved = runtime
                     .block_on(run_batch(
                         conn,
@@ -662,7 +704,8 @@ fn write_loop(
 /// counted only while no job came) halved the ends' throughput (8,100 to 4,000 a second).
 /// Past twice the journal's limits it takes what it needs (memory and disk stay bounded), and
 /// while the server is otherwise idle (no job waiting, no start recorded during its last
-/// batch) it goes on without a pause.
+/// batch) it goes on without a pause. An idle server retires every open call (see
+/// [`OpenCalls::retiring`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Retire {
     /// Nothing retiring: look after each batch of jobs, and every [`IDLE_LOOK`].
@@ -1044,7 +1087,7 @@ mod tests {
     fn retiring_waits_for_its_due_time_whether_jobs_come_or_not() {
         let now = Instant::now();
         let due = now + Duration::from_millis(6);
-        // Nothing retiring: the writer looks after every batch, and sleeps at most a second.
+        // Nothing retiring: the writer looks after every batch, and at least every IDLE_LOOK.
         assert!(Retire::Look.due(now));
         assert_eq!(Retire::Look.wait(now), IDLE_LOOK);
         // Retiring: not before its time, even right after a batch of jobs.

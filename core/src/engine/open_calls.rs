@@ -338,6 +338,8 @@ impl OpenCalls {
     /// Records a new start (appended before this returns), or finds an open start of the
     /// same call.
     pub(super) fn insert(&self, row: &call::Model) -> Result<Opened, EngineError> {
+        // Encoded before the map is locked: every start and end waits for that lock.
+        let record = encode(row)?;
         let mut inner = self.lock()?;
         if let Some(entry) = inner
             .calls
@@ -347,7 +349,6 @@ impl OpenCalls {
         {
             return Ok(Opened::Earlier(Box::new(inner.read(entry)?)));
         }
-        let record = encode(row)?;
         if inner.segments[&inner.current].len >= self.limits.segment_bytes {
             inner.rotate(&self.base)?;
         }
@@ -414,7 +415,10 @@ impl OpenCalls {
     }
 
     /// Up to `max` open calls of the segment that is due to retire at `now`, if one is: the
-    /// oldest, when the journal is past its size limits or the segment past its age limit.
+    /// oldest, when the journal is past its size limits or the segment past its age limit, or
+    /// when the server is `idle` (nothing started or ended for a while): then every open call
+    /// retires, since its row costs nothing that a request waits for, and a call that ends
+    /// later finds its row in `calls` as it would had its start written it.
     /// The caller moves them into `calls` and [`forget`](Self::forget)s them before asking
     /// again. The segment is read from its file (once, without holding the map), and the map
     /// is held only to check which of its records are still open: starts never wait for more
@@ -423,13 +427,15 @@ impl OpenCalls {
         &self,
         now: Instant,
         max: usize,
+        idle: bool,
     ) -> Result<Vec<call::Model>, EngineError> {
         let oldest = {
             let mut inner = self.lock()?;
             let Some((&oldest, segment)) = inner.segments.first_key_value() else {
                 return Ok(Vec::new());
             };
-            let due = inner.bytes > self.limits.max_bytes
+            let due = idle
+                || inner.bytes > self.limits.max_bytes
                 || inner.open > self.limits.max_open
                 || now.duration_since(segment.opened) > self.limits.max_age;
             if !due || segment.live == 0 {
@@ -868,16 +874,22 @@ mod tests {
         let now = Instant::now();
         open.insert(&row(1, "a", None)).unwrap();
         assert!(
-            open.retiring(now, 10).unwrap().is_empty(),
+            open.retiring(now, 10, false).unwrap().is_empty(),
             "under the limit"
         );
         open.insert(&row(1, "b", None)).unwrap();
         open.insert(&row(1, "c", None)).unwrap();
-        assert_eq!(ids(&open.retiring(now, 10).unwrap()), [(1, "a".to_owned())]);
+        assert_eq!(
+            ids(&open.retiring(now, 10, false).unwrap()),
+            [(1, "a".to_owned())]
+        );
         open.forget([(1, "a")]);
-        assert_eq!(ids(&open.retiring(now, 10).unwrap()), [(1, "b".to_owned())]);
+        assert_eq!(
+            ids(&open.retiring(now, 10, false).unwrap()),
+            [(1, "b".to_owned())]
+        );
         open.forget([(1, "b")]);
-        assert!(open.retiring(now, 10).unwrap().is_empty());
+        assert!(open.retiring(now, 10, false).unwrap().is_empty());
         drop(open);
 
         let dir = TempDir::new("retire-age");
@@ -891,14 +903,14 @@ mod tests {
         for id in ["a", "b", "c"] {
             open.insert(&row(1, id, None)).unwrap();
         }
-        assert!(open.retiring(Instant::now(), 10).unwrap().is_empty());
+        assert!(open.retiring(Instant::now(), 10, false).unwrap().is_empty());
         let later = Instant::now() + Duration::from_secs(61);
         // The segment being written retires too: appends move to a new one.
-        let first = open.retiring(later, 2).unwrap();
+        let first = open.retiring(later, 2, false).unwrap();
         assert_eq!(first.len(), 2, "a batch at most");
         open.forget(first.iter().map(|r| (r.tenant_id, r.call_id.as_str())));
         open.insert(&row(1, "d", None)).unwrap();
-        let rest = open.retiring(later, 10).unwrap();
+        let rest = open.retiring(later, 10, false).unwrap();
         let mut all = ids(&first);
         all.extend(ids(&rest));
         all.sort();
@@ -907,6 +919,32 @@ mod tests {
         open.forget(rest.iter().map(|r| (r.tenant_id, r.call_id.as_str())));
         assert_eq!(dir.segments().len(), 1, "d's");
         assert_eq!(ids(&open.all().unwrap()), [(1, "d".to_owned())]);
+    }
+
+    #[test]
+    fn an_idle_server_retires_every_open_call_however_young() {
+        let dir = TempDir::new("idle");
+        let open = OpenCalls::open(&dir.database(), LIMITS, NOTHING_STARTED).unwrap();
+        for id in ["a", "b", "c"] {
+            open.insert(&row(1, id, None)).unwrap();
+        }
+        let now = Instant::now();
+        assert!(open.retiring(now, 10, false).unwrap().is_empty(), "busy");
+        let first = open.retiring(now, 2, true).unwrap();
+        assert_eq!(ids(&first), [(1, "a".to_owned()), (1, "b".to_owned())]);
+        open.forget(first.iter().map(|r| (r.tenant_id, r.call_id.as_str())));
+        // A start meanwhile goes to a new segment; the idle writer goes on with the old one.
+        open.insert(&row(1, "d", None)).unwrap();
+        let rest = open.retiring(now, 10, true).unwrap();
+        assert_eq!(ids(&rest), [(1, "c".to_owned())]);
+        open.forget([(1, "c")]);
+        assert_eq!(
+            ids(&open.retiring(now, 10, true).unwrap()),
+            [(1, "d".to_owned())]
+        );
+        open.forget([(1, "d")]);
+        assert_eq!(open.len(), 0);
+        assert!(open.retiring(now, 10, true).unwrap().is_empty());
     }
 
     #[test]
@@ -920,12 +958,15 @@ mod tests {
         let mut old = row(1, "old", None);
         old.started_at = Some(Utc::now() - chrono::Duration::hours(2));
         open.insert(&old).unwrap();
-        assert!(open.retiring(Instant::now(), 10).unwrap().is_empty(), "new");
+        assert!(
+            open.retiring(Instant::now(), 10, false).unwrap().is_empty(),
+            "new"
+        );
         drop(open);
 
         let open = OpenCalls::open(&dir.database(), hour, NOTHING_STARTED).unwrap();
         assert_eq!(
-            ids(&open.retiring(Instant::now(), 10).unwrap()),
+            ids(&open.retiring(Instant::now(), 10, false).unwrap()),
             [(1, "old".to_owned())],
             "two hours old, not reborn by the restart"
         );

@@ -11,7 +11,7 @@ use super::context;
 use super::end::Touched;
 use super::sql::Conn;
 use super::store::{customers_by_id, evidence, find_call, identity_keys, load_links};
-use super::{Candidate, Engine, StartAnswer, TenantId};
+use super::{Candidate, Engine, ReadConn, StartAnswer, TenantId};
 use crate::commands::StartCall;
 use crate::domain::{Ani, DefaultRegion};
 use crate::entities::{call, customer};
@@ -149,12 +149,13 @@ impl Engine {
         // No look-up of the call id first: a retried start is found by the insert's conflict.
         let ani = cmd.hints.ani.as_deref().map(|a| Ani::parse(a, self.region));
         let keys = identity_keys(ani.as_ref(), &cmd.hints.external_ids);
+        // Taken before the start's first read (see `Lite::record_start`).
+        let ends = self.open_ends_seen();
+        let epoch = self.caches.epoch();
+        let reads = self.start_reads()?;
         let (mut links, missing) = self.caches.links(tenant, &keys).await;
         if !missing.is_empty() {
-            let epoch = self.caches.epoch();
-            let reader = self.reader()?;
-            let read = load_links(reader.conn(), tenant, &missing).await?;
-            drop(reader);
+            let read = load_links(reads.conn(), tenant, &missing).await?;
             self.caches.fill_links(tenant, epoch, &read).await;
             links.extend(read);
         }
@@ -205,14 +206,39 @@ impl Engine {
         // call's end, when recording the start rewrote the customer's document, or for a retry.
         let call_id = cmd.call_id.as_str().to_owned();
         let (recorded, answer) = tokio::join!(
-            self.record_start(tenant, row),
-            self.outcome(tenant, call_id.clone(), found.clone())
+            self.record_start(tenant, row, &reads, ends),
+            self.outcome(tenant, call_id.clone(), found.clone(), &reads, epoch)
         );
+        drop(reads);
+        // After the call's end, or for a retry, the context is read again (the end's writes
+        // may be newer than what this start read).
         match recorded? {
             Recorded::New => answer,
-            Recorded::AfterEnd(_) => self.outcome(tenant, call_id, found).await,
+            Recorded::AfterEnd(_) => {
+                let epoch = self.caches.epoch();
+                let reads = self.reader()?;
+                self.outcome(tenant, call_id, found, &reads, epoch).await
+            }
             Recorded::Earlier(existing) => self.replay_start(tenant, *existing).await,
         }
+    }
+
+    /// The connection for one start's reads. On a SQLite file they share one read transaction
+    /// (one snapshot): each read transaction takes and releases a read lock of the log (a
+    /// `fcntl` under a mutex of the process, which the cores contend on), and a start reads
+    /// up to three times (its identities, whether its call is stored, the customer's
+    /// context). It ends when the connection goes back to the pool.
+    fn start_reads(&self) -> Result<ReadConn<'_>, EngineError> {
+        let reads = self.reader()?;
+        if let ReadConn::Lite(reader) = &reads {
+            reader.begin()?;
+        }
+        Ok(reads)
+    }
+
+    /// See [`super::lite::Lite::record_start`]; 0 off a SQLite file.
+    fn open_ends_seen(&self) -> u64 {
+        self.lite.as_ref().map_or(0, super::lite::Lite::ends_seen)
     }
 
     /// Records a start, durably before this returns: on a SQLite file in the open calls'
@@ -221,9 +247,11 @@ impl Engine {
         &self,
         tenant: TenantId,
         row: call::Model,
+        reads: &ReadConn<'_>,
+        ends: u64,
     ) -> Result<Recorded, EngineError> {
         match &self.lite {
-            Some(lite) => lite.record_start(row).await,
+            Some(lite) => lite.record_start(row, reads.conn(), ends).await,
             None => {
                 if self.call_writer.insert(&row).await? {
                     return Ok(Recorded::New);
@@ -249,14 +277,14 @@ impl Engine {
         &self,
         tenant: TenantId,
         id: i64,
+        reads: &ReadConn<'_>,
+        epoch: u64,
     ) -> Result<Option<Arc<CustomerAnswer>>, EngineError> {
         if let Some(hit) = self.caches.customer(tenant, id).await {
             return Ok(Some(hit));
         }
-        let epoch = self.caches.epoch();
         let (value, built) = {
-            let reader = self.reader()?;
-            let c = reader.conn();
+            let c = reads.conn();
             match context::read_answer(c, tenant, id).await? {
                 Some(v) => (v, None),
                 None => match context::build(c, tenant, id).await? {
@@ -279,17 +307,20 @@ impl Engine {
         tenant: TenantId,
         call_id: String,
         found: Match,
+        reads: &ReadConn<'_>,
+        epoch: u64,
     ) -> Result<StartAnswer, EngineError> {
         let best = match found.customer {
-            Some(id) if found.band != Band::Low => self.cached_customer(tenant, id).await?,
+            Some(id) if found.band != Band::Low => {
+                self.cached_customer(tenant, id, reads, epoch).await?
+            }
             _ => None,
         };
         let candidates = if found.candidates.is_empty() {
             Vec::new()
         } else {
-            let reader = self.reader()?;
             let refs: HashMap<i64, customer::Model> = customers_by_id(
-                reader.conn(),
+                reads.conn(),
                 tenant,
                 found.candidates.iter().map(|c| c.customer),
             )
@@ -341,7 +372,10 @@ impl Engine {
                 .collect(),
             candidates,
         };
-        self.outcome(tenant, row.call_id, found).await
+        let epoch = self.caches.epoch();
+        let reads = self.reader()?;
+        self.outcome(tenant, row.call_id, found, &reads, epoch)
+            .await
     }
 }
 
