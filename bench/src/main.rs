@@ -30,7 +30,7 @@ struct Args {
     /// Concurrent connections of the closed-loop scenarios.
     #[arg(long, default_value_t = 32)]
     concurrency: u64,
-    /// Seconds per scenario (default: 5 up to 100k customers, else 10).
+    /// Seconds per scenario (default: 4 up to 100k customers, else 10).
     #[arg(long)]
     seconds: Option<u64>,
     /// PostgreSQL server to also run on (a database is created and dropped on it), e.g.
@@ -116,10 +116,10 @@ async fn measure(server: &server::Server, run: impl Future<Output = Measured>) -
 /// Waits until the server has done the work a scenario left behind, so that the next one
 /// does not pay for it, and says what that work cost: the open calls' journal retiring the
 /// rows of starts that never ended (a benchmark's starts never end; an idle server moves
-/// them into the database once nothing came for a quarter of a second), the checkpoint
-/// copying what was written. The server counts as quiet once it used under 5% of a core in
-/// each [`SETTLE_LOOK`] of [`SETTLE_QUIET`] (well past the half second at most after which
-/// the server counts as idle).
+/// them into the database once nothing came for a tenth of a second), the checkpoint copying
+/// what was written. The server counts as quiet once it used under 5% of a core in each
+/// [`SETTLE_LOOK`] of [`SETTLE_QUIET`] (past the 0.2 s at most after which the server counts
+/// as idle).
 async fn settle(server: &server::Server) -> Option<load::After> {
     let started = Instant::now();
     let first = server.cpu_time()?;
@@ -159,9 +159,9 @@ async fn settle(server: &server::Server) -> Option<load::After> {
 }
 
 /// How long [`settle`] watches the server's CPU at a time.
-const SETTLE_LOOK: Duration = Duration::from_millis(250);
+const SETTLE_LOOK: Duration = Duration::from_millis(100);
 /// How long the server must stay quiet for [`settle`].
-const SETTLE_QUIET: Duration = Duration::from_millis(1500);
+const SETTLE_QUIET: Duration = Duration::from_millis(500);
 /// How long [`settle`] waits at most.
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
@@ -356,7 +356,7 @@ async fn run_backend(
     let target = Target::new(format!("http://127.0.0.1:{}", server.port), key, customers);
     let secs = args
         .seconds
-        .unwrap_or(if customers <= 100_000 { 5 } else { 10 });
+        .unwrap_or(if customers <= 100_000 { 4 } else { 10 });
     let d = Duration::from_secs(secs);
     // Warm the key cache and connections.
     let _ = load::run(

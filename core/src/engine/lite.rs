@@ -590,7 +590,7 @@ struct Shared<'a> {
 /// How long an idle writer waits for a job before it looks for a journal segment to retire
 /// (starts do not wake it: they write into the journal). When neither a job nor a start came
 /// meanwhile, the server is idle, and every open call retires.
-const IDLE_LOOK: Duration = Duration::from_millis(250);
+const IDLE_LOOK: Duration = Duration::from_millis(100);
 
 /// The writer thread: batches until the engine is dropped. After each batch, and at least
 /// every [`IDLE_LOOK`], it looks for a journal segment to retire; while one retires, it moves

@@ -576,7 +576,7 @@ mod tests {
             engine.open_calls() + usize::try_from(count().await).unwrap(),
             3
         );
-        // The writer looks four times a second; idle that long, it retires them all.
+        // The writer looks ten times a second; idle that long, it retires them all.
         for _ in 0..1000 {
             if engine.open_calls() == 0 {
                 break;
