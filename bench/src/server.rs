@@ -71,9 +71,16 @@ impl Server {
     pub fn cpu_time(&self) -> Option<std::time::Duration> {
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).ok()?;
         let mut ns: u64 = 0;
+        // A thread that ends between the listing and the read (an idle blocking-pool thread
+        // of the server's runtime) is skipped; its time drops out of later sums too, which
+        // the callers' saturating differences absorb.
         for task in tasks.flatten() {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+            if let Some(t) = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+            {
+                ns += t;
+            }
         }
         Some(std::time::Duration::from_nanos(ns))
     }

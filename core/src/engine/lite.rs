@@ -322,7 +322,10 @@ impl Lite {
     ///
     /// `reads` is the start's read connection, and `ends` what [`Lite::ends_seen`] said before
     /// its first read: the read transaction it is in may have begun before an end committed,
-    /// and then the start looks again once its record is appended.
+    /// and then the start looks again once its record is appended. The caller looked for the
+    /// call in the journal before that transaction began (a call moved out of the journal
+    /// since then is in its snapshot); the look here finds a start of the same call recorded
+    /// meanwhile.
     pub(super) async fn record_start(
         &self,
         call: call::Model,
@@ -589,7 +592,7 @@ struct Shared<'a> {
 
 /// How long an idle writer waits for a job before it looks for a journal segment to retire
 /// (starts do not wake it: they write into the journal). When neither a job nor a start came
-/// meanwhile, the server is idle, and every open call retires.
+/// for that long, the server is idle, and every open call retires.
 const IDLE_LOOK: Duration = Duration::from_millis(100);
 
 /// The writer thread: batches until the engine is dropped. After each batch, and at least
@@ -613,8 +616,10 @@ fn write_loop(
         }
     };
     let mut retire = Retire::Look;
-    // Starts recorded when the writer last looked for open calls to retire.
-    let mut starts = shared.open.appended();
+    let mut activity = Activity {
+        busy: Instant::now(),
+        starts: shared.open.appended(),
+    };
     loop {
         let wait = match rx.try_recv() {
             Ok(job) => Ok(Some(job)),
@@ -632,7 +637,6 @@ fn write_loop(
                 }
             }
         };
-        let had_jobs = first.is_some();
         if let Some(first) = first {
             let mut jobs = vec![first];
             while jobs.len() < MAX_BATCH {
@@ -643,6 +647,7 @@ fn write_loop(
             }
             // What failed in it was answered (or logged) already.
             let done = runtime.block_on(run_batch(conn, jobs, shared));
+            activity.busy = Instant::now();
             checkpoints.after_commit(conn);
             if !done.raced.is_empty() {
                 let rows = done.raced;
@@ -657,11 +662,9 @@ fn write_loop(
         if !retire.due(Instant::now()) {
             continue;
         }
-        // Idle: no job came while the writer waited (up to IDLE_LOOK, or its pause between
-        // two batches of retiring), and no start either.
-        let idle = !had_jobs && shared.open.appended() == starts;
-        starts = shared.open.appended();
-        retire = match shared.open.retiring(Instant::now(), MAX_BATCH, idle) {
+        let now = Instant::now();
+        let idle = activity.idle(now, shared.open, &rx);
+        retire = match shared.open.retiring(now, MAX_BATCH, idle) {
             Ok(rows) if !rows.is_empty() => {
                 let began = Instant::now();
                 let moved = runtime
@@ -676,11 +679,8 @@ fn write_loop(
                 if !moved {
                     // Failed (logged): tried again after a while, not in a loop.
                     Retire::Look
-                } else if shared.open.far_past_limits()
-                    || (rx.is_empty() && shared.open.appended() == starts)
-                {
-                    // Past the soft limits, or nothing else to do (no job is waiting, no
-                    // start came while the batch ran).
+                } else if shared.open.far_past_limits() || activity.idle(now, shared.open, &rx) {
+                    // Past the soft limits, or nothing else to do.
                     Retire::At(now)
                 } else {
                     Retire::At(now + (now - began) * RETIRE_PAUSE)
@@ -695,6 +695,25 @@ fn write_loop(
     }
 }
 
+/// When the writer last ran a job or saw a new start.
+struct Activity {
+    busy: Instant,
+    /// The journal's count of appended starts when the writer last looked.
+    starts: u64,
+}
+
+impl Activity {
+    /// Idle: no job and no start for [`IDLE_LOOK`], and no job waiting.
+    fn idle(&mut self, now: Instant, open: &OpenCalls, rx: &mpsc::UnboundedReceiver<Job>) -> bool {
+        let appended = open.appended();
+        if appended != self.starts {
+            self.starts = appended;
+            self.busy = now;
+        }
+        rx.is_empty() && now.duration_since(self.busy) >= IDLE_LOOK
+    }
+}
+
 /// When the writer moves the next batch of a retiring journal segment's open calls.
 ///
 /// Retiring is background work: it takes at most about a quarter of the writer's time, not
@@ -703,9 +722,8 @@ fn write_loop(
 /// from under 5 to 60-200 ms; and a batch of retiring after each batch of jobs (the pause
 /// counted only while no job came) halved the ends' throughput (8,100 to 4,000 a second).
 /// Past twice the journal's limits it takes what it needs (memory and disk stay bounded), and
-/// while the server is otherwise idle (no job waiting, no start recorded during its last
-/// batch) it goes on without a pause. An idle server retires every open call (see
-/// [`OpenCalls::retiring`]).
+/// while the server is idle (no job and no start for [`IDLE_LOOK`], none waiting) it goes on
+/// without a pause. An idle server retires every open call (see [`OpenCalls::retiring`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Retire {
     /// Nothing retiring: look after each batch of jobs, and every [`IDLE_LOOK`].

@@ -151,6 +151,15 @@ impl Engine {
         let keys = identity_keys(ani.as_ref(), &cmd.hints.external_ids);
         // Taken before the start's first read (see `Lite::record_start`).
         let ends = self.open_ends_seen();
+        // A retry of a call still open replays its journal record. Looked up before the
+        // start's read transaction begins: a call that leaves the journal (moved into `calls`)
+        // leaves it after its row is committed, so if it is not found here, the snapshot sees
+        // its row, and the retry is recognised there.
+        if let Some(lite) = &self.lite
+            && let Some(earlier) = lite.open_call(tenant, cmd.call_id.as_str())?
+        {
+            return self.replay_start(tenant, earlier).await;
+        }
         let epoch = self.caches.epoch();
         let reads = self.start_reads()?;
         let (mut links, missing) = self.caches.links(tenant, &keys).await;
