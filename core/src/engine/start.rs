@@ -146,7 +146,8 @@ impl Engine {
         tenant: TenantId,
         cmd: StartCall,
     ) -> Result<StartAnswer, EngineError> {
-        // No look-up of the call id first: a retried start is found by the insert's conflict.
+        // No look-up of the call id in `calls` first: a retried start is found by the insert's
+        // conflict (on a SQLite file, by the journal or a look-up in `Lite::record_start`).
         let ani = cmd.hints.ani.as_deref().map(|a| Ani::parse(a, self.region));
         let keys = identity_keys(ani.as_ref(), &cmd.hints.external_ids);
         // Taken before the start's first read (see `Lite::record_start`).
