@@ -16,8 +16,12 @@ use sticky_core::keys::AuthContext;
 
 use crate::auth::authenticate_token;
 use crate::error::ApiError;
-use crate::json::read_body;
+use crate::json::read_body_limit;
 use crate::state::AppState;
+
+/// The largest platform request we read: Amazon Connect alone allows 32 KB of contact
+/// attributes besides the rest of its event, and Lex events carry transcripts and slots.
+pub const MAX_CONNECTOR_BODY_BYTES: usize = 256 * 1024;
 
 /// Every connector the server serves, in one place.
 pub fn registry() -> Vec<Box<dyn Connector>> {
@@ -25,6 +29,11 @@ pub fn registry() -> Vec<Box<dyn Connector>> {
         Box::new(sticky_connector_twilio::Twilio),
         Box::new(sticky_connector_amazon_connect::AmazonConnect),
         Box::new(sticky_connector_dialogflow_cx::DialogflowCx),
+        Box::new(sticky_connector_genesys_cloud::GenesysCloud),
+        Box::new(sticky_connector_nice_cxone::NiceCxone),
+        Box::new(sticky_connector_five9::Five9),
+        Box::new(sticky_connector_voiceflow::Voiceflow),
+        Box::new(sticky_connector_amazon_lex::AmazonLex),
     ]
 }
 
@@ -78,28 +87,58 @@ pub fn rejection(r: Rejection) -> ApiError {
     }
 }
 
-/// `X-Sticky-Api-Key`, a Bearer key, or Basic with the key as the password. The dedicated
-/// header serves platforms that put their own token in `Authorization` (Dialogflow CX with
-/// service-agent authentication).
-async fn authenticate(state: &AppState, req: &Request) -> Result<AuthContext, ApiError> {
+/// The key a platform sent: `X-Sticky-Api-Key`, a Bearer token, or Basic credentials with the
+/// key as the password (platforms can put credentials in a webhook URL). The dedicated header
+/// serves platforms that put their own token in `Authorization` (Dialogflow CX with
+/// service-agent authentication). `Authorization` is read by the same typed-header parser as
+/// the REST API's (scheme names in any case).
+fn header_credentials(req: &Request) -> Option<String> {
+    use poem::web::headers::authorization::{Basic, Bearer};
+    use poem::web::headers::{Authorization, HeaderMapExt};
     if let Some(key) = req.header("x-sticky-api-key") {
-        return authenticate_token(state, key.trim()).await;
+        return Some(key.trim().to_owned());
     }
-    let header = req.header("authorization").unwrap_or_default();
-    let token = if let Some(t) = header.strip_prefix("Bearer ") {
-        t.trim().to_owned()
-    } else if let Some(b) = header.strip_prefix("Basic ") {
-        use base64::Engine as _;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(b.trim())
-            .map_err(|_| ApiError::unauthorized())?;
-        let text = String::from_utf8(decoded).map_err(|_| ApiError::unauthorized())?;
-        text.split_once(':')
-            .map(|(_, password)| password.to_owned())
-            .ok_or_else(ApiError::unauthorized)?
-    } else {
-        return Err(ApiError::unauthorized());
-    };
+    let headers = req.headers();
+    if let Some(Authorization(bearer)) = headers.typed_get::<Authorization<Bearer>>() {
+        return Some(bearer.token().trim().to_owned());
+    }
+    headers
+        .typed_get::<Authorization<Basic>>()
+        .map(|Authorization(basic)| basic.password().to_owned())
+}
+
+/// The key in the connector's key parameter (Five9), from the query or a form body.
+fn parameter_credentials(name: &str, req: &Request, body: &[u8]) -> Option<String> {
+    let from_query =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(req.uri().query().unwrap_or_default())
+            .ok()
+            .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == name));
+    let is_form = req
+        .content_type()
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    from_query
+        .or_else(|| {
+            is_form
+                .then(|| serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).ok())
+                .flatten()
+                .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == name))
+        })
+        .map(|(_, v)| v)
+}
+
+async fn authenticate(
+    state: &AppState,
+    connector: &dyn Connector,
+    req: &Request,
+    body: &[u8],
+) -> Result<AuthContext, ApiError> {
+    let token = header_credentials(req)
+        .or_else(|| {
+            connector
+                .key_parameter()
+                .and_then(|name| parameter_credentials(name, req, body))
+        })
+        .ok_or_else(ApiError::unauthorized)?;
     authenticate_token(state, &token).await
 }
 
@@ -152,8 +191,8 @@ async fn handle(req: &Request, body: Body, slug: &str, route: Route) -> Result<R
             format!("the {slug} connector is served at /v1/connectors/{slug}/start and /end"),
         ));
     }
-    let auth = authenticate(&state, req).await?;
-    let bytes = read_body(body).await?;
+    let bytes = read_body_limit(body, MAX_CONNECTOR_BODY_BYTES).await?;
+    let auth = authenticate(&state, connector, req, &bytes).await?;
     let url = public_url(&state, req);
     let headers: Vec<(String, String)> = req
         .headers()

@@ -84,20 +84,26 @@ fn between_backticks(s: &str) -> Option<&str> {
 /// # Errors
 /// 413 `payload_too_large`, or 400 `malformed_body` when the body cannot be read.
 pub async fn read_body(body: poem::Body) -> Result<bytes::Bytes, ApiError> {
-    body.into_bytes_limit(MAX_BODY_BYTES)
-        .await
-        .map_err(|e| match e {
-            poem::error::ReadBodyError::PayloadTooLarge => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request bodies are limited to 64 KiB",
-            ),
-            _ => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_body",
-                "the request body could not be read",
-            ),
-        })
+    read_body_limit(body, MAX_BODY_BYTES).await
+}
+
+/// Reads a request body, refusing more than `limit` bytes whatever `Content-Length` says.
+///
+/// # Errors
+/// 413 `payload_too_large` over the limit; 400 when the body cannot be read.
+pub async fn read_body_limit(body: poem::Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    body.into_bytes_limit(limit).await.map_err(|e| match e {
+        poem::error::ReadBodyError::PayloadTooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {} KiB", limit / 1024),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            "the request body could not be read",
+        ),
+    })
 }
 
 /// Parses a JSON document into `T`, naming the failing field.

@@ -499,7 +499,7 @@ async fn a_dialogflow_cx_caller_is_recognised_with_saved_variables(app: TestApp)
 async fn connector_errors_are_4xx_with_our_error_body(app: TestApp) {
     let json_h = json_headers(&app.key);
     let bad_event = connect_event_str();
-    let huge = "x".repeat(70_000);
+    let huge = "x".repeat(300_000);
     // (what, path, headers, body, status, code)
     type Case<'a> = (
         &'a str,
@@ -615,7 +615,7 @@ async fn connector_errors_are_4xx_with_our_error_body(app: TestApp) {
             "invalid_value",
         ),
         (
-            "body over 64 KiB",
+            "body over 256 KiB",
             "/v1/connectors/dialogflow-cx/start",
             json_h.clone(),
             &huge,

@@ -36,4 +36,5 @@ mod customers;
 mod import;
 mod isolation;
 mod keys;
+mod platforms;
 mod system;

@@ -250,6 +250,29 @@ impl TestApp {
         }
     }
 
+    /// A GET with arbitrary headers (a platform configured for GET webhooks).
+    pub async fn get_raw(&self, path: &str, headers: &[(&str, String)]) -> RawReply {
+        let mut req = self.client.get(path);
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let resp = req.send().await;
+        let status = resp.0.status();
+        let content_type = resp
+            .0
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = resp.0.into_body().into_string().await.expect("body");
+        RawReply {
+            status,
+            content_type,
+            text,
+        }
+    }
+
     /// POST JSON as tenant `default`.
     pub async fn post(&self, path: &str, body: Value) -> Reply {
         self.post_as(&self.key, path, body).await

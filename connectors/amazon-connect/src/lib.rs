@@ -19,10 +19,12 @@ pub mod models;
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sticky_core::commands::{EndCall, IdentityHints, StartCall, VariableChanges, parse_summary};
+use sticky_core::connector::flat::flat_string_map;
 use sticky_core::connector::{
     Connector, ConnectorCommand, InboundRequest, Rejection, Rendered, Route, context_fields,
+    end_fields,
 };
 use sticky_core::domain::{CallId, CustomerRef, IntentName, IntentStatus, Platform};
 use sticky_core::engine::{EndOutcome, StartOutcome};
@@ -200,36 +202,9 @@ fn read(body: &[u8]) -> Result<Payload, Rejection> {
     }
 }
 
-/// Adds `fields` to a flat map while it stays under the size limit; later fields are dropped.
+/// Connect's flat string map: attribute keys of letters, digits, `-` and `_`, within 32 KB.
 fn flat_map(fields: Vec<(String, String)>) -> Value {
-    let mut map = Map::new();
-    let mut size = 2usize;
-    for (k, v) in fields {
-        // Attribute keys may hold only letters, digits, `-` and `_`.
-        let k: String = k
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        if k.chars().count() > MAX_KEY_CHARS || map.contains_key(&k) {
-            continue;
-        }
-        // Each entry costs its JSON encoding plus a comma and a colon.
-        let cost = serde_json::to_string(&k).map_or(usize::MAX, |s| s.len())
-            + serde_json::to_string(&v).map_or(usize::MAX, |s| s.len())
-            + 2;
-        if size + cost > MAX_RESPONSE_BYTES {
-            continue;
-        }
-        size += cost;
-        map.insert(k, Value::String(v));
-    }
-    Value::Object(map)
+    flat_string_map(fields, MAX_RESPONSE_BYTES, MAX_KEY_CHARS)
 }
 
 impl Connector for AmazonConnect {
@@ -271,14 +246,7 @@ impl Connector for AmazonConnect {
     }
 
     fn render_end(&self, _request: &InboundRequest<'_>, outcome: &EndOutcome) -> Rendered {
-        Rendered::json(&flat_map(vec![
-            ("sticky_call_id".into(), outcome.call_id.clone()),
-            (
-                "sticky_customer_ref".into(),
-                outcome.customer_ref.clone().unwrap_or_default(),
-            ),
-            ("sticky_provisional".into(), outcome.provisional.to_string()),
-        ]))
+        Rendered::json(&flat_map(end_fields(outcome)))
     }
 
     fn render_ignored(&self, _request: &InboundRequest<'_>, reason: &'static str) -> Rendered {

@@ -170,7 +170,7 @@ impl Ani {
         }
         let parsed = match international {
             Some(rest) => phonenumber::parse(None, format!("+{rest}")),
-            None => phonenumber::parse(Some(region.0), digits),
+            None => national_or_international(digits, region),
         };
         match parsed {
             Ok(number) if number.national().value() > 0 && is_plausible(&number) => {
@@ -186,6 +186,28 @@ impl Ani {
             Self::Number(n) => Some(n),
             Self::Withheld(_) => None,
         }
+    }
+}
+
+/// Digits without `+` or an international prefix: a national number of the default region,
+/// unless they are not a valid number there but are one with `+` put in front. Platforms such
+/// as NICE CXone send international callers without the `+` (`442079460000`), which the
+/// region's parser would otherwise read as an overlong national number.
+fn national_or_international(
+    digits: &str,
+    region: DefaultRegion,
+) -> Result<phonenumber::PhoneNumber, phonenumber::ParseError> {
+    let national = phonenumber::parse(Some(region.0), digits);
+    // A complete North American number (ten digits) stays national even where the metadata
+    // does not know its range (fictional 555-01xx numbers, new area codes).
+    if national.as_ref().is_ok_and(|n| {
+        phonenumber::is_valid(n) || (n.code().value() == 1 && n.national().to_string().len() == 10)
+    }) {
+        return national;
+    }
+    match phonenumber::parse(None, format!("+{digits}")) {
+        Ok(international) if phonenumber::is_valid(&international) => Ok(international),
+        _ => national,
     }
 }
 
@@ -299,6 +321,25 @@ mod tests {
     fn international_numbers_keep_their_country_code() {
         assert_eq!(e164("+442071838750").as_deref(), Some("+442071838750"));
         assert_eq!(e164("+33 1 42 68 53 00").as_deref(), Some("+33142685300"));
+    }
+
+    #[test]
+    fn international_numbers_without_a_plus_keep_their_country_code() {
+        let us = DefaultRegion::default();
+        for (raw, e164) in [
+            ("442079460000", "+442079460000"),
+            ("33142685300", "+33142685300"),
+            ("4155550142", "+14155550142"),
+            ("14155550142", "+14155550142"),
+            ("2125550142", "+12125550142"),
+            ("3055550100", "+13055550100"),
+        ] {
+            assert_eq!(
+                Ani::parse(raw, us).number().map(PhoneNumber::as_str),
+                Some(e164),
+                "{raw}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! the platform's own signature (with the tenant's [`PlatformSecret`] if it has one), parses,
 //! lets the engine act, and asks the connector to render. Everything here is synchronous.
 
+pub mod flat;
+
 use std::fmt;
 
 use crate::commands::{EndCall, StartCall};
@@ -236,6 +238,13 @@ pub trait Connector: Send + Sync {
         false
     }
 
+    /// A query or form parameter that may carry the API key, for platforms that can send
+    /// neither headers nor `user:password@` credentials (Five9 connectors). The server reads
+    /// it only when no credentials header is present, and never logs it. Default: none.
+    fn key_parameter(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Validates a settings document sent to `PUT /v1/connectors/{slug}/settings` and returns
     /// the secret to store encrypted. The default: the platform has no settings.
     ///
@@ -333,4 +342,17 @@ pub fn context_fields(outcome: &StartOutcome) -> Vec<(String, String)> {
         }
     }
     fields
+}
+
+/// The answer to an end as flat text fields: `sticky_call_id`, `sticky_customer_ref` (empty
+/// when the call carried no identity) and `sticky_provisional` (`true` or `false`).
+pub fn end_fields(outcome: &EndOutcome) -> Vec<(String, String)> {
+    vec![
+        ("sticky_call_id".into(), outcome.call_id.clone()),
+        (
+            "sticky_customer_ref".into(),
+            outcome.customer_ref.clone().unwrap_or_default(),
+        ),
+        ("sticky_provisional".into(), outcome.provisional.to_string()),
+    ]
 }
