@@ -23,7 +23,10 @@
 pub mod models;
 
 use serde_json::{Map, Value, json};
-use sticky_core::commands::{EndCall, IdentityHints, StartCall, VariableChanges, parse_summary};
+use sticky_core::commands::{
+    EndCall, IdentityHints, MAX_VARIABLES, StartCall, VariableChanges, parse_summary,
+};
+use sticky_core::connector::flat::flat_string_map;
 use sticky_core::connector::{
     Connector, ConnectorCommand, InboundRequest, Rejection, Rendered, Route,
 };
@@ -48,6 +51,8 @@ const RESERVED: &[&str] = &[
     "intent_status",
     "summary",
     "caller_id",
+    "ani",
+    "phone_number",
 ];
 
 /// The Dialogflow CX connector.
@@ -58,20 +63,28 @@ fn platform() -> Platform {
     Platform::parse(SLUG).expect("a valid slug")
 }
 
-fn text_param<'a>(
-    params: &'a Map<String, Value>,
-    name: &str,
-) -> Result<Option<&'a str>, Rejection> {
+/// A session parameter as text: strings as they are, numbers (from `@sys.number`) as their
+/// digits (`12345.0` is `12345`). `None` when absent, null or empty.
+fn text_param(params: &Map<String, Value>, name: &str) -> Result<Option<String>, Rejection> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(number_text(n))),
         Some(_) => Err(Rejection::Invalid {
             status: 400,
             code: "invalid_type",
-            message: format!("session parameter `{name}` must be text"),
+            message: format!("session parameter `{name}` must be text or a number"),
             field: Some(format!("sessionInfo.parameters.{name}")),
         }),
+    }
+}
+
+/// A number as CX users wrote it: `@sys.number` gives `12345.0` for "12345".
+fn number_text(n: &serde_json::Number) -> String {
+    match n.as_f64() {
+        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{f:.0}"),
+        _ => n.to_string(),
     }
 }
 
@@ -102,13 +115,24 @@ fn read(body: &[u8]) -> Result<Parsed, Rejection> {
     })
 }
 
+/// Session parameters that may hold the caller's number when the telephony payload does not
+/// (a CX agent behind another telephony provider, or a flow that copies it).
+const CALLER_PARAMETERS: &[&str] = &["caller_id", "ani", "phone_number"];
+
 fn hints(p: &Parsed) -> Result<IdentityHints, Rejection> {
     let telephony = p.req.payload.get("telephony").and_then(Value::as_object);
-    let caller = telephony
+    let mut caller = telephony
         .and_then(|t| t.get("caller_id"))
         .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or(text_param(&p.params, "caller_id")?.map(str::to_owned));
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| ("payload.telephony.caller_id".to_owned(), c.to_owned()));
+    for name in CALLER_PARAMETERS {
+        if caller.is_some() {
+            break;
+        }
+        caller =
+            text_param(&p.params, name)?.map(|c| (format!("sessionInfo.parameters.{name}"), c));
+    }
     let dnis = telephony
         .and_then(|t| t.get("dnis").or_else(|| t.get("called_number")))
         .and_then(Value::as_str)
@@ -118,14 +142,15 @@ fn hints(p: &Parsed) -> Result<IdentityHints, Rejection> {
         if let Some(name) = k.strip_prefix("ext_") {
             match v {
                 Value::String(s) if !s.is_empty() => external.push((name.to_owned(), s.clone())),
-                Value::Number(n) => external.push((name.to_owned(), n.to_string())),
+                Value::Number(n) => external.push((name.to_owned(), number_text(n))),
                 _ => {}
             }
         }
     }
-    IdentityHints::parse("payload.telephony", caller, dnis, external).map_err(|e| {
+    let caller_field = caller.as_ref().map(|(f, _)| f.clone());
+    IdentityHints::parse("payload.telephony", caller.map(|(_, c)| c), dnis, external).map_err(|e| {
         let field = match e.field.as_str() {
-            "payload.telephony.ani" => "payload.telephony.caller_id".to_owned(),
+            "payload.telephony.ani" => caller_field.clone().unwrap_or_default(),
             other => other.replace(
                 "payload.telephony.external_ids.",
                 "sessionInfo.parameters.ext_",
@@ -135,39 +160,66 @@ fn hints(p: &Parsed) -> Result<IdentityHints, Rejection> {
     })
 }
 
-fn end(p: &Parsed) -> Result<EndCall, Rejection> {
-    let field = |n: &str| format!("sessionInfo.parameters.{n}");
-    let variables = p.params.iter().filter(|(k, _)| {
-        !RESERVED.contains(&k.as_str()) && !k.starts_with("sticky_") && !k.starts_with("ext_")
+/// An end read tolerantly: a parameter that cannot be saved (a name or value out of our
+/// limits, a malformed customer ref) is left out and named in `skipped`, so that one bad
+/// parameter never loses the rest of the call's memory. The answer lists them in
+/// `sticky_skipped`.
+struct ReadEnd {
+    cmd: EndCall,
+    skipped: Vec<String>,
+}
+
+fn end(p: &Parsed) -> Result<ReadEnd, Rejection> {
+    let mut skipped: Vec<String> = Vec::new();
+    let mut read = |name: &str, ok: &dyn Fn(&str) -> bool| -> Option<String> {
+        match text_param(&p.params, name) {
+            Ok(Some(v)) if ok(&v) => Some(v),
+            Ok(None) => None,
+            _ => {
+                skipped.push(name.to_owned());
+                None
+            }
+        }
+    };
+    let customer_ref = read("customer_ref", &|v| CustomerRef::parse(v).is_ok())
+        .and_then(|v| CustomerRef::parse(&v).ok());
+    let intent =
+        read("intent", &|v| IntentName::parse(v).is_ok()).and_then(|v| IntentName::parse(&v).ok());
+    let intent_status = read("intent_status", &|v| IntentStatus::parse(v).is_ok())
+        .and_then(|v| IntentStatus::parse(&v).ok());
+    let summary = read("summary", &|v| {
+        parse_summary("summary", v.to_owned()).is_ok()
     });
-    Ok(EndCall {
-        call_id: p.call_id.clone(),
-        platform: platform(),
-        customer_ref: text_param(&p.params, "customer_ref")?
-            .map(|r| {
-                CustomerRef::parse(r).map_err(|e| Rejection::invalid(field("customer_ref"), e.0))
-            })
-            .transpose()?,
-        intent: text_param(&p.params, "intent")?
-            .map(|i| IntentName::parse(i).map_err(|e| Rejection::invalid(field("intent"), e.0)))
-            .transpose()?,
-        intent_status: text_param(&p.params, "intent_status")?
-            .map(|s| {
-                IntentStatus::parse(s).map_err(|e| Rejection::invalid(field("intent_status"), e.0))
-            })
-            .transpose()?,
-        summary: text_param(&p.params, "summary")?
-            .map(|s| parse_summary(&field("summary"), s.to_owned()))
-            .transpose()?,
-        variables: VariableChanges::parse(variables.map(|(k, v)| (k.clone(), v.clone()))).map_err(
-            |e| {
-                Rejection::invalid(
-                    e.field.replace("variables.", "sessionInfo.parameters."),
-                    e.message,
-                )
-            },
-        )?,
-        hints: hints(p)?,
+    let mut variables: Vec<(String, Value)> = Vec::new();
+    for (k, v) in &p.params {
+        if RESERVED.contains(&k.as_str()) || k.starts_with("sticky_") || k.starts_with("ext_") {
+            continue;
+        }
+        // `@sys.number` gives `4455.0` for "4455": saved as the text the caller said.
+        let value = match v {
+            Value::Number(n) => Value::String(number_text(n)),
+            other => other.clone(),
+        };
+        let one = [(k.clone(), value)];
+        if VariableChanges::parse(one.clone()).is_ok() && variables.len() < MAX_VARIABLES {
+            variables.extend(one);
+        } else {
+            skipped.push(k.clone());
+        }
+    }
+    let variables = VariableChanges::parse(variables).map_err(Rejection::from)?;
+    Ok(ReadEnd {
+        cmd: EndCall {
+            call_id: p.call_id.clone(),
+            platform: platform(),
+            customer_ref,
+            intent,
+            intent_status,
+            summary,
+            variables,
+            hints: hints(p)?,
+        },
+        skipped,
     })
 }
 
@@ -245,7 +297,7 @@ impl Connector for DialogflowCx {
             }
         };
         Ok(if is_end {
-            ConnectorCommand::End(end(&p)?)
+            ConnectorCommand::End(end(&p)?.cmd)
         } else {
             ConnectorCommand::Start(StartCall {
                 call_id: p.call_id.clone(),
@@ -285,14 +337,27 @@ impl Connector for DialogflowCx {
                     .and_then(|c| c.summary.clone())
             ),
         );
-        let variables = ctx
+        // CX parameter names hold letters, digits, `_` and `-`: a variable named `loyalty.tier`
+        // comes back as `sticky_var_loyalty_tier` (a dot would read as a path into a composite
+        // parameter), and never in place of another variable.
+        let names: Vec<(String, String)> = ctx
             .map(|c| {
                 c.variables
-                    .iter()
-                    .map(|(k, v)| (format!("sticky_var_{k}"), v.clone()))
+                    .keys()
+                    .map(|k| (format!("sticky_var_{k}"), k.clone()))
                     .collect()
             })
             .unwrap_or_default();
+        let keys = flat_string_map(names, usize::MAX, usize::MAX);
+        let variables = keys
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(key, name)| {
+                let value = ctx?.variables.get(name.as_str()?)?;
+                Some((key.clone(), value.clone()))
+            })
+            .collect();
         let params = with_budget(params, variables);
         let mut response = json!({"sessionInfo": {"parameters": params}});
         let message = request
@@ -306,11 +371,19 @@ impl Connector for DialogflowCx {
         Rendered::json(&response)
     }
 
-    fn render_end(&self, _request: &InboundRequest<'_>, outcome: &EndOutcome) -> Rendered {
-        Rendered::json(&json!({"sessionInfo": {"parameters": {
+    fn render_end(&self, request: &InboundRequest<'_>, outcome: &EndOutcome) -> Rendered {
+        let mut params = json!({
             "sticky_customer_ref": outcome.customer_ref,
             "sticky_provisional": outcome.provisional,
-        }}}))
+        });
+        let skipped = read(request.body)
+            .and_then(|p| end(&p))
+            .map(|e| e.skipped)
+            .unwrap_or_default();
+        if !skipped.is_empty() {
+            params["sticky_skipped"] = json!(skipped.join(","));
+        }
+        Rendered::json(&json!({"sessionInfo": {"parameters": params}}))
     }
 
     fn render_ignored(&self, _request: &InboundRequest<'_>, _reason: &'static str) -> Rendered {
@@ -337,10 +410,19 @@ impl Connector for DialogflowCx {
                 return Err(format!("`{key}` is not a WebhookResponse field"));
             }
         }
-        if let Some(si) = obj.get("sessionInfo")
-            && !si.get("parameters").is_some_and(Value::is_object)
-        {
-            return Err("sessionInfo.parameters must be an object".into());
+        if let Some(si) = obj.get("sessionInfo") {
+            let params = si
+                .get("parameters")
+                .and_then(Value::as_object)
+                .ok_or("sessionInfo.parameters must be an object")?;
+            if let Some(k) = params.keys().find(|k| {
+                !k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            }) {
+                return Err(format!(
+                    "parameter name `{k}` is not letters, digits, `_` and `-`"
+                ));
+            }
         }
         Ok(())
     }

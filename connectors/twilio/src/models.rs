@@ -25,6 +25,13 @@ pub struct VoiceWebhook {
     /// Set on child legs: the parent call's sid.
     #[serde(rename = "ParentCallSid")]
     pub parent_call_sid: Option<String>,
+    /// `inbound`, `outbound-api` (a call the business placed through the API) or
+    /// `outbound-dial` (a `<Dial>`'s child leg).
+    #[serde(rename = "Direction")]
+    pub direction: Option<String>,
+    /// The (sub)account the call belongs to.
+    #[serde(rename = "AccountSid")]
+    pub account_sid: Option<String>,
 }
 
 /// The status callback of a call, form-encoded.
@@ -47,6 +54,12 @@ pub struct StatusCallback {
     /// The called number.
     #[serde(rename = "To")]
     pub to: Option<String>,
+    /// Set on child legs: the parent call's sid.
+    #[serde(rename = "ParentCallSid")]
+    pub parent_call_sid: Option<String>,
+    /// `inbound`, `outbound-api` or `outbound-dial`.
+    #[serde(rename = "Direction")]
+    pub direction: Option<String>,
 }
 
 /// The JSON body a Studio "Make HTTP Request" widget sends, as our guide tells admins to
@@ -64,6 +77,9 @@ pub struct StudioRequest {
     /// `{{trigger.call.To}}`
     #[serde(rename = "To", default)]
     pub to: Option<String>,
+    /// `{{trigger.call.Direction}}`: on `outbound-api` the customer is `To`.
+    #[serde(rename = "Direction", default)]
+    pub direction: Option<String>,
     /// Ids from other systems gathered in the flow: `{"crm_id": "{{flow.variables.crm}}"}`.
     #[serde(default)]
     pub external_ids: std::collections::BTreeMap<String, String>,
