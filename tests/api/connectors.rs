@@ -13,6 +13,7 @@ backend_tests!(
     twilio_outbound_calls_child_legs_context_opt_in_and_subaccounts,
     a_platform_hang_up_and_a_rest_end_merge_in_either_order,
     an_amazon_connect_caller_is_recognised_after_an_eventbridge_disconnect,
+    amazon_connect_transfers_are_one_call_and_full_attribute_events_are_accepted,
     a_dialogflow_cx_caller_is_recognised_with_saved_variables,
     connector_errors_are_4xx_with_our_error_body,
     connector_tenants_are_isolated,
@@ -819,4 +820,95 @@ async fn twilio_outbound_calls_child_legs_context_opt_in_and_subaccounts(app: Te
         let r = app.send_raw(&start, &signed, body.clone()).await;
         assert_eq!(r.status, expected, "{}", r.text);
     }
+}
+
+async fn amazon_connect_transfers_are_one_call_and_full_attribute_events_are_accepted(
+    app: TestApp,
+) {
+    let h = json_headers(&app.key);
+    app.send_raw(
+        "/v1/connectors/amazon-connect/start",
+        &h,
+        connect_event("leg-1", json!({})),
+    )
+    .await;
+    // The agent transfers: the second leg's flow runs with the chain's InitialContactId.
+    let mut leg2: Value = serde_json::from_str(&connect_event("leg-2", json!({}))).unwrap();
+    leg2["Details"]["ContactData"]["InitialContactId"] = json!("leg-1");
+    leg2["Details"]["ContactData"]["PreviousContactId"] = json!("leg-1");
+    leg2["Details"]["ContactData"]["InitiationMethod"] = json!("TRANSFER");
+    // A contact may carry 32 KB of attributes; the event that carries them is accepted, also
+    // when the forwarding Lambda's JSON escapes every non-ASCII character (Python's default),
+    // which triples accented text.
+    let mut attributes = serde_json::Map::new();
+    for i in 0..32 {
+        attributes.insert(format!("attr_{i:02}"), json!("é".repeat(495)));
+    }
+    leg2["Details"]["ContactData"]["Attributes"] = Value::Object(attributes);
+    let body = leg2.to_string().replace('é', "\\u00e9");
+    assert!(body.len() > 64 * 1024, "{}", body.len());
+    let r = app
+        .send_raw("/v1/connectors/amazon-connect/start", &h, body)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["sticky_call_id"], "leg-1");
+    assert_eq!(
+        app.count_calls().await,
+        1,
+        "a transferred leg is the same call"
+    );
+
+    let event = |contact: &str, extra: Value| {
+        let mut detail = json!({"eventType": "DISCONNECTED", "contactId": contact,
+            "initialContactId": "leg-1", "channel": "VOICE", "initiationMethod": "INBOUND"});
+        for (k, v) in extra.as_object().unwrap() {
+            detail[k] = v.clone();
+        }
+        json!({"version": "0", "id": "e", "detail-type": "Amazon Connect Contact Event",
+               "source": "aws.connect", "detail": detail})
+        .to_string()
+    };
+    // The first leg's disconnect, transferred on, does not end the call.
+    let r = app
+        .send_raw(
+            "/v1/connectors/amazon-connect",
+            &h,
+            event("leg-1", json!({"nextContactId": "leg-2", "transferCompletedTimestamp": "2026-12-05T10:00:00Z"})),
+        )
+        .await;
+    assert_eq!(
+        r.json()["sticky_ignored"],
+        "contact transferred; the call goes on"
+    );
+    assert_eq!(
+        app.get("/v1/calls/leg-1").await.body["status"],
+        "in_progress"
+    );
+    // The last leg's disconnect does.
+    app.send_raw(
+        "/v1/connectors/amazon-connect",
+        &h,
+        event(
+            "leg-2",
+            json!({"previousContactId": "leg-1", "initiationMethod": "TRANSFER"}),
+        ),
+    )
+    .await;
+    assert_eq!(app.get("/v1/calls/leg-1").await.body["status"], "ended");
+    assert_eq!(app.count_calls().await, 1);
+
+    // Two variables whose names reduce to one attribute key both come back, under two keys.
+    app.end_call(json!({"call_id": "leg-1", "customer_ref": "ac-1",
+        "variables": {"loyalty.tier": "gold", "loyalty_tier": "silver"}}))
+        .await;
+    let next = app
+        .send_raw(
+            "/v1/connectors/amazon-connect/start",
+            &h,
+            connect_event("c-next", json!({})),
+        )
+        .await;
+    let map = next.json();
+    assert_eq!(map["sticky_var_loyalty_tier"], "silver", "{}", next.text);
+    assert_eq!(map["sticky_var_loyalty_tier_2"], "gold", "{}", next.text);
 }

@@ -17,6 +17,7 @@ backend_tests!(
     a_lex_bot_gets_the_context_in_session_attributes_and_keeps_its_dialog,
     platform_payload_errors_are_4xx_with_our_error_body,
     the_new_platforms_keep_tenants_apart,
+    authorization_schemes_are_read_in_any_case_on_every_route,
 );
 
 fn bearer(key: &str) -> Vec<(&'static str, String)> {
@@ -673,4 +674,51 @@ async fn the_new_platforms_keep_tenants_apart(app: TestApp) {
         StatusCode::NOT_FOUND
     );
     assert_eq!(app.get("/v1/calls/t-2").await.status, StatusCode::NOT_FOUND);
+}
+
+async fn authorization_schemes_are_read_in_any_case_on_every_route(app: TestApp) {
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x:{}", app.key));
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = app
+            .get_raw(
+                "/v1/api-keys/current",
+                &[("authorization", format!("{scheme} {}", app.key))],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "REST with {scheme}: {}", r.text);
+    }
+    for value in [
+        format!("bearer {}", app.key),
+        format!("basic {basic}"),
+        format!("BASIC {basic}"),
+    ] {
+        let r = app
+            .send_raw(
+                "/v1/connectors/nice-cxone/start",
+                &[
+                    ("authorization", value.clone()),
+                    ("content-type", "application/json".into()),
+                ],
+                json!({"contactId": "auth-1"}).to_string(),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "connector with {value:.12}: {}",
+            r.text
+        );
+    }
+    let r = app
+        .send_raw(
+            "/v1/connectors/nice-cxone/start",
+            &[
+                ("authorization", format!("Token {}", app.key)),
+                ("content-type", "application/json".into()),
+            ],
+            json!({"contactId": "auth-2"}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "an unknown scheme");
 }

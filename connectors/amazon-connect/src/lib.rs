@@ -11,6 +11,12 @@
 //!   an API destination: `DISCONNECTED` voice contacts end the call; other events are
 //!   acknowledged and ignored.
 //!
+//! The call id is the contact chain's `InitialContactId` (the contact's own id on its first
+//! leg), so a transferred leg continues its call; a `DISCONNECTED` event of a contact that was
+//! transferred on (`nextContactId` or `transferCompletedTimestamp` present) is ignored, since
+//! the call goes on. The customer is `CustomerEndpoint` whichever way the call goes (on an
+//! outbound call or a callback it is the called party).
+//!
 //! Block parameters: `ext_<name>` become external ids (`ext_crm_id` → `crm_id`), and at the end
 //! `customer_ref`, `intent`, `intent_status`, `summary`, and `var_<name>` variables; contact
 //! attributes named `var_<name>` are variables too (parameters win).
@@ -55,12 +61,27 @@ fn non_empty(v: Option<&String>) -> Option<&str> {
     v.map(String::as_str).filter(|s| !s.trim().is_empty())
 }
 
-fn flow_start(event: &FlowEvent) -> Result<StartCall, Rejection> {
+/// The call a flow event belongs to: the first contact of its chain of transfers
+/// (`InitialContactId`), so that a transferred leg continues the call instead of counting a
+/// new one; the contact itself when it is the first.
+fn flow_call_id(event: &FlowEvent) -> Result<CallId, Rejection> {
     let contact = &event.details.contact_data;
-    let call_id = call_id(
+    // The contact id is required even on a later leg: without it this is no contact event.
+    call_id(
         contact.contact_id.as_deref(),
         "Details.ContactData.ContactId",
     )?;
+    match non_empty(contact.initial_contact_id.as_ref()) {
+        Some(initial) => call_id(Some(initial), "Details.ContactData.InitialContactId"),
+        None => call_id(
+            contact.contact_id.as_deref(),
+            "Details.ContactData.ContactId",
+        ),
+    }
+}
+
+fn flow_start(event: &FlowEvent) -> Result<StartCall, Rejection> {
+    let call_id = flow_call_id(event)?;
     Ok(StartCall {
         call_id,
         platform: platform(),
@@ -106,10 +127,7 @@ fn hints(event: &FlowEvent) -> Result<IdentityHints, Rejection> {
 fn flow_end(event: &FlowEvent) -> Result<EndCall, Rejection> {
     let contact = &event.details.contact_data;
     let params = &event.details.parameters;
-    let call_id = call_id(
-        contact.contact_id.as_deref(),
-        "Details.ContactData.ContactId",
-    )?;
+    let call_id = flow_call_id(event)?;
     let mut variables: BTreeMap<String, Value> = BTreeMap::new();
     for (source, prefix) in [(&contact.attributes, "var_"), (params, "var_")] {
         for (k, v) in source {
@@ -168,10 +186,47 @@ fn eventbridge(event: &EventBridgeEvent) -> Result<ConnectorCommand, Rejection> 
             reason: "contact not disconnected yet",
         });
     }
+    // A contact that was transferred on is one leg of a call that goes on in the next
+    // contact; the last leg's disconnect ends the call.
+    if non_empty(d.next_contact_id.as_ref()).is_some()
+        || d.transfer_completed_timestamp
+            .as_ref()
+            .is_some_and(|t| !t.is_null())
+    {
+        return Ok(ConnectorCommand::Ignore {
+            reason: "contact transferred; the call goes on",
+        });
+    }
+    call_id(Some(&d.contact_id), "detail.contactId")?;
+    let id = match non_empty(d.initial_contact_id.as_ref()) {
+        Some(initial) => call_id(Some(initial), "detail.initialContactId")?,
+        None => call_id(Some(&d.contact_id), "detail.contactId")?,
+    };
+    // An event that names the customer's number lets an end of a contact that never ran our
+    // flow Lambda (an outbound call, a callback) land on the right customer.
+    let phone = |e: &Option<crate::models::EventEndpoint>| {
+        e.as_ref()
+            .filter(|e| e.kind.as_deref().is_none_or(|k| k == "TELEPHONE_NUMBER"))
+            .and_then(|e| e.address.clone())
+    };
+    let hints = IdentityHints::parse(
+        "detail",
+        phone(&d.customer_endpoint),
+        phone(&d.system_endpoint),
+        Vec::new(),
+    )
+    .map_err(|e| {
+        let field = match e.field.as_str() {
+            "detail.ani" => "detail.customerEndpoint.address".to_owned(),
+            "detail.dnis" => "detail.systemEndpoint.address".to_owned(),
+            other => other.to_owned(),
+        };
+        Rejection::invalid(field, e.message)
+    })?;
     Ok(ConnectorCommand::End(EndCall::hang_up(
-        call_id(Some(&d.contact_id), "detail.contactId")?,
+        id,
         platform(),
-        IdentityHints::default(),
+        hints,
     )))
 }
 

@@ -105,7 +105,40 @@ pub struct ContactEventDetail {
     /// `VOICE` (documented samples also show `Voice`), `CHAT` ...
     #[serde(alias = "Channel", default)]
     pub channel: Option<String>,
-    /// `INBOUND`, `OUTBOUND` ...
+    /// `INBOUND`, `OUTBOUND`, `TRANSFER`, `QUEUE_TRANSFER`, `CALLBACK`, `API` ...
     #[serde(alias = "InitiationMethod", default)]
     pub initiation_method: Option<String>,
+    /// The first contact of a chain of transfers: the call's id.
+    #[serde(alias = "InitialContactId", default)]
+    pub initial_contact_id: Option<String>,
+    /// The contact this one was transferred from.
+    #[serde(alias = "PreviousContactId", default)]
+    pub previous_contact_id: Option<String>,
+    /// The contact this one was transferred to (the contact record's `NextContactId`), when
+    /// the event carries it.
+    #[serde(alias = "NextContactId", default)]
+    pub next_contact_id: Option<String>,
+    /// When a transfer of this contact completed (the contact record's
+    /// `TransferCompletedTimestamp`), when the event carries it.
+    #[serde(alias = "TransferCompletedTimestamp", default)]
+    pub transfer_completed_timestamp: Option<serde_json::Value>,
+    /// The customer's endpoint, on events that carry it.
+    #[serde(alias = "CustomerEndpoint", default)]
+    pub customer_endpoint: Option<EventEndpoint>,
+    /// The number the contact reached or came from, on events that carry it.
+    #[serde(alias = "SystemEndpoint", default)]
+    pub system_endpoint: Option<EventEndpoint>,
+}
+
+/// An endpoint in a contact event (`{"type": "TELEPHONE_NUMBER", "address": "+1..."}`; older
+/// spellings in PascalCase).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventEndpoint {
+    /// The number.
+    #[serde(alias = "Address", default)]
+    pub address: Option<String>,
+    /// `TELEPHONE_NUMBER` for calls.
+    #[serde(alias = "Type", rename = "type", default)]
+    pub kind: Option<String>,
 }
