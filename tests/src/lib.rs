@@ -1,6 +1,6 @@
 //! The end-to-end test harness: `spawn_app(Backend)` builds the real application with the same
 //! `Application::build` as `main`, on a fresh database (a SQLite temp file, or a uniquely named
-//! PostgreSQL database when `STICKY_TEST_POSTGRES_URL` is set), with tenant `default` and its
+//! PostgreSQL database on the server `STICKY_TEST_POSTGRES_URL` names), with tenant `default` and its
 //! key, and typed helpers for the HTTP calls.
 
 use std::sync::Arc;
@@ -71,8 +71,19 @@ impl RawReply {
     }
 }
 
-async fn postgres_database() -> Option<String> {
-    let admin = std::env::var(POSTGRES_URL_VAR).ok()?;
+/// A fresh database on the PostgreSQL server named by [`POSTGRES_URL_VAR`].
+///
+/// # Panics
+/// When the variable is not set: PostgreSQL tests are `#[ignore]`d, so this runs only when
+/// someone asked for them (`-- --ignored`), and a test that was asked for must not pass
+/// without running.
+async fn postgres_database() -> String {
+    let admin = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{POSTGRES_URL_VAR} is not set: PostgreSQL tests need a server \
+             (e.g. {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/test)"
+        )
+    });
     let name = format!(
         "sc_test_{}_{}",
         std::process::id(),
@@ -89,25 +100,21 @@ async fn postgres_database() -> Option<String> {
     .expect("create a test database");
     let _ = conn.close().await;
     let (base, _) = admin.rsplit_once('/').expect("a URL with a database name");
-    Some(format!("{base}/{name}"))
+    format!("{base}/{name}")
 }
 
-/// Builds the application on a fresh database; `None` (after saying so) when the backend is
-/// PostgreSQL and no server is configured.
-pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+/// Builds the application on a fresh database.
+///
+/// # Panics
+/// When the database cannot be made (for PostgreSQL: [`POSTGRES_URL_VAR`] unset).
+pub async fn spawn_app(backend: Backend) -> TestApp {
     let (database_url, dir) = match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}", dir.path().join("test.db").display());
             (url, Some(dir))
         }
-        Backend::Postgres => match postgres_database().await {
-            Some(url) => (url, None),
-            None => {
-                eprintln!("skipped: {POSTGRES_URL_VAR} is not set, PostgreSQL test not run");
-                return None;
-            }
-        },
+        Backend::Postgres => (postgres_database().await, None),
     };
     let app = Application::build(settings(&database_url))
         .await
@@ -117,14 +124,14 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         .expect("an empty database bootstraps tenant `default`")
         .secret
         .clone();
-    Some(TestApp {
+    TestApp {
         client: TestClient::new(app.endpoint().map_to_response().boxed()),
         key,
         state: app.state(),
         database_url,
         backend,
         _dir: dir,
-    })
+    }
 }
 
 /// A stopped [`TestApp`]'s database (its temporary directory lives as long as this).
