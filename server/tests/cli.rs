@@ -1,13 +1,11 @@
 //! The `sticky-calls` binary itself: key-printing subcommands print the key alone on stdout,
 //! and `serve` bootstraps an empty database once, with a generated or a supplied key.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sticky-calls");
+use std::process::Command;
+
+use support::{BIN, Server};
 
 fn db_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("cli.db").display())
@@ -38,83 +36,15 @@ fn sole_key(out: &std::process::Output) -> String {
     lines[0].to_owned()
 }
 
-/// A running `serve`: its stdout lines and port.
-struct Served {
-    child: Child,
-    port: u16,
-    stdout: Vec<String>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(db: &str, bootstrap: Option<&str>) -> Served {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .env("STICKY_DATABASE_URL", db)
-        .env("STICKY_BIND", "127.0.0.1:0")
-        .env("STICKY_BCRYPT_COST", "4")
-        .env("STICKY_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(k) = bootstrap {
-        cmd.env("STICKY_BOOTSTRAP_API_KEY", k);
-    }
-    let mut child = cmd.spawn().expect("serve starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(port) = line
-                .split("port=")
-                .nth(1)
-                .and_then(|p| p.split_whitespace().next())
-                .and_then(|p| p.parse::<u16>().ok())
-            {
-                let _ = tx.send(port);
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("serve logs its port");
-    // Everything printed before "listening" is already in the pipe.
-    let mut stdout = child.stdout.take().unwrap();
-    let (otx, orx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let _ = otx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    });
-    let mut text = String::new();
-    while let Ok(chunk) = orx.recv_timeout(Duration::from_millis(300)) {
-        text.push_str(&chunk);
-    }
-    Served {
-        child,
-        port,
-        stdout: text.lines().map(str::to_owned).collect(),
-    }
-}
-
-fn status_of(port: u16, path: &str, key: &str) -> u16 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    response[9..12].parse().unwrap()
+fn status_of(server: &Server, path: &str, key: &str) -> u16 {
+    server
+        .request(
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {key}"))],
+            b"",
+        )
+        .status
 }
 
 #[test]
@@ -133,39 +63,40 @@ fn tenants_and_keys_commands_print_the_key_alone() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no tenant named"));
 
     // Both keys work against the server, which does not bootstrap a database with tenants.
-    let served = serve(&db, None);
-    assert!(served.stdout.is_empty(), "{:?}", served.stdout);
-    assert_eq!(status_of(served.port, "/v1/api-keys", &first), 200);
-    assert_eq!(status_of(served.port, "/v1/api-keys", &second), 200);
+    let served = Server::start(&db, dir.path(), &[]);
+    assert_eq!(status_of(&served, "/v1/api-keys", &first), 200);
+    assert_eq!(status_of(&served, "/v1/api-keys", &second), 200);
     assert_eq!(
-        status_of(served.port, "/v1/api-keys", "sc_wrongwrongwrongwrongwrong"),
+        status_of(&served, "/v1/api-keys", "sc_wrongwrongwrongwrongwrong"),
         401
     );
+    let printed = served.kill();
+    assert!(printed.stdout.is_empty(), "{:?}", printed.stdout);
 }
 
 #[test]
 fn serve_prints_the_first_key_once_on_an_empty_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = db_url(&dir);
-    let key = {
-        let served = serve(&db, None);
-        let key = served
-            .stdout
-            .iter()
-            .map(|l| l.trim())
-            .find(|l| l.starts_with("sc_"))
-            .unwrap_or_else(|| panic!("a key on stdout: {:?}", served.stdout))
-            .to_owned();
-        assert_eq!(status_of(served.port, "/v1/api-keys", &key), 200);
-        key
-    };
-    let served = serve(&db, None);
-    assert!(
-        served.stdout.is_empty(),
-        "printed once only: {:?}",
-        served.stdout
+    let served = Server::start(&db, dir.path(), &[]);
+    let key = served.stdout_line(|l| l.starts_with("sc_"));
+    assert_eq!(status_of(&served, "/v1/api-keys", &key), 200);
+    let printed = served.kill();
+    assert_eq!(
+        printed.stdout.matches("sc_").count(),
+        1,
+        "{}",
+        printed.stdout
     );
-    assert_eq!(status_of(served.port, "/v1/api-keys", &key), 200);
+
+    let served = Server::start(&db, dir.path(), &[]);
+    assert_eq!(status_of(&served, "/v1/api-keys", &key), 200);
+    let printed = served.kill();
+    assert!(
+        !printed.stdout.contains("sc_"),
+        "printed once only: {:?}",
+        printed.stdout
+    );
 }
 
 #[test]
@@ -173,9 +104,16 @@ fn a_supplied_bootstrap_key_is_used_and_not_printed() {
     let dir = tempfile::tempdir().unwrap();
     let db = db_url(&dir);
     let key = "automation-key-0123456789-abcdef";
-    let served = serve(&db, Some(key));
-    let printed = served.stdout.join("\n");
-    assert!(printed.contains("STICKY_BOOTSTRAP_API_KEY"), "{printed}");
-    assert!(!printed.contains(key), "the supplied key is not echoed");
-    assert_eq!(status_of(served.port, "/v1/api-keys", key), 200);
+    let served = Server::start(&db, dir.path(), &[("STICKY_BOOTSTRAP_API_KEY", key)]);
+    assert_eq!(status_of(&served, "/v1/api-keys", key), 200);
+    let printed = served.kill();
+    assert!(
+        printed.stdout.contains("STICKY_BOOTSTRAP_API_KEY"),
+        "{}",
+        printed.stdout
+    );
+    assert!(
+        !printed.stdout.contains(key) && !printed.stderr.contains(key),
+        "the supplied key is not echoed"
+    );
 }
