@@ -11,6 +11,8 @@ backend_tests!(
     twilio_signatures_are_verified_once_the_auth_token_is_set,
     twilio_settings_are_validated_and_kept_per_tenant,
     twilio_outbound_calls_child_legs_context_opt_in_and_subaccounts,
+    twilio_status_callbacks_and_get_webhooks_are_signed_too,
+    a_platform_secret_survives_a_restart_and_nothing_else_opens_it,
     a_platform_hang_up_and_a_rest_end_merge_in_either_order,
     an_amazon_connect_caller_is_recognised_after_an_eventbridge_disconnect,
     amazon_connect_transfers_are_one_call_and_full_attribute_events_are_accepted,
@@ -911,4 +913,200 @@ async fn amazon_connect_transfers_are_one_call_and_full_attribute_events_are_acc
     let map = next.json();
     assert_eq!(map["sticky_var_loyalty_tier"], "silver", "{}", next.text);
     assert_eq!(map["sticky_var_loyalty_tier_2"], "gold", "{}", next.text);
+}
+
+async fn twilio_status_callbacks_and_get_webhooks_are_signed_too(app: TestApp) {
+    let token = "0123456789abcdef0123456789abcdef";
+    app.send(
+        "PUT",
+        "/v1/connectors/twilio/settings",
+        Some(&app.key),
+        Some(json!({"auth_token": token}).to_string()),
+    )
+    .await;
+    let start = format!("/v1/connectors/twilio/start?next={NEXT}");
+    let mut signed = form_headers(&app.key);
+    let body = voice("CA50", "+14155551234");
+    signed.push((
+        "x-twilio-signature",
+        signature::compute(
+            token,
+            &format!("http://{HOST}{start}"),
+            &serde_urlencoded_pairs(&body),
+        ),
+    ));
+    assert_eq!(
+        app.send_raw(&start, &signed, body).await.status,
+        StatusCode::OK
+    );
+
+    // The status callback: unsigned or forged is refused and changes nothing; signed ends.
+    let end = "/v1/connectors/twilio/end";
+    let body = status("CA50", "+14155551234", "completed");
+    let params = serde_urlencoded_pairs(&body);
+    let r = app
+        .send_raw(end, &form_headers(&app.key), body.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let mut forged = form_headers(&app.key);
+    forged.push((
+        "x-twilio-signature",
+        signature::compute(
+            token,
+            &format!("http://{HOST}/v1/connectors/twilio/start"),
+            &params,
+        ),
+    ));
+    assert_eq!(
+        app.send_raw(end, &forged, body.clone()).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/v1/calls/CA50").await.body["status"],
+        "in_progress"
+    );
+    let mut signed = form_headers(&app.key);
+    signed.push((
+        "x-twilio-signature",
+        signature::compute(token, &format!("http://{HOST}{end}"), &params),
+    ));
+    let r = app.send_raw(end, &signed, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(app.get("/v1/calls/CA50").await.body["status"], "ended");
+
+    // A webhook configured for GET is signed over its whole URL, parameters included.
+    let get_path = format!(
+        "{start}&AccountSid=AC0123456789abcdef0123456789abcdef&CallSid=CA51&CallStatus=ringing&From=%2B14155551234&To=%2B18005550100"
+    );
+    let get_headers = |signature: Option<String>| {
+        let mut h = vec![
+            ("authorization", basic(&app.key)),
+            ("host", HOST.to_owned()),
+        ];
+        if let Some(s) = signature {
+            h.push(("x-twilio-signature", s));
+        }
+        h
+    };
+    let r = app.get_raw(&get_path, &get_headers(None)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let tampered = signature::compute(
+        token,
+        &format!("http://{HOST}{}", get_path.replace("CA51", "CA52")),
+        &[],
+    );
+    let r = app.get_raw(&get_path, &get_headers(Some(tampered))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/v1/calls/CA51").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let good = signature::compute(token, &format!("http://{HOST}{get_path}"), &[]);
+    let r = app.get_raw(&get_path, &get_headers(Some(good))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(app.get("/v1/calls/CA51").await.status, StatusCode::OK);
+}
+
+async fn a_platform_secret_survives_a_restart_and_nothing_else_opens_it(app: TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let token = "0123456789abcdef0123456789abcdef";
+    app.send(
+        "PUT",
+        "/v1/connectors/twilio/settings",
+        Some(&app.key),
+        Some(json!({"auth_token": token}).to_string()),
+    )
+    .await;
+    let other = app.new_tenant("other").await;
+    let start = format!("/v1/connectors/twilio/start?next={NEXT}");
+    let signed = |key: &str, call: &str| {
+        let body = voice(call, "+14155551234");
+        let mut h = form_headers(key);
+        h.push((
+            "x-twilio-signature",
+            signature::compute(
+                token,
+                &format!("http://{HOST}{start}"),
+                &serde_urlencoded_pairs(&body),
+            ),
+        ));
+        (h, body)
+    };
+
+    // After a restart, the stored token decrypts and verifies signatures.
+    let app = app.restarted().await;
+    let (h, body) = signed(&app.key, "CA60");
+    let r = app.send_raw(&start, &h, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (h, body) = signed(&app.key, "CA61");
+    let unsigned: Vec<_> = h
+        .into_iter()
+        .filter(|(k, _)| *k != "x-twilio-signature")
+        .collect();
+    assert_eq!(
+        app.send_raw(&start, &unsigned, body).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The row copied to another tenant does not open for it (the tenant is bound into the
+    // ciphertext): its webhooks are refused, not let through unsigned.
+    let db = app.state.engine.db();
+    let backend = db.get_database_backend();
+    db.execute_raw(Statement::from_string(
+        backend,
+        "INSERT INTO connector_settings (tenant_id, platform, nonce, ciphertext, updated_at) \
+         SELECT (SELECT id FROM tenants WHERE name = 'other'), platform, nonce, ciphertext, updated_at \
+         FROM connector_settings",
+    ))
+    .await
+    .expect("copy the row");
+    let (h, body) = signed(&other, "CA62");
+    let r = app.send_raw(&start, &h, body).await;
+    assert!(
+        r.status.is_server_error(),
+        "a copied secret must not open: {} {}",
+        r.status,
+        r.text
+    );
+    assert_eq!(r.json()["error"]["code"], "internal_error");
+    assert!(!r.text.contains(token));
+
+    // A tampered ciphertext does not open either.
+    let app = app.restarted().await;
+    let db = app.state.engine.db();
+    db.execute_raw(Statement::from_string(
+        backend,
+        "UPDATE connector_settings SET ciphertext = 'AAAA' || ciphertext \
+         WHERE tenant_id = (SELECT id FROM tenants WHERE name = 'default')",
+    ))
+    .await
+    .expect("tamper");
+    let (h, body) = signed(&app.key, "CA63");
+    let r = app.send_raw(&start, &h, body).await;
+    assert!(
+        r.status.is_server_error(),
+        "a tampered secret must not open: {}",
+        r.text
+    );
+
+    // Under another server key nothing opens.
+    let stopped = app.stop();
+    let mut settings = stopped.settings();
+    settings.secret_key = Some("ab".repeat(32));
+    let app = stopped.start_with(settings).await;
+    let (h, body) = signed(&other, "CA64");
+    let r = app.send_raw(&start, &h, body).await;
+    assert!(
+        r.status.is_server_error(),
+        "another server key must not open it: {}",
+        r.text
+    );
+    assert_eq!(
+        app.get("/v1/calls/CA63").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/v1/calls/CA64").await.status,
+        StatusCode::NOT_FOUND
+    );
 }

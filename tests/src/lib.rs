@@ -151,7 +151,13 @@ impl Stopped {
 
     /// A new application on this database, with the stopped one's key.
     pub async fn start(self) -> TestApp {
-        let app = Application::build(self.settings())
+        let settings = self.settings();
+        self.start_with(settings).await
+    }
+
+    /// A new application on this database with other settings (another server key ...).
+    pub async fn start_with(self, settings: Settings) -> TestApp {
+        let app = Application::build(settings)
             .await
             .expect("application builds");
         TestApp {
