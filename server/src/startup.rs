@@ -44,6 +44,9 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("bootstrapping tenant `default`: {e}"))?;
         let server_key = load_server_key(&settings)?;
         let secrets = SecretStore::new(db.clone(), &server_key);
+        // The phone-number metadata loads on first use (about half a second in a debug
+        // build): load it now, so that the first caller with a national number does not wait.
+        let _ = sticky_core::domain::Ani::parse("2025550123", settings.default_region);
         let engine = Engine::open(db, settings.default_region)
             .await
             .map_err(|e| anyhow::anyhow!("opening the database for the call path: {e}"))?;
