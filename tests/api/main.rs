@@ -36,4 +36,5 @@ mod import;
 mod isolation;
 mod keys;
 mod platforms;
+mod races;
 mod system;
