@@ -32,6 +32,7 @@ mod calls;
 mod connectors;
 mod contexts;
 mod customers;
+mod identity;
 mod import;
 mod isolation;
 mod keys;

@@ -39,6 +39,15 @@ impl Default for DefaultRegion {
     }
 }
 
+impl DefaultRegion {
+    /// The region's country calling code (1 for the North American plan).
+    fn calling_code(self) -> Option<u16> {
+        phonenumber::metadata::DATABASE
+            .by_id(self.0.as_ref())
+            .map(phonenumber::Metadata::country_code)
+    }
+}
+
 impl FromStr for DefaultRegion {
     type Err = String;
 
@@ -157,20 +166,24 @@ impl Ani {
         if SENTINEL_DIGITS.contains(&digits) || digits.bytes().all(|b| b == b'0') {
             return Self::Withheld(WithheldReason::Withheld);
         }
-        // International dialling prefixes written instead of `+`.
-        let international = if plus {
-            Some(digits)
-        } else if let Some(rest) = digits.strip_prefix("011") {
-            Some(rest)
+        // A number written with `+`: the North American shortcut, else the parser.
+        // Without: the default region's parser, which knows that region's international
+        // prefix (`011` in North America, `00` in most of Europe, `0011` in Australia, `010`
+        // in Japan) and trunk prefix (the `0` of `0113 496 0000` in the UK).
+        let parsed = if plus {
+            if let Some(number) = nanp_e164(digits) {
+                return Self::Number(number);
+            }
+            phonenumber::parse(None, format!("+{digits}"))
         } else {
-            digits.strip_prefix("00")
-        };
-        if let Some(number) = international.and_then(nanp_e164) {
-            return Self::Number(number);
-        }
-        let parsed = match international {
-            Some(rest) => phonenumber::parse(None, format!("+{rest}")),
-            None => national_or_international(digits, region),
+            // Eleven digits starting with 1 in a North American region: E.164 but for the
+            // `+` (what some platforms send).
+            if region.calling_code() == Some(1)
+                && let Some(number) = nanp_e164(digits)
+            {
+                return Self::Number(number);
+            }
+            national_or_international(digits, region)
         };
         match parsed {
             Ok(number) if number.national().value() > 0 && is_plausible(&number) => {
@@ -189,10 +202,11 @@ impl Ani {
     }
 }
 
-/// Digits without `+` or an international prefix: a national number of the default region,
-/// unless they are not a valid number there but are one with `+` put in front. Platforms such
-/// as NICE CXone send international callers without the `+` (`442079460000`), which the
-/// region's parser would otherwise read as an overlong national number.
+/// Digits without `+`, read in the default region (its international and trunk prefixes
+/// included). When that reading is not a valid number, two other readings are tried before it
+/// is kept as it is: the digits as an international number without its `+` (NICE CXone sends
+/// `442079460000`), and the digits after a common international prefix (`00`, `011`) that is
+/// not the region's own (`0044 20 7946 0000` from a system configured elsewhere).
 fn national_or_international(
     digits: &str,
     region: DefaultRegion,
@@ -205,10 +219,19 @@ fn national_or_international(
     }) {
         return national;
     }
-    match phonenumber::parse(None, format!("+{digits}")) {
-        Ok(international) if phonenumber::is_valid(&international) => Ok(international),
-        _ => national,
+    let candidates = [
+        Some(digits),
+        digits.strip_prefix("011"),
+        digits.strip_prefix("00"),
+    ];
+    for rest in candidates.into_iter().flatten() {
+        if let Ok(international) = phonenumber::parse(None, format!("+{rest}"))
+            && phonenumber::is_valid(&international)
+        {
+            return Ok(international);
+        }
     }
+    national
 }
 
 /// A North American number written in full (`1` + area code + number, the form Twilio and
@@ -346,6 +369,137 @@ mod tests {
                 Some(e164),
                 "{raw}"
             );
+        }
+    }
+
+    /// Each region's own national form (trunk prefix), its international prefix, and the
+    /// `+` form, with and without spaces, read to the same E.164 number.
+    #[test]
+    fn every_region_reads_its_national_and_international_forms() {
+        let table: &[(&str, &[&str], &str)] = &[
+            (
+                "GB",
+                &[
+                    "0113 496 0000",
+                    "01134960000",
+                    "+44 113 496 0000",
+                    "00 44 113 496 0000",
+                    "441134960000",
+                ],
+                "+441134960000",
+            ),
+            (
+                "GB",
+                &["00 1 415 555 0142", "+1 415 555 0142"],
+                "+14155550142",
+            ),
+            (
+                "DE",
+                &["030 901820", "030901820", "0049 30 901820", "+49 30 901820"],
+                "+4930901820",
+            ),
+            (
+                "FR",
+                &[
+                    "01 42 68 53 00",
+                    "0142685300",
+                    "0033 1 42 68 53 00",
+                    "+33142685300",
+                ],
+                "+33142685300",
+            ),
+            (
+                "AU",
+                &[
+                    "02 9374 4000",
+                    "0293744000",
+                    "0011 61 2 9374 4000",
+                    "+61 2 9374 4000",
+                ],
+                "+61293744000",
+            ),
+            (
+                "AU",
+                &["0011 44 20 7946 0000", "001144 2079460000"],
+                "+442079460000",
+            ),
+            (
+                "IN",
+                &[
+                    "098765 43210",
+                    "9876543210",
+                    "00 91 98765 43210",
+                    "+91 98765 43210",
+                ],
+                "+919876543210",
+            ),
+            (
+                "BR",
+                &[
+                    "(11) 91234-5678",
+                    "11912345678",
+                    "0021 55 11 91234 5678",
+                    "+55 11 91234-5678",
+                ],
+                "+5511912345678",
+            ),
+            (
+                "JP",
+                &[
+                    "03-1234-5678",
+                    "0312345678",
+                    "010 81 3 1234 5678",
+                    "+81 3-1234-5678",
+                ],
+                "+81312345678",
+            ),
+            (
+                "MX",
+                &[
+                    "55 1234 5678",
+                    "5512345678",
+                    "00 52 55 1234 5678",
+                    "+52 55 1234 5678",
+                ],
+                "+525512345678",
+            ),
+            (
+                "US",
+                &[
+                    "(415) 555-0142",
+                    "415.555.0142",
+                    "1 415 555 0142",
+                    "14155550142",
+                    "011 1 415 555 0142",
+                    "+1 415 555 0142",
+                ],
+                "+14155550142",
+            ),
+            (
+                "US",
+                &[
+                    "011 44 20 7946 0000",
+                    "0044 20 7946 0000",
+                    "442079460000",
+                    "+44 20 7946 0000",
+                ],
+                "+442079460000",
+            ),
+            (
+                "CA",
+                &["(416) 555-0199", "1 416 555 0199", "+14165550199"],
+                "+14165550199",
+            ),
+        ];
+        for (region, forms, e164) in table {
+            let r: DefaultRegion = region.parse().unwrap();
+            for raw in *forms {
+                assert_eq!(
+                    Ani::parse(raw, r).number().map(PhoneNumber::as_str),
+                    Some(*e164),
+                    "{raw:?} in {region}"
+                );
+            }
         }
     }
 
