@@ -185,8 +185,12 @@ pub struct Scored {
     pub confidence: f64,
     /// The reasons.
     pub signals: Vec<Signal>,
+    /// When one of the call's identities was last seen with this customer.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// The customer's weight of history behind this match: ended calls on the number, plus
+    /// one per matching external id.
+    pub calls: u64,
     log_odds: f64,
-    weight: u64,
 }
 
 /// The outcome of a lookup: normal even when nobody is found.
@@ -273,12 +277,16 @@ pub fn resolve(evidence: &Evidence, now: DateTime<Utc>) -> Resolution {
         .iter()
         .map(|&customer| score_customer(customer, evidence, ani_links, &external_customers, now))
         .collect();
-    // Most likely first; ties go to the customer with more history, then the older record,
-    // so the same data always gives the same answer.
+    // Most likely first. Among equals — the same confidence as the caller sees it, as on a
+    // line several customers share — the most recently seen ranks first (the household member
+    // who called last is the likelier one to call again), then the one with most calls, then
+    // the older record, so the same data always gives the same answer.
     scored.sort_by(|a, b| {
-        b.log_odds
-            .total_cmp(&a.log_odds)
-            .then(b.weight.cmp(&a.weight))
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then(b.last_seen_at.cmp(&a.last_seen_at))
+            .then(b.calls.cmp(&a.calls))
+            .then(b.log_odds.total_cmp(&a.log_odds))
             .then(a.customer.cmp(&b.customer))
     });
 
@@ -322,11 +330,13 @@ fn score_customer(
     let mut signals = Vec::new();
     let mut capped = false;
     let mut weight = 0u64;
+    let mut last_seen_at: Option<DateTime<Utc>> = None;
 
     let ani_link = ani_links.iter().find(|l| l.customer == customer);
     if let Some(link) = ani_link {
         let calls = link.call_count.max(1);
         weight += u64::from(calls);
+        last_seen_at = last_seen_at.max(Some(link.last_seen_at));
         let age = now - link.last_seen_at;
         let w = ANI_MATCH_BASE + (ANI_REPEAT_SLOPE * f64::from(calls).ln()).min(ANI_REPEAT_CAP);
         signals.push(signal(
@@ -368,6 +378,13 @@ fn score_customer(
         } else {
             EXTERNAL_EXTRA
         };
+        last_seen_at = ext
+            .links
+            .iter()
+            .filter(|l| l.customer == customer)
+            .map(|l| l.last_seen_at)
+            .max()
+            .max(last_seen_at);
         external_matches += 1;
         weight += 1;
         signals.push(signal(
@@ -413,7 +430,8 @@ fn score_customer(
         confidence: round(confidence, 4),
         signals,
         log_odds,
-        weight,
+        last_seen_at,
+        calls: weight,
     }
 }
 
@@ -450,6 +468,80 @@ mod tests {
 
     fn kinds(r: &Resolution) -> Vec<&'static str> {
         r.signals.iter().map(|s| s.kind.as_str()).collect()
+    }
+
+    fn seen(customer: i64, calls: u32, seconds_ago: i64) -> IdentityLink {
+        IdentityLink {
+            customer,
+            call_count: calls,
+            last_seen_at: now() - Duration::seconds(seconds_ago),
+        }
+    }
+
+    fn order(r: &Resolution) -> Vec<i64> {
+        r.best
+            .iter()
+            .chain(&r.candidates)
+            .map(|s| s.customer)
+            .collect()
+    }
+
+    #[test]
+    fn on_a_shared_line_the_most_recently_seen_of_equals_ranks_first() {
+        // Three customers ended one call each from this number, a minute apart: they score
+        // the same, and the one heard from last ranks first, whatever their record's age.
+        let r = resolve(
+            &ani(vec![seen(1, 1, 180), seen(2, 1, 60), seen(3, 1, 120)]),
+            now(),
+        );
+        assert_eq!(order(&r), [2, 3, 1]);
+        assert_eq!(r.confidence, r.candidates[0].confidence, "equals");
+        assert!(r.candidates[0].last_seen_at < r.best.as_ref().unwrap().last_seen_at);
+        assert_eq!(r.band, Band::Medium);
+    }
+
+    #[test]
+    fn among_equals_seen_at_once_the_one_with_most_calls_ranks_first() {
+        let same = seen(1, 2, 60).last_seen_at;
+        let links = vec![
+            IdentityLink {
+                customer: 1,
+                call_count: 1,
+                last_seen_at: same,
+            },
+            IdentityLink {
+                customer: 2,
+                call_count: 1,
+                last_seen_at: same,
+            },
+        ];
+        let r = resolve(&ani(links), now());
+        assert_eq!(
+            order(&r),
+            [1, 2],
+            "the older record, when nothing else differs"
+        );
+        // Past a handful of calls the repeat weight is capped: 10 and 20 calls score the same,
+        // and the longer history ranks first.
+        let links = vec![
+            IdentityLink {
+                customer: 1,
+                call_count: 10,
+                last_seen_at: same,
+            },
+            IdentityLink {
+                customer: 2,
+                call_count: 20,
+                last_seen_at: same,
+            },
+        ];
+        let r = resolve(&ani(links), now());
+        assert_eq!(r.confidence, r.candidates[0].confidence, "equals");
+        assert_eq!(order(&r), [2, 1]);
+        // Fewer calls score lower, however recent (they are not equals then).
+        let r = resolve(&ani(vec![seen(1, 1, 10), seen(2, 3, 3600)]), now());
+        assert_eq!(order(&r), [2, 1]);
+        assert!(r.confidence > r.candidates[0].confidence);
     }
 
     #[test]

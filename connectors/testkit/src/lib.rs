@@ -197,6 +197,8 @@ pub fn ambiguous_caller(call_id: &str) -> StartOutcome {
     o.candidates = vec![Candidate {
         customer_ref: "cust_other".into(),
         confidence: 0.6,
+        last_seen_at: Some(at(3)),
+        calls: 1,
     }];
     o
 }

@@ -83,6 +83,12 @@ pub struct Candidate {
     pub customer_ref: String,
     /// How likely.
     pub confidence: f64,
+    /// When one of the call's identities was last seen with them: among candidates of equal
+    /// confidence, the most recently seen ranks first.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// Their history behind this match (ended calls on the number, one per matching external
+    /// id): the next tie-break.
+    pub calls: u64,
 }
 
 /// An intent still open for the customer.

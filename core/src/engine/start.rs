@@ -29,6 +29,11 @@ struct StoredSignal {
 struct StoredCandidate {
     customer: i64,
     confidence: f64,
+    /// Absent in matches stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    calls: u64,
 }
 
 /// The dialled number as stored: E.164 when it parses, else the trimmed text.
@@ -342,6 +347,8 @@ impl Engine {
                     refs.get(&c.customer).map(|m| Candidate {
                         customer_ref: m.customer_ref.clone(),
                         confidence: c.confidence,
+                        last_seen_at: c.last_seen_at,
+                        calls: c.calls,
                     })
                 })
                 .collect()
@@ -412,6 +419,8 @@ impl From<Resolution> for Match {
                 .map(|c| StoredCandidate {
                     customer: c.customer,
                     confidence: c.confidence,
+                    last_seen_at: c.last_seen_at,
+                    calls: c.calls,
                 })
                 .collect(),
         }

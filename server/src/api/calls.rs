@@ -64,6 +64,14 @@ pub struct CandidateDto {
     pub customer_ref: String,
     /// How likely.
     pub confidence: f64,
+    /// When one of the call's identities was last seen with them. Among customers of equal
+    /// confidence (a line several people share), the most recently seen ranks first.
+    #[oai(nullable)]
+    #[serde(serialize_with = "sticky_core::wire::rfc3339_opt")]
+    pub last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Their history behind this match: ended calls from this number, plus one per matching
+    /// external id. The next tie-break, after `last_seen_at`.
+    pub calls: u64,
 }
 
 /// Who is probably calling, how sure we are, why, and what we remember.
@@ -105,6 +113,8 @@ impl From<StartAnswer> for StartCallResponse {
                 .map(|c| CandidateDto {
                     customer_ref: c.customer_ref,
                     confidence: c.confidence,
+                    last_seen_at: c.last_seen_at,
+                    calls: c.calls,
                 })
                 .collect(),
             context: o.context.map(ContextField),
@@ -396,6 +406,8 @@ mod tests {
                 candidates: vec![CandidateDto {
                     customer_ref: "crm-43".to_owned(),
                     confidence: 1e-7,
+                    last_seen_at: None,
+                    calls: 1,
                 }],
                 context: Some(empty),
             },
