@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::domain::{
-    CallId, CustomerRef, ExternalId, IntentName, IntentStatus, Platform, VariableName,
+    Attestation, CallId, CustomerRef, ExternalId, IntentName, IntentStatus, Platform, VariableName,
 };
 use crate::error::FieldError;
 
@@ -33,9 +33,18 @@ pub struct IdentityHints {
     pub dnis: Option<String>,
     /// Ids from other systems.
     pub external_ids: Vec<ExternalId>,
+    /// The carrier's STIR/SHAKEN verdict on the caller number, when the platform passes it.
+    pub attestation: Option<Attestation>,
 }
 
 impl IdentityHints {
+    /// These hints with the carrier's verdict on the number.
+    #[must_use]
+    pub fn with_attestation(mut self, attestation: Option<Attestation>) -> Self {
+        self.attestation = attestation;
+        self
+    }
+
     /// Validates raw hints; `prefix` is the field path of the hints object.
     ///
     /// # Errors
@@ -79,6 +88,7 @@ impl IdentityHints {
             ani,
             dnis,
             external_ids: ids,
+            attestation: None,
         })
     }
 }

@@ -11,6 +11,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::Attestation;
+
 /// Log-odds every candidate starts from: sigmoid(-3) ≈ 0.047.
 pub const PRIOR_LOG_ODDS: f64 = -3.0;
 /// Weight of the caller number being linked to the customer by one ended call.
@@ -30,6 +32,13 @@ const EXTERNAL_EXTRA: f64 = 1.0;
 const CONFLICT_EXTERNAL_SIDE: f64 = -2.0;
 /// Penalty for the number's customer when an external id names someone else.
 const CONFLICT_ANI_SIDE: f64 = -3.0;
+/// Share of the number's weight kept under each STIR/SHAKEN verdict (ATIS-1000074): `A`
+/// (the carrier vouches for the caller's right to the number) and no verdict keep it all;
+/// `B` (the carrier knows the caller, not their right to the number) three quarters; `C`
+/// (the carrier only saw where the call entered) half. One recent call from a `B` or `C`
+/// number is then medium, "verify", instead of high; a `failed` number is no evidence.
+const ATTESTATION_B_SHARE: f64 = 0.75;
+const ATTESTATION_C_SHARE: f64 = 0.5;
 /// Ambiguous results never reach the high band.
 const AMBIGUOUS_CAP: f64 = 0.79;
 
@@ -76,6 +85,8 @@ pub struct Evidence {
     pub ani: AniEvidence,
     /// External ids given with the call.
     pub external: Vec<ExternalEvidence>,
+    /// The carrier's STIR/SHAKEN verdict on the caller number, when given.
+    pub attestation: Option<Attestation>,
 }
 
 /// The signal vocabulary.
@@ -93,6 +104,8 @@ pub enum SignalKind {
     Conflict,
     /// The caller number was withheld or unusable.
     WithheldAni,
+    /// The carrier's STIR/SHAKEN verdict lowered (or voided) the number's weight.
+    Attestation,
 }
 
 impl SignalKind {
@@ -105,6 +118,7 @@ impl SignalKind {
             Self::SharedAni => "shared_ani",
             Self::Conflict => "conflict",
             Self::WithheldAni => "withheld_ani",
+            Self::Attestation => "attestation",
         }
     }
 
@@ -117,6 +131,7 @@ impl SignalKind {
             Self::SharedAni,
             Self::Conflict,
             Self::WithheldAni,
+            Self::Attestation,
         ]
         .into_iter()
         .find(|k| k.as_str() == name)
@@ -255,8 +270,10 @@ fn signal(kind: SignalKind, contribution: f64, detail: String) -> Signal {
 
 /// Scores every customer the evidence mentions and picks the most likely one.
 pub fn resolve(evidence: &Evidence, now: DateTime<Utc>) -> Resolution {
+    // A number whose verification failed is probably spoofed: it names nobody.
+    let spoofed = evidence.attestation == Some(Attestation::Failed);
     let ani_links: &[IdentityLink] = match &evidence.ani {
-        AniEvidence::Number(links) => links,
+        AniEvidence::Number(links) if !spoofed => links,
         _ => &[],
     };
     let external_customers: Vec<i64> = evidence
@@ -292,6 +309,11 @@ pub fn resolve(evidence: &Evidence, now: DateTime<Utc>) -> Resolution {
 
     let mut call_signals = Vec::new();
     match &evidence.ani {
+        AniEvidence::Number(_) if spoofed => call_signals.push(signal(
+            SignalKind::Attestation,
+            0.0,
+            "caller id failed STIR/SHAKEN verification: the number is not used".into(),
+        )),
         AniEvidence::Withheld(reason) => {
             call_signals.push(signal(SignalKind::WithheldAni, 0.0, (*reason).to_owned()));
         }
@@ -358,6 +380,24 @@ fn score_customer(
             recency_weight(age_days),
             format!("last call on this number {}", describe_age(age)),
         ));
+        let kept = match evidence.attestation {
+            Some(Attestation::B) => Some((
+                ATTESTATION_B_SHARE,
+                "B: the carrier did not vouch for the caller's right to the number",
+            )),
+            Some(Attestation::C) => Some((
+                ATTESTATION_C_SHARE,
+                "C: the carrier only saw where the call entered its network",
+            )),
+            _ => None,
+        };
+        if let Some((share, why)) = kept {
+            signals.push(signal(
+                SignalKind::Attestation,
+                -(1.0 - share) * w,
+                format!("STIR/SHAKEN attestation {why}"),
+            ));
+        }
         if ani_links.len() > 1 {
             capped = true;
             signals.push(signal(
@@ -456,6 +496,7 @@ mod tests {
         Evidence {
             ani: AniEvidence::Number(links),
             external: vec![],
+            attestation: None,
         }
     }
 
@@ -484,6 +525,48 @@ mod tests {
             .chain(&r.candidates)
             .map(|s| s.customer)
             .collect()
+    }
+
+    fn attested(level: Option<Attestation>, links: Vec<IdentityLink>) -> Resolution {
+        resolve(
+            &Evidence {
+                attestation: level,
+                ..ani(links)
+            },
+            now(),
+        )
+    }
+
+    #[test]
+    fn a_number_after_one_recent_call_is_high_only_when_not_in_doubt() {
+        let recent = || vec![link(1, 1, 0)];
+        assert_eq!(attested(None, recent()).band, Band::High);
+        assert_eq!(attested(Some(Attestation::A), recent()).band, Band::High);
+        let b = attested(Some(Attestation::B), recent());
+        assert_eq!(b.band, Band::Medium, "{b:?}");
+        assert!(kinds(&b).contains(&"attestation"));
+        let c = attested(Some(Attestation::C), recent());
+        assert_eq!(c.band, Band::Medium);
+        assert!(c.confidence < b.confidence, "C weighs less than B");
+    }
+
+    #[test]
+    fn a_failed_verification_makes_the_number_no_evidence() {
+        let r = attested(Some(Attestation::Failed), vec![link(1, 9, 0)]);
+        assert!(r.best.is_none(), "{r:?}");
+        assert_eq!(r.band, Band::Low);
+        assert_eq!(kinds(&r), ["attestation"]);
+        // An external id still counts.
+        let e = resolve(
+            &Evidence {
+                ani: AniEvidence::Number(vec![link(1, 9, 0)]),
+                external: vec![crm(vec![link(2, 1, 0)])],
+                attestation: Some(Attestation::Failed),
+            },
+            now(),
+        );
+        assert_eq!(e.best.map(|b| b.customer), Some(2));
+        assert_eq!(e.band, Band::High);
     }
 
     #[test]
@@ -558,6 +641,7 @@ mod tests {
         let e = Evidence {
             ani: AniEvidence::Withheld("caller id withheld or unavailable"),
             external: vec![],
+            attestation: None,
         };
         let r = resolve(&e, now());
         assert_eq!(r.band, Band::Low);
@@ -580,10 +664,12 @@ mod tests {
         let only_external = Evidence {
             ani: AniEvidence::NotGiven,
             external: vec![crm(vec![link(3, 1, 400)])],
+            attestation: None,
         };
         let unknown_number = Evidence {
             ani: AniEvidence::Number(vec![]),
             external: vec![crm(vec![link(3, 1, 400)])],
+            attestation: None,
         };
         for (name, e) in [
             ("no number", only_external),
@@ -603,6 +689,7 @@ mod tests {
                 &Evidence {
                     ani: AniEvidence::NotGiven,
                     external: vec![crm(vec![link(1, 2, days)])],
+                    attestation: None,
                 },
                 now(),
             );
@@ -610,6 +697,7 @@ mod tests {
                 &Evidence {
                     ani: AniEvidence::Number(vec![link(1, 2, days)]),
                     external: vec![crm(vec![link(1, 2, days)])],
+                    attestation: None,
                 },
                 now(),
             );
@@ -648,6 +736,7 @@ mod tests {
             let e = Evidence {
                 ani: AniEvidence::Number(vec![link(1, calls, days)]),
                 external: vec![crm(vec![link(2, 1, 300)])],
+                attestation: None,
             };
             let r = resolve(&e, now());
             let best = r.best.as_ref().unwrap();
@@ -688,6 +777,7 @@ mod tests {
         let e = Evidence {
             ani: AniEvidence::Number(vec![link(2, 3, 4), link(1, 3, 4)]),
             external: vec![crm(vec![link(1, 1, 9)])],
+            attestation: None,
         };
         let a = resolve(&e, now());
         let b = resolve(&e, now());
@@ -695,6 +785,7 @@ mod tests {
         let reversed = Evidence {
             ani: AniEvidence::Number(vec![link(1, 3, 4), link(2, 3, 4)]),
             external: e.external.clone(),
+            attestation: None,
         };
         assert_eq!(resolve(&reversed, now()), a);
     }

@@ -17,7 +17,8 @@
 //! the call goes on. The customer is `CustomerEndpoint` whichever way the call goes (on an
 //! outbound call or a callback it is the called party).
 //!
-//! Block parameters: `ext_<name>` become external ids (`ext_crm_id` → `crm_id`), and at the end
+//! Block parameters: `attestation` (`A`/`B`/`C`/`failed`, the STIR/SHAKEN verdict when the
+//! flow has one), `ext_<name>` become external ids (`ext_crm_id` → `crm_id`), and at the end
 //! `customer_ref`, `intent`, `intent_status`, `summary`, and `var_<name>` variables; contact
 //! attributes named `var_<name>` are variables too (parameters win).
 
@@ -32,7 +33,7 @@ use sticky_core::connector::{
     Connector, ConnectorCommand, InboundRequest, Rejection, Rendered, Route, context_fields,
     end_fields,
 };
-use sticky_core::domain::{CallId, CustomerRef, IntentName, IntentStatus, Platform};
+use sticky_core::domain::{Attestation, CallId, CustomerRef, IntentName, IntentStatus, Platform};
 use sticky_core::engine::{EndOutcome, StartOutcome};
 
 use crate::models::{EventBridgeEvent, FlowEvent};
@@ -114,14 +115,22 @@ fn hints(event: &FlowEvent) -> Result<IdentityHints, Rejection> {
     if let Some(id) = non_empty(contact.customer_id.as_ref()) {
         external.push(("connect_customer_id".into(), id.to_owned()));
     }
-    IdentityHints::parse("Details", ani, dnis, external).map_err(|e| {
-        let field = match e.field.as_str() {
-            "Details.ani" => "Details.ContactData.CustomerEndpoint.Address".to_owned(),
-            "Details.dnis" => "Details.ContactData.SystemEndpoint.Address".to_owned(),
-            other => other.replace("Details.external_ids.", "Details.Parameters.ext_"),
-        };
-        Rejection::invalid(field, e.message)
-    })
+    let attestation = non_empty(event.details.parameters.get("attestation"))
+        .map(|a| {
+            Attestation::parse(a)
+                .map_err(|e| Rejection::invalid("Details.Parameters.attestation", e.0))
+        })
+        .transpose()?;
+    IdentityHints::parse("Details", ani, dnis, external)
+        .map_err(|e| {
+            let field = match e.field.as_str() {
+                "Details.ani" => "Details.ContactData.CustomerEndpoint.Address".to_owned(),
+                "Details.dnis" => "Details.ContactData.SystemEndpoint.Address".to_owned(),
+                other => other.replace("Details.external_ids.", "Details.Parameters.ext_"),
+            };
+            Rejection::invalid(field, e.message)
+        })
+        .map(|h| h.with_attestation(attestation))
 }
 
 fn flow_end(event: &FlowEvent) -> Result<EndCall, Rejection> {

@@ -11,7 +11,7 @@
 //! - call id: `sessionId` (Amazon Connect passes its contact id);
 //! - caller: the session attribute `CustomerNumber`, `ani`, `caller_id` or `phone_number`, set
 //!   by Connect's "Get customer input" block or Genesys Cloud (any form, `tel:` URIs too);
-//!   session attributes `ext_<name>` are external ids;
+//!   session attributes `ext_<name>` are external ids, `attestation` the STIR/SHAKEN verdict;
 //! - end: the intent's `name`, its status from the attribute `intent_status` (else `resolved`
 //!   once Lex is fulfilling it, `open` when it failed), the summary from the attribute
 //!   `summary` (else `inputTranscript`), filled slots as variables named after the slot
@@ -147,10 +147,15 @@ fn in_attributes(r: Rejection) -> Rejection {
 
 fn call_hints(p: &Parsed) -> Result<IdentityHints, Rejection> {
     let caller = p.attributes.first_text(CALLER_ATTRIBUTES)?;
-    hints(caller, None, p.attributes.prefixed("ext_"), |n| {
+    Ok(hints(caller, None, p.attributes.prefixed("ext_"), |n| {
         format!("ext_{n}")
     })
-    .map_err(in_attributes)
+    .map_err(in_attributes)?
+    .with_attestation(
+        p.attributes
+            .attestation("attestation")
+            .map_err(in_attributes)?,
+    ))
 }
 
 fn intent(p: &Parsed) -> &Map<String, Value> {

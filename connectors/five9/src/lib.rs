@@ -9,7 +9,8 @@
 //!
 //! Keys: `call_id` (`@Call.call_id@`, required), `session_id`, `ANI`, `DNIS`, `call_type`
 //! (`@Call.type_name@`: on Outbound, Autodial, Preview, Manual or Agent calls the customer is the
-//! called party, DNIS), `campaign_name`, `skill_name`, `crm_id` and `ext_<name>` (external ids);
+//! called party, DNIS), `attestation` (STIR/SHAKEN `A`/`B`/`C`/`failed`), `campaign_name`,
+//! `skill_name`, `crm_id` and `ext_<name>` (external ids);
 //! at the end `customer_ref`, `intent`, `intent_status`, `disposition_name` (saved as variable
 //! `disposition`), `comments` or `summary` (the call's summary) and `var_<name>` variables.
 //! Other keys are ignored.
@@ -61,10 +62,11 @@ fn call_hints(p: &FlatParams) -> Result<IdentityHints, Rejection> {
     if let Some(v) = p.text("crm_id")? {
         external.push(("crm_id".into(), v.to_owned()));
     }
-    hints(customer, business, external, |n| match n {
+    Ok(hints(customer, business, external, |n| match n {
         "crm_id" => "crm_id".to_owned(),
         other => format!("ext_{other}"),
-    })
+    })?
+    .with_attestation(p.attestation("attestation")?))
 }
 
 fn start(p: &FlatParams) -> Result<StartCall, Rejection> {

@@ -13,7 +13,8 @@
 //! Request keys, named after Architect's variables: `conversationId` (the call id,
 //! `Call.ConversationId`, call-wide across transfers), `ani` (`Call.Ani`, `tel:+1...` or a
 //! `sip:` URI), `dnis` (`Call.CalledAddressOriginal`), `direction` (on `outbound` the customer
-//! is the called party), `externalContactId` (external id `genesys_contact`), `customerId`
+//! is the called party), `attestation` (the STIR/SHAKEN verdict, `A`/`B`/`C`/`failed`, when
+//! the flow has it), `externalContactId` (external id `genesys_contact`), `customerId`
 //! (external id `crm_id`), `ext_<name>` external ids; at the end `customerRef`, `intent`,
 //! `intentStatus`, `summary`, `wrapupCode` and `language` (saved as variables `wrapup_code` and
 //! `language`) and `var_<name>` variables. Other keys are ignored.
@@ -84,11 +85,12 @@ fn data_action_hints(p: &FlatParams) -> Result<sticky_core::commands::IdentityHi
     if let Some(v) = p.text("customerId")? {
         external.push(("crm_id".into(), v.to_owned()));
     }
-    hints(customer, business, external, |name| match name {
+    Ok(hints(customer, business, external, |name| match name {
         "genesys_contact" => "externalContactId".to_owned(),
         "crm_id" => "customerId".to_owned(),
         other => format!("ext_{other}"),
-    })
+    })?
+    .with_attestation(p.attestation("attestation")?))
 }
 
 fn data_action_start(p: &FlatParams) -> Result<StartCall, Rejection> {

@@ -14,7 +14,8 @@
 //! `masterContactId` (joins the legs of a transfer: when set, it is the call id, so a
 //! transferred leg continues the call), `ani` (`ANI`, often 10 national digits, sometimes
 //! international without `+`), `dnis`, `direction` (on `outbound` the customer is the called
-//! party), `skillNo`, `skillName`, `busNo`, `ext_<name>` external ids; at the end
+//! party), `attestation` (STIR/SHAKEN `A`/`B`/`C`/`failed`), `skillNo`, `skillName`, `busNo`,
+//! `ext_<name>` external ids; at the end
 //! `customerRef`, `intent`, `intentStatus`, `summary`, `causeCode` and `skillName` (saved as
 //! variables `cause_code` and `skill_name`) and `var_<name>` variables. Other keys are ignored.
 //!
@@ -66,9 +67,10 @@ fn call_hints(p: &FlatParams) -> Result<IdentityHints, Rejection> {
     let ani = p.digits("ani")?.map(|v| ("ani", v));
     let dnis = p.digits("dnis")?.map(|v| ("dnis", v));
     let (customer, business) = if outbound { (dnis, ani) } else { (ani, dnis) };
-    hints(customer, business, p.prefixed("ext_"), |n| {
+    Ok(hints(customer, business, p.prefixed("ext_"), |n| {
         format!("ext_{n}")
-    })
+    })?
+    .with_attestation(p.attestation("attestation")?))
 }
 
 fn start(p: &FlatParams) -> Result<StartCall, Rejection> {

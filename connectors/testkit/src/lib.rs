@@ -251,6 +251,7 @@ fn describe_command(cmd: &ConnectorCommand) -> Value {
             "ani": h.ani,
             "dnis": h.dnis,
             "external_ids": h.external_ids.iter().map(|e| (e.name().to_owned(), Value::String(e.value().to_owned()))).collect::<serde_json::Map<_, _>>(),
+            "attestation": h.attestation.map(|a| a.as_str()),
         })
     };
     match cmd {

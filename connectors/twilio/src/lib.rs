@@ -1,7 +1,7 @@
 //! Twilio connector.
 //!
 //! - The incoming-call voice webhook (form-encoded; <https://www.twilio.com/docs/voice/twiml#request-parameters>)
-//!   is a call start. We answer TwiML that `<Redirect>`s Twilio to the customer's own voice URL,
+//!   is a call start; its `StirVerstat` is the caller id's STIR/SHAKEN attestation. We answer TwiML that `<Redirect>`s Twilio to the customer's own voice URL,
 //!   given to us as the `next` query parameter of our webhook URL, with the caller's context
 //!   appended as `sticky_*` query parameters: a number's voice URL can point at us with no code.
 //! - The status callback (<https://www.twilio.com/docs/voice/api/call-resource#statuscallback>)
@@ -412,10 +412,16 @@ impl Connector for Twilio {
                         hints: IdentityHints::default(),
                     }));
                 }
+                // The carrier's STIR/SHAKEN verdict on the caller id (US calls).
+                let attestation = hook
+                    .stir_verstat
+                    .as_deref()
+                    .and_then(sticky_core::domain::Attestation::from_twilio);
                 Ok(ConnectorCommand::Start(StartCall {
                     call_id: call_id(hook.call_sid, "CallSid")?,
                     platform: platform(),
-                    hints: hints(hook.from, hook.to, hook.direction.as_deref())?,
+                    hints: hints(hook.from, hook.to, hook.direction.as_deref())?
+                        .with_attestation(attestation),
                 }))
             }
         }

@@ -166,10 +166,11 @@ fn step_hints(p: &FlatParams) -> Result<IdentityHints, Rejection> {
         Some(u) => Some(("user_id", u)),
         None => None,
     };
-    hints(ani, None, external, |n| match n {
+    Ok(hints(ani, None, external, |n| match n {
         WEB_USER => "user_id".to_owned(),
         other => format!("ext_{other}"),
-    })
+    })?
+    .with_attestation(p.attestation("attestation")?))
 }
 
 fn step(p: &FlatParams, end: bool) -> Result<ConnectorCommand, Rejection> {

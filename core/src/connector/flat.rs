@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::Rejection;
 use crate::commands::{IdentityHints, VariableChanges, parse_summary};
-use crate::domain::{CallId, CustomerRef, IntentName, IntentStatus};
+use crate::domain::{Attestation, CallId, CustomerRef, IntentName, IntentStatus};
 
 /// A flat request: key-value pairs from a JSON object or a form, in the order received.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -184,6 +184,16 @@ impl FlatParams {
                 IntentStatus::parse(&v.to_ascii_lowercase())
                     .map_err(|e| Rejection::invalid(key, e.0))
             })
+            .transpose()
+    }
+
+    /// The STIR/SHAKEN attestation under `key` (`A`, `B`, `C` or `failed`).
+    ///
+    /// # Errors
+    /// `invalid_type` or `invalid_value`.
+    pub fn attestation(&self, key: &str) -> Result<Option<Attestation>, Rejection> {
+        self.text(key)?
+            .map(|v| Attestation::parse(v).map_err(|e| Rejection::invalid(key, e.0)))
             .transpose()
     }
 

@@ -254,7 +254,10 @@ pub(super) async fn end_call_in(
             let ani = number
                 .as_ref()
                 .map(|n| Ani::Number(crate::domain::PhoneNumber::from_stored(n.clone())));
-            let evidence = load_evidence(tx, tenant, ani.as_ref(), &external_ids).await?;
+            let evidence = scoring::Evidence {
+                attestation: cmd.hints.attestation,
+                ..load_evidence(tx, tenant, ani.as_ref(), &external_ids).await?
+            };
             let resolution = scoring::resolve(&evidence, now);
             let sure = match resolution.best {
                 Some(best) if resolution.band == Band::High => {

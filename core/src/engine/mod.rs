@@ -539,6 +539,7 @@ mod tests {
                 ani: Some("+14155551234".into()),
                 dnis: None,
                 external_ids: Vec::new(),
+                attestation: None,
             },
         }
     }

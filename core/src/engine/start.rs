@@ -176,7 +176,10 @@ impl Engine {
         }
         let now = crate::now();
         let resolution = scoring::resolve(
-            &evidence(ani.as_ref(), &cmd.hints.external_ids, &links),
+            &scoring::Evidence {
+                attestation: cmd.hints.attestation,
+                ..evidence(ani.as_ref(), &cmd.hints.external_ids, &links)
+            },
             now,
         );
         let found = Match::from(resolution);

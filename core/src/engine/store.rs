@@ -227,7 +227,11 @@ pub(super) fn evidence(
             links: get(identity::KIND_EXTERNAL, id.pair()),
         })
         .collect();
-    Evidence { ani, external }
+    Evidence {
+        ani,
+        external,
+        attestation: None,
+    }
 }
 
 /// Evidence straight from the database (inside a write transaction).

@@ -29,6 +29,43 @@ pub struct IdentityHintsDto {
     pub dnis: Option<String>,
     /// Ids from other systems, by kind: `{"crm_id": "crm_12345"}`.
     pub external_ids: Option<BTreeMap<String, String>>,
+    /// The carrier's STIR/SHAKEN verdict on the caller number, when the platform passes it
+    /// (Twilio's `StirVerstat` `TN-Validation-Passed-B` is `B`). `A` keeps the number's full
+    /// weight, `B` and `C` lower it (one recent call is then `medium`, not `high`), `failed`
+    /// makes the number no evidence at all.
+    pub attestation: Option<AttestationDto>,
+}
+
+/// STIR/SHAKEN attestation of the caller number.
+#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq, Deserialize)]
+pub enum AttestationDto {
+    /// Full: the carrier vouches for the caller's right to the number.
+    #[oai(rename = "A")]
+    #[serde(rename = "A")]
+    A,
+    /// Partial: the carrier knows the caller, not their right to the number.
+    #[oai(rename = "B")]
+    #[serde(rename = "B")]
+    B,
+    /// Gateway: the carrier only saw where the call entered its network.
+    #[oai(rename = "C")]
+    #[serde(rename = "C")]
+    C,
+    /// Verification failed: probably spoofed.
+    #[oai(rename = "failed")]
+    #[serde(rename = "failed")]
+    Failed,
+}
+
+impl From<AttestationDto> for sticky_core::domain::Attestation {
+    fn from(a: AttestationDto) -> Self {
+        match a {
+            AttestationDto::A => Self::A,
+            AttestationDto::B => Self::B,
+            AttestationDto::C => Self::C,
+            AttestationDto::Failed => Self::Failed,
+        }
+    }
 }
 
 impl IdentityHintsDto {
@@ -42,7 +79,8 @@ impl IdentityHintsDto {
             self.ani,
             self.dnis,
             self.external_ids.unwrap_or_default(),
-        )?)
+        )?
+        .with_attestation(self.attestation.map(Into::into)))
     }
 }
 
