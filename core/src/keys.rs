@@ -291,11 +291,35 @@ impl KeyStore {
                 message: "no API key with this id".into(),
             });
         }
+        self.forget_key(id)?;
+        // Other processes on the database forget it too.
+        crate::coherence::notify(
+            &self.db,
+            &crate::coherence::Change::KeyRevoked {
+                origin: crate::coherence::process_origin().to_owned(),
+                key_id: id.to_owned(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets any cached verification of the key `id` (revoked here or by another process).
+    ///
+    /// # Errors
+    /// When the cache refuses the invalidation.
+    pub fn forget_key(&self, id: &str) -> Result<(), EngineError> {
         let id = id.to_owned();
         self.cache
             .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|c| c.key_id == id))
             .map_err(|e| EngineError::Corrupt(format!("cache: {e}")))?;
         Ok(())
+    }
+
+    /// Forgets every cached verification (after notifications from other processes may have
+    /// been missed).
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
     }
 
     /// Verifies a presented token; `None` when it is not a valid key.

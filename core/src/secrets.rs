@@ -126,10 +126,27 @@ impl SecretStore {
         )
         .exec_without_returning(&self.db)
         .await?;
-        self.cache
-            .invalidate(&(tenant.0, platform.to_owned()))
-            .await;
+        self.forget(tenant.0, platform).await;
+        crate::coherence::notify(
+            &self.db,
+            &crate::coherence::Change::Secret {
+                origin: crate::coherence::process_origin().to_owned(),
+                tenant: tenant.0,
+                platform: platform.to_owned(),
+            },
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Forgets the cached secret of a tenant and platform (changed here or by another process).
+    pub async fn forget(&self, tenant: i64, platform: &str) {
+        self.cache.invalidate(&(tenant, platform.to_owned())).await;
+    }
+
+    /// Forgets every cached secret.
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
     }
 
     /// The tenant's secret for a platform, if it set one.

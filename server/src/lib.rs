@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod coherence;
 pub mod connectors;
 pub mod error;
 pub mod json;

@@ -71,6 +71,7 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().map(std::net::SocketAddr::port))
             .unwrap_or_default();
+        crate::coherence::spawn(&state);
         Ok(Self {
             state,
             acceptor,

@@ -27,6 +27,22 @@ macro_rules! backend_tests {
     };
 }
 
+/// Generates a PostgreSQL `#[tokio::test]` (ignored like the others) for each listed test
+/// function: for what only PostgreSQL serves, several processes on one database.
+macro_rules! postgres_tests {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "PostgreSQL: STICKY_TEST_POSTGRES_URL=postgres://... cargo test -p sticky-calls-tests -- --ignored"]
+                async fn $name() {
+                    super::$name(sticky_calls_tests::spawn_app(sticky_calls_tests::Backend::Postgres).await).await;
+                }
+            )*
+        }
+    };
+}
+
 mod bad_input;
 mod calls;
 mod connectors;
@@ -38,4 +54,5 @@ mod isolation;
 mod keys;
 mod platforms;
 mod races;
+mod scale_out;
 mod system;

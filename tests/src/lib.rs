@@ -333,6 +333,22 @@ impl TestApp {
         sticky_core::engine::TenantId(tenant.id.0)
     }
 
+    /// Another application on this one's database, as a second server process behind the
+    /// same load balancer would be (PostgreSQL: a SQLite file has one server at a time).
+    pub async fn second_instance(&self) -> TestApp {
+        let app = Application::build(settings(&self.database_url))
+            .await
+            .expect("application builds");
+        TestApp {
+            client: TestClient::new(app.endpoint().map_to_response().boxed()),
+            key: self.key.clone(),
+            state: app.state(),
+            database_url: self.database_url.clone(),
+            backend: self.backend,
+            _dir: None,
+        }
+    }
+
     /// Counts rows of a table for the whole database (to prove nothing was written).
     /// Stops this application (drops it): what is left is its database. On a SQLite file
     /// one application at a time keeps the open calls' journal, so a second one on the same

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use moka::future::Cache;
 
@@ -53,10 +53,48 @@ impl CustomerAnswer {
     }
 }
 
-type IdentityCacheKey = (i64, &'static str, String);
+/// A tenant and the digest of an identity (see [`identity_digest`]).
+type IdentityCacheKey = (i64, [u8; 16]);
+
+/// An identity's name in the cache and in notifications to other processes (see
+/// `crate::coherence`): the first 16 bytes of SHA-256 over the tenant, kind and value, so
+/// that a notification never carries a phone number.
+pub(crate) fn identity_digest(tenant: TenantId, kind: &str, value: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(tenant.0.to_be_bytes());
+    h.update(kind.as_bytes());
+    h.update([0]);
+    h.update(value.as_bytes());
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// A digest as hex, for a notification.
+pub(crate) fn digest_hex(d: &[u8; 16]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn digest_of_hex(text: &str) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    if text.len() != 32 {
+        return None;
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
 
 pub(super) struct Caches {
+    /// This engine's name in its notifications (random), so that it skips its own.
+    origin: String,
     epoch: AtomicU64,
+    /// Whether entries may be used: false while the notifications of other processes may be
+    /// missed (a PostgreSQL process whose listening connection is down).
+    coherent: AtomicBool,
     /// `None` when off (see [`Caches::off`]).
     stores: Option<Stores>,
 }
@@ -81,12 +119,14 @@ impl Caches {
     /// Caches in front of reads through sea-orm's pool (PostgreSQL: a round trip).
     pub(super) fn new() -> Self {
         Self {
+            origin: crate::random_token(12),
             epoch: AtomicU64::new(0),
+            coherent: AtomicBool::new(true),
             stores: Some(Stores {
                 identities: Cache::builder()
                     .max_capacity(IDENTITY_CACHE_BYTES)
-                    .weigher(|k: &IdentityCacheKey, v: &Arc<Vec<IdentityLink>>| {
-                        u32::try_from(k.2.len() + 96 + v.len() * 48).unwrap_or(u32::MAX)
+                    .weigher(|_: &IdentityCacheKey, v: &Arc<Vec<IdentityLink>>| {
+                        u32::try_from(112 + v.len() * 48).unwrap_or(u32::MAX)
                     })
                     .build(),
                 customers: Cache::builder()
@@ -104,8 +144,59 @@ impl Caches {
     /// 1M customers, 10–20 µs of CPU in all, of a start of 120–140 µs (README, "Benchmark").
     pub(super) fn off() -> Self {
         Self {
+            origin: crate::random_token(12),
             epoch: AtomicU64::new(0),
+            coherent: AtomicBool::new(true),
             stores: None,
+        }
+    }
+
+    /// The stores, when they may be used.
+    fn usable(&self) -> Option<&Stores> {
+        self.stores
+            .as_ref()
+            .filter(|_| self.coherent.load(Ordering::Acquire))
+    }
+
+    /// Whether other processes' notifications are being heard. Losing them empties the
+    /// caches and turns them off; hearing them again (after a fresh `LISTEN`) turns them on,
+    /// empty.
+    pub(super) fn set_coherent(&self, coherent: bool) {
+        self.coherent.store(false, Ordering::Release);
+        self.written_widely();
+        if coherent {
+            self.coherent.store(true, Ordering::Release);
+        }
+    }
+
+    /// This engine's name in its notifications.
+    pub(super) fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Applies another engine's change (its own are skipped: already applied).
+    pub(super) async fn apply(&self, change: &crate::coherence::Change) {
+        use crate::coherence::Change;
+        if change.origin() == self.origin {
+            return;
+        }
+        match change {
+            Change::Customers {
+                tenant,
+                customers,
+                identities,
+                ..
+            } => {
+                let digests: Vec<[u8; 16]> =
+                    identities.iter().filter_map(|h| digest_of_hex(h)).collect();
+                if digests.len() == identities.len() {
+                    self.forget(TenantId(*tenant), customers, &digests).await;
+                } else {
+                    self.written_widely();
+                }
+            }
+            Change::Tenant { .. } => self.written_widely(),
+            Change::KeyRevoked { .. } | Change::Secret { .. } => {}
         }
     }
 
@@ -127,12 +218,16 @@ impl Caches {
         keys: &[IdentityKey],
     ) -> (HashMap<IdentityKey, Vec<IdentityLink>>, Vec<IdentityKey>) {
         let mut found = HashMap::new();
-        let Some(stores) = &self.stores else {
+        let Some(stores) = self.usable() else {
             return (found, keys.to_vec());
         };
         let mut missing = Vec::new();
         for k in keys {
-            match stores.identities.get(&(tenant.0, k.0, k.1.clone())).await {
+            match stores
+                .identities
+                .get(&(tenant.0, identity_digest(tenant, k.0, &k.1)))
+                .await
+            {
                 Some(v) => {
                     found.insert(k.clone(), v.as_ref().clone());
                 }
@@ -149,39 +244,42 @@ impl Caches {
         epoch: u64,
         read: &HashMap<IdentityKey, Vec<IdentityLink>>,
     ) {
-        let Some(stores) = &self.stores else { return };
+        let Some(stores) = self.usable() else { return };
         if self.epoch() != epoch {
             return;
         }
         for (k, v) in read {
             stores
                 .identities
-                .insert((tenant.0, k.0, k.1.clone()), Arc::new(v.clone()))
+                .insert(
+                    (tenant.0, identity_digest(tenant, k.0, &k.1)),
+                    Arc::new(v.clone()),
+                )
                 .await;
         }
-        if self.epoch() != epoch {
+        if self.epoch() != epoch || !self.coherent.load(Ordering::Acquire) {
             for k in read.keys() {
                 stores
                     .identities
-                    .invalidate(&(tenant.0, k.0, k.1.clone()))
+                    .invalidate(&(tenant.0, identity_digest(tenant, k.0, &k.1)))
                     .await;
             }
         }
     }
 
     pub(super) async fn customer(&self, tenant: TenantId, id: i64) -> Option<Arc<CustomerAnswer>> {
-        self.stores.as_ref()?.customers.get(&(tenant.0, id)).await
+        self.usable()?.customers.get(&(tenant.0, id)).await
     }
 
     /// Fills a customer entry read at `epoch`.
     pub(super) async fn fill_customer(&self, epoch: u64, value: Arc<CustomerAnswer>) {
-        let Some(stores) = &self.stores else { return };
+        let Some(stores) = self.usable() else { return };
         if self.epoch() != epoch {
             return;
         }
         let key = (value.tenant.0, value.id);
         stores.customers.insert(key, value).await;
-        if self.epoch() != epoch {
+        if self.epoch() != epoch || !self.coherent.load(Ordering::Acquire) {
             stores.customers.invalidate(&key).await;
         }
     }
@@ -193,16 +291,27 @@ impl Caches {
         customers: &[i64],
         identities: &[IdentityKey],
     ) {
+        if self.stores.is_none() {
+            // Nothing cached (a SQLite file): no digests to compute.
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        let digests: Vec<[u8; 16]> = identities
+            .iter()
+            .map(|k| identity_digest(tenant, k.0, &k.1))
+            .collect();
+        self.forget(tenant, customers, &digests).await;
+    }
+
+    /// Forgets these customers and identities (by digest).
+    async fn forget(&self, tenant: TenantId, customers: &[i64], identities: &[[u8; 16]]) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let Some(stores) = &self.stores else { return };
         for id in customers {
             stores.customers.invalidate(&(tenant.0, *id)).await;
         }
-        for k in identities {
-            stores
-                .identities
-                .invalidate(&(tenant.0, k.0, k.1.clone()))
-                .await;
+        for d in identities {
+            stores.identities.invalidate(&(tenant.0, *d)).await;
         }
     }
 

@@ -100,6 +100,33 @@ impl Touched {
         self.merged_ids
     }
 
+    /// What other processes must forget (see `crate::coherence`); `None` when nothing.
+    pub(super) fn change(&self, origin: &str) -> Option<crate::coherence::Change> {
+        use crate::coherence::Change;
+        let origin = origin.to_owned();
+        if self.merged {
+            return Some(Change::Tenant {
+                origin,
+                tenant: self.tenant.0,
+            });
+        }
+        if self.customers.is_empty() && self.identities.is_empty() {
+            return None;
+        }
+        Some(Change::Customers {
+            origin,
+            tenant: self.tenant.0,
+            customers: self.customers.clone(),
+            identities: self
+                .identities
+                .iter()
+                .map(|k| {
+                    super::cache::digest_hex(&super::cache::identity_digest(self.tenant, k.0, &k.1))
+                })
+                .collect(),
+        })
+    }
+
     /// After the commit: what the end changed is read again from the database.
     pub(super) async fn forget(&self, caches: &Caches) {
         if self.merged {

@@ -397,6 +397,17 @@ impl Engine {
         self.region
     }
 
+    /// Applies another process's change to this process's caches (see `crate::coherence`).
+    pub async fn apply_remote_change(&self, change: &crate::coherence::Change) {
+        self.caches.apply(change).await;
+    }
+
+    /// Whether other processes' changes are being heard: while not, the caches are off;
+    /// either way they are emptied.
+    pub fn set_coherent(&self, coherent: bool) {
+        self.caches.set_coherent(coherent);
+    }
+
     /// Whether the database answers.
     ///
     /// # Errors
@@ -415,6 +426,10 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let caches = self.caches.clone();
         tokio::spawn(async move {
+            // Other processes on the database hear of it at the commit (PostgreSQL only).
+            if let Some(change) = touched.change(caches.origin()) {
+                crate::coherence::notify(&tx, &change).await?;
+            }
             tx.commit().await?;
             touched.forget(&caches).await;
             Ok(())

@@ -36,6 +36,19 @@ struct StoredCandidate {
     calls: u64,
 }
 
+/// Whether a database error is a foreign-key violation. The call writer hands its errors
+/// back as text (one batch answers many starts), so the text is read too.
+fn is_foreign_key_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
+    ) || {
+        let text = e.to_string();
+        text.contains("violates foreign key constraint")
+            || text.contains("FOREIGN KEY constraint failed")
+    }
+}
+
 /// The dialled number as stored: E.164 when it parses, else the trimmed text.
 pub(super) fn normalise_dnis(raw: &str, region: DefaultRegion) -> Option<String> {
     let trimmed = raw.trim();
@@ -147,6 +160,23 @@ impl Engine {
     /// # Errors
     /// Only on database failure; an unknown caller is a normal low-confidence outcome.
     pub async fn start_call(
+        &self,
+        tenant: TenantId,
+        cmd: StartCall,
+    ) -> Result<StartAnswer, EngineError> {
+        // A match read from a cache entry that another process's erasure made stale names a
+        // customer that no longer exists: the call row refuses it (foreign key). The caches
+        // forget everything and the start runs once more, from the database.
+        match self.start_call_once(tenant, cmd.clone()).await {
+            Err(EngineError::Database(e)) if is_foreign_key_violation(&e) => {
+                self.caches.written_widely();
+                self.start_call_once(tenant, cmd).await
+            }
+            other => other,
+        }
+    }
+
+    async fn start_call_once(
         &self,
         tenant: TenantId,
         cmd: StartCall,

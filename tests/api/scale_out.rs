@@ -1,0 +1,208 @@
+//! Two application instances on one PostgreSQL database, as two server processes behind a
+//! load balancer: what one writes, the other answers, within the delivery of a notification
+//! (see `sticky_core::coherence`), and never with a 5xx.
+
+use std::time::{Duration, Instant};
+
+use poem::http::StatusCode;
+use serde_json::{Value, json};
+use sticky_calls_tests::TestApp;
+
+postgres_tests!(
+    a_caller_linked_on_one_process_is_recognised_on_the_other,
+    an_erasure_on_one_process_never_makes_the_other_answer_5xx,
+    a_key_revoked_on_one_process_stops_working_on_the_other,
+    twelve_ends_from_one_new_number_over_both_processes_make_one_customer,
+    after_a_lost_notification_connection_the_caches_are_flushed_and_heard_again,
+);
+
+/// Polls `check` until it holds, for at most five seconds (a notification takes
+/// milliseconds); returns how long it took.
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    for i in 0.. {
+        if check(i).await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: not within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    unreachable!()
+}
+
+async fn start(app: &TestApp, call_id: &str, ani: &str) -> Value {
+    let r = app
+        .post(
+            "/v1/calls/start",
+            json!({"call_id": call_id, "identity_hints": {"ani": ani}}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{call_id}: {} {}", r.status, r.body);
+    r.body
+}
+
+async fn a_caller_linked_on_one_process_is_recognised_on_the_other(a: TestApp) {
+    let b = a.second_instance().await;
+    // B has seen the number unknown (and may keep "nobody" for it).
+    assert_eq!(start(&b, "x-1", "+14155550901").await["band"], "low");
+    a.end_call(
+        json!({"call_id": "x-1", "customer_ref": "xavier", "variables": {"name": "Xavier"}}),
+    )
+    .await;
+    // A sees its own write at once.
+    assert_eq!(
+        start(&a, "x-2", "+14155550901").await["customer_ref"],
+        "xavier"
+    );
+    let took =
+        eventually("B recognises the caller", |i| {
+            let b = &b;
+            async move {
+                start(b, &format!("x-b-{i}"), "+14155550901").await["customer_ref"] == "xavier"
+            }
+        })
+        .await;
+    eprintln!("B recognised the caller after {took:?}");
+    // And what changes later (a variable) reaches B's cached context too.
+    a.end_call(json!({"call_id": "x-2", "customer_ref": "xavier", "variables": {"tier": "gold"}}))
+        .await;
+    eventually("B sees the new variable", |i| {
+        let b = &b;
+        async move {
+            start(b, &format!("x-c-{i}"), "+14155550901").await["context"]["variables"]["tier"]
+                == "gold"
+        }
+    })
+    .await;
+}
+
+async fn an_erasure_on_one_process_never_makes_the_other_answer_5xx(a: TestApp) {
+    let b = a.second_instance().await;
+    for round in 0..3 {
+        let ani = format!("+1415555{:04}", 910 + round);
+        let who = format!("yara-{round}");
+        a.end_call(json!({"call_id": format!("y-{round}"), "customer_ref": who,
+            "identity_hints": {"ani": ani}, "variables": {"secret": "erase me"}}))
+            .await;
+        // B caches the customer.
+        eventually("B recognises", |i| {
+            let (b, ani, who) = (&b, &ani, &who);
+            async move { start(b, &format!("y-{round}-b-{i}"), ani).await["customer_ref"] == *who }
+        })
+        .await;
+        let r = a.delete(&format!("/v1/customers/{who}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        // At once, before any notification could arrive: B answers, 2xx.
+        let now = start(&b, &format!("y-{round}-after"), &ani).await;
+        assert!(now.is_object());
+        eventually("B forgets the erased customer", |i| {
+            let (b, ani) = (&b, &ani);
+            async move {
+                let r = start(b, &format!("y-{round}-gone-{i}"), ani).await;
+                r["band"] == "low" && !r.to_string().contains("erase me")
+            }
+        })
+        .await;
+    }
+}
+
+async fn a_key_revoked_on_one_process_stops_working_on_the_other(a: TestApp) {
+    let b = a.second_instance().await;
+    let made = a.post("/v1/api-keys", json!({"label": "temp"})).await.body;
+    let (id, secret) = (
+        made["key"]["id"].as_str().unwrap().to_owned(),
+        made["api_key"].as_str().unwrap().to_owned(),
+    );
+    // B verifies (and caches) it.
+    let r = b
+        .send("GET", "/v1/api-keys/current", Some(&secret), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = a.delete(&format!("/v1/api-keys/{id}")).await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let took = eventually("B refuses the revoked key", |_| {
+        let (b, secret) = (&b, &secret);
+        async move {
+            b.send("GET", "/v1/api-keys/current", Some(secret), None)
+                .await
+                .status
+                == StatusCode::UNAUTHORIZED
+        }
+    })
+    .await;
+    eprintln!("B refused the revoked key after {took:?}");
+}
+
+async fn twelve_ends_from_one_new_number_over_both_processes_make_one_customer(a: TestApp) {
+    let b = a.second_instance().await;
+    let ends = (0..12).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        async move {
+            app.post(
+                "/v1/calls/end",
+                json!({"call_id": format!("z-{i}"), "identity_hints": {"ani": "+14155550920"},
+                       "variables": {format!("v{i}"): i}}),
+            )
+            .await
+        }
+    });
+    let replies = futures::future::join_all(ends).await;
+    let refs: std::collections::BTreeSet<String> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            r.body["customer_ref"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(refs.len(), 1, "one customer: {refs:?}");
+    let found = a.get("/v1/customers?ani=%2B14155550920").await.body;
+    assert_eq!(found["customers"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["customers"][0]["call_count"], 12, "{found}");
+}
+
+async fn after_a_lost_notification_connection_the_caches_are_flushed_and_heard_again(a: TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let b = a.second_instance().await;
+    assert_eq!(start(&b, "w-1", "+14155550930").await["band"], "low");
+    // Every listening connection of this database drops (B's and A's).
+    let db = a.state.engine.db();
+    let cut = db
+        .execute_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        ))
+        .await
+        .expect("terminate the listeners");
+    assert!(cut.rows_affected() >= 1, "a listener was connected");
+    // A write made while B may not hear it is seen by B all the same.
+    a.end_call(json!({"call_id": "w-1", "customer_ref": "wanda"}))
+        .await;
+    eventually("B recognises the caller despite the lost notification", |i| {
+        let b = &b;
+        async move {
+            start(b, &format!("w-b-{i}"), "+14155550930").await["customer_ref"] == "wanda"
+        }
+    })
+    .await;
+    // Listening again, B hears later changes.
+    a.end_call(
+        json!({"call_id": "w-1", "customer_ref": "wanda", "variables": {"after": "reconnect"}}),
+    )
+    .await;
+    eventually("B hears changes after reconnecting", |i| {
+        let b = &b;
+        async move {
+            start(b, &format!("w-c-{i}"), "+14155550930").await["context"]["variables"]["after"]
+                == "reconnect"
+        }
+    })
+    .await;
+}
