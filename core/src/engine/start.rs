@@ -167,10 +167,12 @@ impl Engine {
         // A match read from a cache entry that another process's erasure made stale names a
         // customer that no longer exists: the call row refuses it (foreign key). The caches
         // forget everything and the start runs once more, from the database.
-        match self.start_call_once(tenant, cmd.clone()).await {
-            Err(EngineError::Database(e)) if is_foreign_key_violation(&e) => {
+        match self.start_call_once(tenant, &cmd).await {
+            Err(EngineError::Database(e))
+                if self.lite.is_none() && is_foreign_key_violation(&e) =>
+            {
                 self.caches.written_widely();
-                self.start_call_once(tenant, cmd).await
+                self.start_call_once(tenant, &cmd).await
             }
             other => other,
         }
@@ -179,7 +181,7 @@ impl Engine {
     async fn start_call_once(
         &self,
         tenant: TenantId,
-        cmd: StartCall,
+        cmd: &StartCall,
     ) -> Result<StartAnswer, EngineError> {
         // No look-up of the call id in `calls` first: a retried start is found by the insert's
         // conflict (on a SQLite file, by the journal or a look-up in `Lite::record_start`).
