@@ -1,6 +1,7 @@
 //! Who a caller is: numbers written the way each region writes them, lines that several
 //! customers share.
 
+use poem::http::StatusCode;
 use serde_json::json;
 use sticky_calls_tests::TestApp;
 
@@ -8,6 +9,7 @@ backend_tests!(
     numbers_are_read_in_the_configured_region,
     on_a_shared_line_the_caller_heard_from_last_ranks_first,
     a_number_in_doubt_is_not_greeted_by_name,
+    erasure_by_number_removes_what_was_kept_for_it_and_nothing_else,
 );
 
 async fn numbers_are_read_in_the_configured_region(app: TestApp) {
@@ -128,4 +130,96 @@ async fn a_number_in_doubt_is_not_greeted_by_name(app: TestApp) {
         .send_raw(url, &headers, form("CAatt2", "TN-Validation-Passed-A"))
         .await;
     assert!(r.text.contains("sticky_band=high"), "{}", r.text);
+}
+
+async fn erasure_by_number_removes_what_was_kept_for_it_and_nothing_else(app: TestApp) {
+    // A provisional customer known only by the number, a named one who also called from it
+    // and from elsewhere, and another tenant's caller on the same number.
+    app.end_call(
+        json!({"call_id": "n-1", "identity_hints": {"ani": "+14155550950"},
+        "summary": "forget this call", "intent": "billing", "variables": {"x": "forget"}}),
+    )
+    .await;
+    app.end_call(json!({"call_id": "n-2", "customer_ref": "hana",
+        "identity_hints": {"ani": "+14155550950", "external_ids": {"crm_id": "crm-hana"}},
+        "summary": "also from the number"}))
+        .await;
+    app.end_call(json!({"call_id": "n-3", "customer_ref": "hana",
+        "identity_hints": {"ani": "+14155550951"}, "summary": "from her own line"}))
+        .await;
+    let other = app.new_tenant("other").await;
+    let theirs = app
+        .post_as(
+            &other,
+            "/v1/calls/end",
+            json!({"call_id": "n-9", "customer_ref": "them",
+            "identity_hints": {"ani": "+14155550950"}, "summary": "their memory"}),
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
+
+    let r = app.delete("/v1/customers?ani=(415)%20555-0950").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let deleted = &r.body["deleted"];
+    assert_eq!(deleted["calls"], 2, "{}", r.body);
+    assert!(deleted["identities"].as_u64().unwrap() >= 2, "{}", r.body);
+    assert!(
+        deleted["customers"].as_u64().unwrap() >= 1,
+        "the provisional customer: {}",
+        r.body
+    );
+    assert!(
+        !r.body.to_string().contains("4155550950"),
+        "the answer repeats no number"
+    );
+
+    // The number names nobody now, and its calls are gone.
+    let found = app.get("/v1/customers?ani=%2B14155550950").await.body;
+    assert_eq!(found["customers"], json!([]), "{found}");
+    for id in ["n-1", "n-2"] {
+        assert_eq!(
+            app.get(&format!("/v1/calls/{id}")).await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    let start = app
+        .start_call(json!({"call_id": "n-4", "identity_hints": {"ani": "+14155550950"}}))
+        .await;
+    assert_eq!(start["band"], "low", "{start}");
+    // Hana keeps the rest: her own line, her CRM id, the call from it.
+    let hana = app.get("/v1/customers/hana").await.body;
+    assert_eq!(hana["call_count"], 1, "{hana}");
+    let text = hana.to_string();
+    assert!(
+        text.contains("from her own line") && !text.contains("also from the number"),
+        "{hana}"
+    );
+    let by_crm = app
+        .start_call(
+            json!({"call_id": "n-5", "identity_hints": {"external_ids": {"crm_id": "crm-hana"}}}),
+        )
+        .await;
+    assert_eq!(by_crm["customer_ref"], "hana", "{by_crm}");
+    assert!(
+        !by_crm.to_string().contains("also from the number"),
+        "{by_crm}"
+    );
+    // The other tenant's memory of the number is theirs and stays.
+    let theirs = app
+        .send(
+            "GET",
+            "/v1/customers?ani=%2B14155550950",
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(
+        theirs.body["customers"][0]["customer_ref"], "them",
+        "{}",
+        theirs.body
+    );
+    // A number that is not one is refused.
+    let bad = app.delete("/v1/customers?ani=anonymous").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert_eq!(bad.body["error"]["field"], "ani");
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 use serde_json::Value;
 
@@ -327,6 +328,134 @@ impl Engine {
                     .rows_affected
             },
         };
+        self.commit(tx, Touched::widely(tenant)).await?;
+        Ok(report)
+    }
+
+    /// Erases what is kept for a caller number, in one transaction: the calls from it (with
+    /// their summaries and variables), its identity links, and the customers known only
+    /// through it who were never named (provisional), with everything of theirs. A named
+    /// customer who also called from it keeps the rest of their memory; their call count and
+    /// context are brought up to date. Other people who share the number keep theirs, less
+    /// their calls from it.
+    ///
+    /// # Errors
+    /// Database failures. A number nobody is linked to erases nothing (all counts 0).
+    pub async fn erase_number(
+        &self,
+        tenant: TenantId,
+        number: &PhoneNumber,
+    ) -> Result<ErasureReport, EngineError> {
+        if let Some(lite) = &self.lite {
+            lite.move_all().await?;
+        }
+        let (_writer, tx) = self.begin_write(tenant).await?;
+        let value = number.as_str();
+        let linked: Vec<i64> = identity::Entity::find()
+            .filter(identity::Column::TenantId.eq(tenant.0))
+            .filter(identity::Column::Kind.eq(identity::KIND_ANI))
+            .filter(identity::Column::Value.eq(value))
+            .all(&tx)
+            .await?
+            .into_iter()
+            .map(|i| i.customer_id)
+            .collect();
+        let from_number = Condition::all()
+            .add(call::Column::TenantId.eq(tenant.0))
+            .add(call::Column::Ani.eq(value));
+        let call_ids: Vec<String> = call::Entity::find()
+            .filter(from_number.clone())
+            .all(&tx)
+            .await?
+            .into_iter()
+            .map(|c| c.call_id)
+            .collect();
+        let mut report = ErasureReport {
+            calls: call::Entity::delete_many()
+                .filter(from_number)
+                .exec(&tx)
+                .await?
+                .rows_affected,
+            identities: identity::Entity::delete_many()
+                .filter(identity::Column::TenantId.eq(tenant.0))
+                .filter(identity::Column::Kind.eq(identity::KIND_ANI))
+                .filter(identity::Column::Value.eq(value))
+                .exec(&tx)
+                .await?
+                .rows_affected,
+            customers: 0,
+            variables: 0,
+            intents: 0,
+        };
+        // Intents opened on those calls no longer point at them.
+        for chunk in call_ids.chunks(500) {
+            intent::Entity::update_many()
+                .col_expr(
+                    intent::Column::LastCallId,
+                    Expr::value(Option::<String>::None),
+                )
+                .filter(intent::Column::TenantId.eq(tenant.0))
+                .filter(intent::Column::LastCallId.is_in(chunk.iter().cloned()))
+                .exec(&tx)
+                .await?;
+        }
+        for id in linked {
+            let Some(c) = customer::Entity::find_by_id(id).one(&tx).await? else {
+                continue;
+            };
+            let identities_left = identity::Entity::find()
+                .filter(identity::Column::CustomerId.eq(id))
+                .count(&tx)
+                .await?;
+            // The document of the context holds recent calls: it is rebuilt on the next read.
+            customer_context::Entity::delete_by_id(id).exec(&tx).await?;
+            if c.provisional && identities_left == 0 {
+                report.calls += call::Entity::delete_many()
+                    .filter(call::Column::TenantId.eq(tenant.0))
+                    .filter(calls_of(id))
+                    .exec(&tx)
+                    .await?
+                    .rows_affected;
+                report.variables += variable::Entity::delete_many()
+                    .filter(variable::Column::CustomerId.eq(id))
+                    .exec(&tx)
+                    .await?
+                    .rows_affected;
+                report.intents += intent::Entity::delete_many()
+                    .filter(intent::Column::CustomerId.eq(id))
+                    .exec(&tx)
+                    .await?
+                    .rows_affected;
+                report.customers += customer::Entity::delete_by_id(id)
+                    .exec(&tx)
+                    .await?
+                    .rows_affected;
+            } else {
+                // Their remaining calls are what they are remembered by.
+                let ended =
+                    format!("FROM calls WHERE calls.customer_id = {id} AND calls.status = 'ended'");
+                customer::Entity::update_many()
+                    .col_expr(
+                        customer::Column::CallCount,
+                        Expr::cust(format!("(SELECT COUNT(*) {ended})")),
+                    )
+                    .col_expr(
+                        customer::Column::FirstSeenAt,
+                        Expr::cust(format!(
+                            "(SELECT MIN(COALESCE(calls.started_at, calls.ended_at)) {ended})"
+                        )),
+                    )
+                    .col_expr(
+                        customer::Column::LastSeenAt,
+                        Expr::cust(format!(
+                            "(SELECT MAX(COALESCE(calls.ended_at, calls.started_at)) {ended})"
+                        )),
+                    )
+                    .filter(customer::Column::Id.eq(id))
+                    .exec(&tx)
+                    .await?;
+            }
+        }
         self.commit(tx, Touched::widely(tenant)).await?;
         Ok(report)
     }

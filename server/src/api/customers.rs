@@ -161,6 +161,22 @@ pub struct ErasureDto {
     pub deleted: DeletedCountsDto,
 }
 
+/// What an erasure by number removed.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct NumberErasureDto {
+    /// Rows removed: the calls from the number, its identity links, and the provisional
+    /// customers known only through it (with their variables, intents and calls).
+    pub deleted: DeletedCountsDto,
+}
+
+#[derive(ApiResponse)]
+enum EraseNumberResponse {
+    /// Erased (all counts 0 when nothing was kept for the number).
+    #[oai(status = 200)]
+    Ok(Json<NumberErasureDto>),
+}
+
 /// The identity to unlink: exactly one of `ani` or `external_id`.
 #[derive(Debug, Clone, Object, Deserialize)]
 #[oai(rename_all = "snake_case")]
@@ -278,6 +294,39 @@ impl CustomersApi {
             .await?;
         Ok(ListResponse::Ok(Json(CustomerListDto {
             customers: found.into_iter().map(Into::into).collect(),
+        })))
+    }
+
+    /// Erase what is kept for a caller number (a caller's request, or no consent).
+    ///
+    /// Removes the calls from the number (with their summaries and variables), its identity
+    /// links, and the customers known only through it who were never named (provisional),
+    /// with everything of theirs. Named customers who also called from it keep the rest of
+    /// their memory. Irreversible.
+    #[oai(path = "/", method = "delete", operation_id = "erase_number")]
+    async fn erase_number(
+        &self,
+        auth: ApiKeyAuth,
+        /// The caller number, in any common form.
+        ani: Query<String>,
+    ) -> Result<EraseNumberResponse, ApiError> {
+        let (number, _) = parse_identity(self.state.engine.region(), Some(&ani.0), None, true)?;
+        let Some(number) = number else {
+            return Err(ApiError::invalid("ani", "give the caller number"));
+        };
+        let report = self
+            .state
+            .engine
+            .erase_number(auth.0.tenant, &number)
+            .await?;
+        Ok(EraseNumberResponse::Ok(Json(NumberErasureDto {
+            deleted: DeletedCountsDto {
+                customers: report.customers,
+                identities: report.identities,
+                variables: report.variables,
+                intents: report.intents,
+                calls: report.calls,
+            },
         })))
     }
 
