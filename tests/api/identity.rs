@@ -10,6 +10,7 @@ backend_tests!(
     on_a_shared_line_the_caller_heard_from_last_ranks_first,
     a_number_in_doubt_is_not_greeted_by_name,
     erasure_by_number_removes_what_was_kept_for_it_and_nothing_else,
+    a_caller_without_consent_is_not_remembered_and_their_number_is_forgotten,
 );
 
 async fn numbers_are_read_in_the_configured_region(app: TestApp) {
@@ -222,4 +223,54 @@ async fn erasure_by_number_removes_what_was_kept_for_it_and_nothing_else(app: Te
     let bad = app.delete("/v1/customers?ani=anonymous").await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
     assert_eq!(bad.body["error"]["field"], "ani");
+}
+
+async fn a_caller_without_consent_is_not_remembered_and_their_number_is_forgotten(app: TestApp) {
+    // Remembered from an earlier call, then a call in which the caller says no.
+    app.end_call(
+        json!({"call_id": "c-1", "identity_hints": {"ani": "+14155550960"},
+        "summary": "an earlier call", "variables": {"name": "Ivo"}}),
+    )
+    .await;
+    app.start_call(json!({"call_id": "c-2", "identity_hints": {"ani": "+14155550960"}}))
+        .await;
+    let r = app
+        .post(
+            "/v1/calls/end",
+            json!({"call_id": "c-2", "consent": "none", "summary": "said no",
+                   "variables": {"name": "Ivo"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body["customer_ref"].is_null(), "{}", r.body);
+    for id in ["c-1", "c-2"] {
+        assert_eq!(
+            app.get(&format!("/v1/calls/{id}")).await.status,
+            StatusCode::NOT_FOUND,
+            "{id}"
+        );
+    }
+    let next = app
+        .start_call(json!({"call_id": "c-3", "identity_hints": {"ani": "+14155550960"}}))
+        .await;
+    assert_eq!(next["band"], "low", "{next}");
+    assert!(!next.to_string().contains("Ivo"), "{next}");
+    // A withheld caller's call without consent is removed alone.
+    app.start_call(json!({"call_id": "c-4", "identity_hints": {"ani": "anonymous"}}))
+        .await;
+    let r = app
+        .post(
+            "/v1/calls/end",
+            json!({"call_id": "c-4", "consent": "none"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(app.get("/v1/calls/c-4").await.status, StatusCode::NOT_FOUND);
+    let bad = app
+        .post(
+            "/v1/calls/end",
+            json!({"call_id": "c-5", "consent": "maybe"}),
+        )
+        .await;
+    assert!(bad.status.is_client_error(), "{}", bad.body);
 }

@@ -460,6 +460,45 @@ impl Engine {
         Ok(report)
     }
 
+    /// A caller withheld consent: nothing of this call is kept, and what was kept for its
+    /// number is erased (see [`Engine::erase_number`]). The number is the one given now, else
+    /// the one the call's start recorded; a call without a usable number is removed alone.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn forget_caller(
+        &self,
+        tenant: TenantId,
+        call_id: &CallId,
+        ani: Option<&crate::domain::Ani>,
+    ) -> Result<ErasureReport, EngineError> {
+        if let Some(lite) = &self.lite {
+            lite.move_all().await?;
+        }
+        let stored = call::Entity::find()
+            .filter(call::Column::TenantId.eq(tenant.0))
+            .filter(call::Column::CallId.eq(call_id.as_str()))
+            .one(&self.db)
+            .await?;
+        let number = match ani.and_then(crate::domain::Ani::number) {
+            Some(n) => Some(n.clone()),
+            None => stored.and_then(|c| c.ani).map(PhoneNumber::from_stored),
+        };
+        let mut report = match &number {
+            Some(n) => self.erase_number(tenant, n).await?,
+            None => ErasureReport::default(),
+        };
+        let (_writer, tx) = self.begin_write(tenant).await?;
+        report.calls += call::Entity::delete_many()
+            .filter(call::Column::TenantId.eq(tenant.0))
+            .filter(call::Column::CallId.eq(call_id.as_str()))
+            .exec(&tx)
+            .await?
+            .rows_affected;
+        self.commit(tx, Touched::widely(tenant)).await?;
+        Ok(report)
+    }
+
     /// The references of customers whose stored context document (what call starts read)
     /// is missing or differs from their rows: empty when every write kept it up to date. A
     /// consistency check for tests and operators; it reads every customer of the tenant.

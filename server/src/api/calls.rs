@@ -146,6 +146,10 @@ pub struct EndCallRequest {
     pub identity_hints: Option<IdentityHintsDto>,
     /// The platform (used when the end is the first we hear of the call).
     pub platform: Option<String>,
+    /// `none` when the caller did not consent to being remembered: nothing of this call is
+    /// stored, and what was kept for its number is erased (as `DELETE /v1/customers?ani=`
+    /// does). Default `granted`.
+    pub consent: Option<ConsentDto>,
 }
 
 impl TryFrom<EndCallRequest> for EndCall {
@@ -174,6 +178,17 @@ impl TryFrom<EndCallRequest> for EndCall {
             hints: r.identity_hints.unwrap_or_default().into_hints()?,
         })
     }
+}
+
+/// Whether the caller agreed to be remembered.
+#[derive(Debug, Clone, Copy, poem_openapi::Enum, PartialEq, Eq, Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentDto {
+    /// Remember the call (the default).
+    Granted,
+    /// Keep nothing of it, and erase what was kept for the number.
+    None,
 }
 
 /// What the end did.
@@ -259,7 +274,25 @@ impl CallsApi {
         auth: ApiKeyAuth,
         body: StrictJson<EndCallRequest>,
     ) -> Result<EndResponse, ApiError> {
+        let withheld = body.0.consent == Some(ConsentDto::None);
         let cmd = EndCall::try_from(body.0)?;
+        if withheld {
+            let ani = cmd
+                .hints
+                .ani
+                .as_deref()
+                .map(|a| sticky_core::domain::Ani::parse(a, self.state.engine.region()));
+            self.state
+                .engine
+                .forget_caller(auth.0.tenant, &cmd.call_id, ani.as_ref())
+                .await?;
+            return Ok(EndResponse::Ok(Json(EndCallResponse {
+                call_id: cmd.call_id.as_str().to_owned(),
+                customer_ref: None,
+                provisional: false,
+                merged_from: None,
+            })));
+        }
         let outcome = self.state.engine.end_call(auth.0.tenant, cmd).await?;
         Ok(EndResponse::Ok(Json(outcome.into())))
     }
