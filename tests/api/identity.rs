@@ -11,6 +11,7 @@ backend_tests!(
     a_number_in_doubt_is_not_greeted_by_name,
     erasure_by_number_removes_what_was_kept_for_it_and_nothing_else,
     a_caller_without_consent_is_not_remembered_and_their_number_is_forgotten,
+    a_late_end_of_an_earlier_call_never_overwrites_what_a_later_call_saved,
 );
 
 async fn numbers_are_read_in_the_configured_region(app: TestApp) {
@@ -273,4 +274,66 @@ async fn a_caller_without_consent_is_not_remembered_and_their_number_is_forgotte
         )
         .await;
     assert!(bad.status.is_client_error(), "{}", bad.body);
+}
+
+async fn a_late_end_of_an_earlier_call_never_overwrites_what_a_later_call_saved(app: TestApp) {
+    let ani = json!({"ani": "+14155550970"});
+    app.start_call(json!({"call_id": "late-1", "identity_hints": ani}))
+        .await;
+    app.start_call(json!({"call_id": "late-2", "identity_hints": ani}))
+        .await;
+    // Call 2 ends first; then call 1's end arrives late (a retry).
+    app.end_call(json!({"call_id": "late-2", "customer_ref": "jo", "intent": "billing",
+        "intent_status": "resolved", "summary": "second call", "variables": {"tier": "gold", "plan": "new"}}))
+        .await;
+    let late = app
+        .post(
+            "/v1/calls/end",
+            json!({"call_id": "late-1", "customer_ref": "jo", "intent": "billing",
+            "intent_status": "open", "summary": "first call",
+            "variables": {"tier": "silver", "plan": null, "first_only": "kept"}}),
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.body);
+    let jo = app.get("/v1/customers/jo").await.body;
+    assert_eq!(
+        jo["variables"]["tier"], "gold",
+        "the later call's value stays: {jo}"
+    );
+    assert_eq!(
+        jo["variables"]["plan"], "new",
+        "a late removal does not remove it: {jo}"
+    );
+    assert_eq!(
+        jo["variables"]["first_only"], "kept",
+        "what no later call set is saved: {jo}"
+    );
+    assert_eq!(jo["call_count"], 2, "{jo}");
+    let billing = jo["intents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["intent"] == "billing")
+        .unwrap();
+    assert_eq!(billing["status"], "resolved", "{jo}");
+    // The late call itself is recorded as it was.
+    assert_eq!(
+        app.get("/v1/calls/late-1").await.body["summary"],
+        "first call"
+    );
+    // And the next caller's context says the same as the tables.
+    let next = app
+        .start_call(json!({"call_id": "late-3", "identity_hints": ani}))
+        .await;
+    assert_eq!(next["context"]["variables"]["tier"], "gold", "{next}");
+    assert_eq!(next["context"]["variables"]["first_only"], "kept", "{next}");
+    assert_eq!(next["context"]["open_intents"], json!([]), "{next}");
+    assert_eq!(
+        app.state
+            .engine
+            .context_documents_out_of_date(app.default_tenant().await)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
 }

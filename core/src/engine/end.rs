@@ -149,6 +149,12 @@ pub(super) async fn end_call_in(
 ) -> Result<(EndOutcome, Touched), EngineError> {
     let now = crate::now();
     let existing = find_call(tx, tenant, cmd.call_id.as_str()).await?;
+    // What an end saves about the customer (variables, an intent's status) takes the time of
+    // its call, not of its arrival: a late or retried end of an earlier call never overwrites
+    // what a later call saved. The call's start, else (an end that came first) now.
+    let call_time = existing.as_ref().and_then(|c| c.started_at).unwrap_or(now);
+    // Whether everything this end saved about the customer was applied (nothing newer kept).
+    let mut in_order = true;
 
     // Intent: named at this end, or the call's own when only a status is given. Checked before
     // anything is written: a rejected end changes nothing.
@@ -344,7 +350,7 @@ pub(super) async fn end_call_in(
                 .await?;
             }
         }
-        set_variables(tx, tenant, t.id, &cmd.variables, now).await?;
+        in_order &= set_variables(tx, tenant, t.id, &cmd.variables, call_time).await?;
     }
 
     let intent_status = match (cmd.intent_status, &cmd.intent) {
@@ -364,7 +370,7 @@ pub(super) async fn end_call_in(
                 name,
                 status,
                 Some(cmd.call_id.as_str()),
-                now,
+                call_time,
             )
             .await?,
         );
@@ -434,10 +440,17 @@ pub(super) async fn end_call_in(
     )
     .await?;
 
+    if intent_set
+        .as_ref()
+        .is_some_and(|i| i.updated_at > call_time)
+    {
+        // A later call had already set this intent: the end left it as it was.
+        in_order = false;
+    }
     let customers: Vec<i64> = target.iter().map(|t| t.id).chain(linked_before).collect();
     match &target {
         // The usual end: its changes are applied to the customer's document.
-        Some(t) if merged_from.is_none() && linked_before.is_none_or(|b| b == t.id) => {
+        Some(t) if in_order && merged_from.is_none() && linked_before.is_none_or(|b| b == t.id) => {
             let change = context::EndChange {
                 customer: t,
                 variables: &cmd.variables,
@@ -528,13 +541,16 @@ async fn link_identity(
 /// Saves the variables given a value and removes those given `null`: one statement each
 /// (at most [`crate::commands::MAX_VARIABLES`] rows), not one per variable, since every
 /// statement of an end runs on the one writer thread.
+/// Saves and removes variables as of `now` (the time of the call they came from); a variable
+/// a later call set is left as it is. `false` when any change was left out so.
 async fn set_variables(
     c: Conn<'_>,
     tenant: TenantId,
     customer_id: i64,
     changes: &VariableChanges,
     now: DateTime<Utc>,
-) -> Result<(), EngineError> {
+) -> Result<bool, EngineError> {
+    let mut all_applied = true;
     let mut saved: Vec<(&str, String)> = Vec::new();
     let mut removed: Vec<&str> = Vec::new();
     for (name, value) in changes.iter() {
@@ -561,24 +577,39 @@ async fn set_variables(
         }
         sql.push_str(
             " ON CONFLICT (customer_id, name) DO UPDATE SET value = excluded.value, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at WHERE variables.updated_at <= excluded.updated_at",
         );
-        c.execute(&sql, &args).await?;
+        let written = c.execute(&sql, &args).await?;
+        all_applied &= usize::try_from(written).is_ok_and(|n| n == saved.len());
     }
     if !removed.is_empty() {
-        let list: Vec<String> = (0..removed.len()).map(|i| format!("${}", i + 2)).collect();
-        let mut args: Vec<Arg<'_>> = vec![customer_id.into()];
+        let list: Vec<String> = (0..removed.len()).map(|i| format!("${}", i + 3)).collect();
+        let mut args: Vec<Arg<'_>> = vec![customer_id.into(), now.into()];
         args.extend(removed.iter().map(|name| Arg::from(*name)));
         c.execute(
             &format!(
-                "DELETE FROM variables WHERE customer_id = $1 AND name IN ({})",
+                "DELETE FROM variables WHERE customer_id = $1 AND updated_at <= $2 \
+                 AND name IN ({})",
                 list.join(", ")
             ),
             &args,
         )
         .await?;
+        let kept = c
+            .query_one(
+                &format!(
+                    "SELECT COUNT(*) FROM variables WHERE customer_id = $1 AND updated_at > $2 \
+                     AND name IN ({})",
+                    list.join(", ")
+                ),
+                &args,
+                |r| r.int_req(0),
+            )
+            .await?
+            .unwrap_or(0);
+        all_applied &= kept == 0;
     }
-    Ok(())
+    Ok(all_applied)
 }
 
 const INTENT_COLUMNS: &str =
@@ -610,7 +641,7 @@ pub(super) async fn set_intent(
     now: DateTime<Utc>,
 ) -> Result<intent::Model, EngineError> {
     let resolved_at = (status == IntentStatus::Resolved.as_str()).then_some(now);
-    c.query_one(
+    let updated = c.query_one(
         &format!(
             "INSERT INTO intents (tenant_id, customer_id, intent, status, opened_at, updated_at, \
              resolved_at, last_call_id) VALUES ($1, $2, $3, $4, $5, $5, $6, $7) \
@@ -620,6 +651,7 @@ pub(super) async fn set_intent(
              status = excluded.status, updated_at = excluded.updated_at, \
              resolved_at = excluded.resolved_at, \
              last_call_id = COALESCE(excluded.last_call_id, intents.last_call_id) \
+             WHERE intents.updated_at <= excluded.updated_at \
              RETURNING {INTENT_COLUMNS}",
             open = IntentStatus::Open.as_str(),
         ),
@@ -632,6 +664,16 @@ pub(super) async fn set_intent(
             resolved_at.into(),
             call_id.into(),
         ],
+        intent_from_row,
+    )
+    .await?;
+    if let Some(intent) = updated {
+        return Ok(intent);
+    }
+    // A later call already set this intent: it stays as that call left it.
+    c.query_one(
+        &format!("SELECT {INTENT_COLUMNS} FROM intents WHERE customer_id = $1 AND intent = $2"),
+        &[customer_id.into(), name.into()],
         intent_from_row,
     )
     .await?
