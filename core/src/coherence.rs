@@ -52,6 +52,13 @@ pub enum Change {
         /// The key's id.
         key_id: String,
     },
+    /// A tenant's settings changed.
+    Settings {
+        /// The writing engine.
+        origin: String,
+        /// The tenant.
+        tenant: i64,
+    },
     /// A tenant's platform secret changed.
     Secret {
         /// The writing process.
@@ -70,6 +77,7 @@ impl Change {
             Self::Customers { origin, .. }
             | Self::Tenant { origin, .. }
             | Self::KeyRevoked { origin, .. }
+            | Self::Settings { origin, .. }
             | Self::Secret { origin, .. } => origin,
         }
     }

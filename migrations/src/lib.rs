@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_initial;
 mod m20261123_000002_connector_settings;
 mod m20261125_000003_customer_contexts;
+mod m20261205_000004_tenant_settings;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_connector_settings::Migration),
             Box::new(m20261125_000003_customer_contexts::Migration),
+            Box::new(m20261205_000004_tenant_settings::Migration),
         ]
     }
 }

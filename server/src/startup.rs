@@ -72,6 +72,7 @@ impl Application {
             .and_then(|a| a.as_socket_addr().map(std::net::SocketAddr::port))
             .unwrap_or_default();
         crate::coherence::spawn(&state);
+        spawn_retention_sweep(&state);
         Ok(Self {
             state,
             acceptor,
@@ -201,4 +202,28 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint + use<> {
         .at("/readyz", readyz)
         .data(state)
         .around(request_context)
+}
+
+/// How often tenants' retention periods are applied.
+const RETENTION_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Applies tenants' retention periods a minute after start and then every hour (see
+/// `Engine::sweep_retention`); the task ends with the application.
+fn spawn_retention_sweep(state: &Arc<AppState>) {
+    let state = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_secs(60);
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = RETENTION_SWEEP_EVERY;
+            let Some(s) = state.upgrade() else { return };
+            match s.engine.sweep_retention(sticky_core::now()).await {
+                Ok(0) => {}
+                Ok(calls) => {
+                    tracing::info!(calls, "retention: deleted calls past their tenant's period")
+                }
+                Err(e) => tracing::warn!(error = %e, "retention sweep failed; it runs again later"),
+            }
+        }
+    });
 }

@@ -12,6 +12,8 @@ backend_tests!(
     erasure_by_number_removes_what_was_kept_for_it_and_nothing_else,
     a_caller_without_consent_is_not_remembered_and_their_number_is_forgotten,
     a_late_end_of_an_earlier_call_never_overwrites_what_a_later_call_saved,
+    sensitive_variables_are_returned_only_at_high_confidence,
+    calls_past_the_retention_period_are_swept,
 );
 
 async fn numbers_are_read_in_the_configured_region(app: TestApp) {
@@ -335,5 +337,133 @@ async fn a_late_end_of_an_earlier_call_never_overwrites_what_a_later_call_saved(
             .await
             .unwrap(),
         Vec::<String>::new()
+    );
+}
+
+async fn sensitive_variables_are_returned_only_at_high_confidence(app: TestApp) {
+    let r = app
+        .send(
+            "PUT",
+            "/v1/settings",
+            Some(&app.key),
+            Some(json!({"sensitive_variables": ["card_last4"]}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["sensitive_variables"], json!(["card_last4"]));
+    app.end_call(json!({"call_id": "s-1", "customer_ref": "kim",
+        "identity_hints": {"ani": "+14155550980"}, "variables": {"name": "Kim", "card_last4": "4242"}}))
+        .await;
+    let high = app
+        .start_call(json!({"call_id": "s-2", "identity_hints": {"ani": "+14155550980"}}))
+        .await;
+    assert_eq!(high["band"], "high");
+    assert_eq!(high["context"]["variables"]["card_last4"], "4242", "{high}");
+    // A partially attested number: medium, and the card digits are not handed out.
+    let medium = app
+        .start_call(json!({"call_id": "s-3", "identity_hints": {"ani": "+14155550980", "attestation": "B"}}))
+        .await;
+    assert_eq!(medium["band"], "medium", "{medium}");
+    assert_eq!(medium["context"]["variables"]["name"], "Kim", "{medium}");
+    assert!(
+        medium["context"]["variables"].get("card_last4").is_none(),
+        "{medium}"
+    );
+    // Another tenant's settings are its own.
+    let other = app.new_tenant("other").await;
+    let theirs = app.send("GET", "/v1/settings", Some(&other), None).await;
+    assert_eq!(
+        theirs.body,
+        json!({"sensitive_variables": [], "retention_days": null}),
+        "{}",
+        theirs.body
+    );
+    let bad = app
+        .send(
+            "PUT",
+            "/v1/settings",
+            Some(&app.key),
+            Some(json!({"retention_days": 0}).to_string()),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert_eq!(bad.body["error"]["field"], "retention_days");
+    let bad = app
+        .send(
+            "PUT",
+            "/v1/settings",
+            Some(&app.key),
+            Some(json!({"sensitive": []}).to_string()),
+        )
+        .await;
+    assert!(bad.status.is_client_error(), "{}", bad.body);
+}
+
+async fn calls_past_the_retention_period_are_swept(app: TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    app.send(
+        "PUT",
+        "/v1/settings",
+        Some(&app.key),
+        Some(json!({"retention_days": 30}).to_string()),
+    )
+    .await;
+    let other = app.new_tenant("other").await;
+    for (id, summary) in [("r-old", "an old call"), ("r-new", "a recent call")] {
+        app.end_call(json!({"call_id": id, "customer_ref": "lee",
+            "identity_hints": {"ani": "+14155550990"}, "summary": summary}))
+            .await;
+    }
+    app.post_as(
+        &other,
+        "/v1/calls/end",
+        json!({"call_id": "r-theirs", "customer_ref": "them",
+        "identity_hints": {"ani": "+14155550990"}, "summary": "their old call"}),
+    )
+    .await;
+    // Two of the calls ended 40 days ago.
+    app.count_calls().await;
+    let db = app.state.engine.db();
+    let backend = db.get_database_backend();
+    let old = sticky_core::now() - chrono::Duration::days(40);
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        match backend {
+            sea_orm::DbBackend::Postgres => {
+                "UPDATE calls SET ended_at = $1 WHERE call_id IN ('r-old', 'r-theirs')"
+            }
+            _ => "UPDATE calls SET ended_at = ? WHERE call_id IN ('r-old', 'r-theirs')",
+        },
+        [old.into()],
+    ))
+    .await
+    .expect("backdate");
+    let swept = app
+        .state
+        .engine
+        .sweep_retention(sticky_core::now())
+        .await
+        .expect("sweep");
+    assert_eq!(swept, 1, "only the tenant with a retention period");
+    assert_eq!(
+        app.get("/v1/calls/r-old").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(app.get("/v1/calls/r-new").await.status, StatusCode::OK);
+    let theirs = app
+        .send("GET", "/v1/calls/r-theirs", Some(&other), None)
+        .await;
+    assert_eq!(
+        theirs.status,
+        StatusCode::OK,
+        "another tenant keeps its calls"
+    );
+    let next = app
+        .start_call(json!({"call_id": "r-next", "identity_hints": {"ani": "+14155550990"}}))
+        .await;
+    let text = next.to_string();
+    assert!(
+        text.contains("a recent call") && !text.contains("an old call"),
+        "{next}"
     );
 }

@@ -196,7 +196,7 @@ impl Caches {
                 }
             }
             Change::Tenant { .. } => self.written_widely(),
-            Change::KeyRevoked { .. } | Change::Secret { .. } => {}
+            Change::KeyRevoked { .. } | Change::Secret { .. } | Change::Settings { .. } => {}
         }
     }
 

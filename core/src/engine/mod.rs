@@ -17,6 +17,7 @@ mod end;
 mod import;
 mod lite;
 mod open_calls;
+pub mod settings;
 mod sql;
 mod start;
 mod store;
@@ -56,6 +57,8 @@ pub struct Engine {
     /// Dialled numbers as stored, by the text received: a contact center has few lines, and
     /// parsing a number costs more than a start's own look-ups.
     dialled: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+    /// Tenants' settings, by tenant id (see [`settings`]).
+    settings_cache: moka::future::Cache<i64, Arc<settings::TenantSettings>>,
 }
 
 /// Distinct dialled numbers remembered; past it the memory starts over.
@@ -294,6 +297,10 @@ impl Engine {
             caches: Arc::new(cache::Caches::new()),
             lite: None,
             dialled: std::sync::Mutex::default(),
+            settings_cache: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(300))
+                .build(),
         }
     }
 
@@ -399,6 +406,10 @@ impl Engine {
 
     /// Applies another process's change to this process's caches (see `crate::coherence`).
     pub async fn apply_remote_change(&self, change: &crate::coherence::Change) {
+        if let crate::coherence::Change::Settings { tenant, .. } = change {
+            self.forget_settings(*tenant).await;
+            return;
+        }
         self.caches.apply(change).await;
     }
 
@@ -406,6 +417,7 @@ impl Engine {
     /// either way they are emptied.
     pub fn set_coherent(&self, coherent: bool) {
         self.caches.set_coherent(coherent);
+        self.settings_cache.invalidate_all();
     }
 
     /// Whether the database answers.

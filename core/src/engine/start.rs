@@ -167,7 +167,7 @@ impl Engine {
         // A match read from a cache entry that another process's erasure made stale names a
         // customer that no longer exists: the call row refuses it (foreign key). The caches
         // forget everything and the start runs once more, from the database.
-        match self.start_call_once(tenant, &cmd).await {
+        let answer = match self.start_call_once(tenant, &cmd).await {
             Err(EngineError::Database(e))
                 if self.lite.is_none() && is_foreign_key_violation(&e) =>
             {
@@ -175,7 +175,9 @@ impl Engine {
                 self.start_call_once(tenant, &cmd).await
             }
             other => other,
-        }
+        }?;
+        // Below high confidence the tenant's sensitive variables are left out.
+        self.without_sensitive(tenant, answer).await
     }
 
     async fn start_call_once(

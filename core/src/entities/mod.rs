@@ -10,4 +10,5 @@ pub mod customer_context;
 pub mod identity;
 pub mod intent;
 pub mod tenant;
+pub mod tenant_setting;
 pub mod variable;

@@ -4,6 +4,7 @@ pub mod calls;
 pub mod connectors;
 pub mod customers;
 pub mod keys;
+pub mod settings;
 pub mod shared;
 
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub enum ApiTags {
     ApiKeys,
     /// Settings of platform connectors (the webhooks themselves take native payloads).
     Connectors,
+    /// The tenant's settings of memory: sensitive variables, retention.
+    Settings,
 }
 
 /// The API description shown at `/docs` and served at `/openapi.json`.
@@ -37,6 +40,7 @@ pub fn service(
         customers::CustomersApi,
         keys::KeysApi,
         connectors::ConnectorsApi,
+        settings::SettingsApi,
     ),
     (),
 > {
@@ -51,7 +55,10 @@ pub fn service(
             keys::KeysApi {
                 state: state.clone(),
             },
-            connectors::ConnectorsApi { state },
+            connectors::ConnectorsApi {
+                state: state.clone(),
+            },
+            settings::SettingsApi { state },
         ),
         "Sticky Calls",
         env!("CARGO_PKG_VERSION"),

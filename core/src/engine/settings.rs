@@ -1,0 +1,240 @@
+//! A tenant's settings of memory: which variables are returned only to a caller recognised
+//! with high confidence (`sensitive_variables`), and how long calls are kept
+//! (`retention_days`; by default, for ever). Read on the paths that need them (a start at
+//! medium confidence, the retention sweep), cached per process and forgotten across processes
+//! when they change (see `crate::coherence`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+
+use super::end::Touched;
+use super::{ContextJson, Engine, StartAnswer, TenantId};
+use crate::entities::{call, customer_context, tenant_setting};
+use crate::error::{EngineError, FieldError};
+use crate::scoring::Band;
+
+/// At most this many sensitive variable names.
+pub const MAX_SENSITIVE_VARIABLES: usize = 100;
+/// The longest retention: ten years.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
+/// A tenant's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantSettings {
+    /// Variables returned only when the caller is recognised with high confidence.
+    pub sensitive_variables: BTreeSet<String>,
+    /// Calls (with their summaries) older than this are deleted; `None`: kept.
+    pub retention_days: Option<u32>,
+}
+
+impl TenantSettings {
+    /// Validates settings as given.
+    ///
+    /// # Errors
+    /// A [`FieldError`] naming the bad field.
+    pub fn parse(
+        sensitive_variables: Vec<String>,
+        retention_days: Option<u32>,
+    ) -> Result<Self, FieldError> {
+        if sensitive_variables.len() > MAX_SENSITIVE_VARIABLES {
+            return Err(FieldError::new(
+                "sensitive_variables",
+                format!("at most {MAX_SENSITIVE_VARIABLES} names"),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for name in sensitive_variables {
+            crate::domain::VariableName::parse(&name)
+                .map_err(|e| FieldError::new(format!("sensitive_variables.{name}"), e.0))?;
+            names.insert(name);
+        }
+        if let Some(days) = retention_days
+            && !(1..=MAX_RETENTION_DAYS).contains(&days)
+        {
+            return Err(FieldError::new(
+                "retention_days",
+                format!("must be 1 to {MAX_RETENTION_DAYS} days, or null to keep calls"),
+            ));
+        }
+        Ok(Self {
+            sensitive_variables: names,
+            retention_days,
+        })
+    }
+}
+
+impl Engine {
+    /// The tenant's settings (the defaults when it set none).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn settings(&self, tenant: TenantId) -> Result<Arc<TenantSettings>, EngineError> {
+        if let Some(hit) = self.settings_cache.get(&tenant.0).await {
+            return Ok(hit);
+        }
+        let row = tenant_setting::Entity::find_by_id(tenant.0)
+            .one(&self.db)
+            .await?;
+        let settings = Arc::new(match row {
+            None => TenantSettings::default(),
+            Some(r) => TenantSettings {
+                sensitive_variables: serde_json::from_str(&r.sensitive_variables)?,
+                retention_days: r.retention_days.and_then(|d| u32::try_from(d).ok()),
+            },
+        });
+        self.settings_cache.insert(tenant.0, settings.clone()).await;
+        Ok(settings)
+    }
+
+    /// Replaces the tenant's settings.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn set_settings(
+        &self,
+        tenant: TenantId,
+        settings: &TenantSettings,
+    ) -> Result<(), EngineError> {
+        tenant_setting::Entity::insert(tenant_setting::ActiveModel {
+            tenant_id: Set(tenant.0),
+            sensitive_variables: Set(serde_json::to_string(&settings.sensitive_variables)?),
+            retention_days: Set(settings.retention_days.and_then(|d| i32::try_from(d).ok())),
+            updated_at: Set(crate::now()),
+        })
+        .on_conflict(
+            OnConflict::column(tenant_setting::Column::TenantId)
+                .update_columns([
+                    tenant_setting::Column::SensitiveVariables,
+                    tenant_setting::Column::RetentionDays,
+                    tenant_setting::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await?;
+        self.settings_cache.invalidate(&tenant.0).await;
+        crate::coherence::notify(
+            &self.db,
+            &crate::coherence::Change::Settings {
+                origin: self.caches.origin().to_owned(),
+                tenant: tenant.0,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a tenant's cached settings (changed by another process).
+    pub(super) async fn forget_settings(&self, tenant: i64) {
+        self.settings_cache.invalidate(&tenant).await;
+    }
+
+    /// A start's answer with the tenant's sensitive variables left out unless the caller was
+    /// recognised with high confidence (at medium, the agent must verify the caller first).
+    pub(super) async fn without_sensitive(
+        &self,
+        tenant: TenantId,
+        mut answer: StartAnswer,
+    ) -> Result<StartAnswer, EngineError> {
+        if answer.band == Band::High {
+            return Ok(answer);
+        }
+        let Some(context) = &answer.context else {
+            return Ok(answer);
+        };
+        let settings = self.settings(tenant).await?;
+        if settings.sensitive_variables.is_empty() {
+            return Ok(answer);
+        }
+        let mut decoded = context.decode()?;
+        let before = decoded.variables.len();
+        decoded
+            .variables
+            .retain(|name, _| !settings.sensitive_variables.contains(name));
+        if decoded.variables.len() != before {
+            answer.context = Some(ContextJson::new(&decoded)?);
+        }
+        Ok(answer)
+    }
+
+    /// Deletes, for every tenant with a retention period, the calls (with their summaries and
+    /// variables as recorded on the call) that ended, or started, before it; their customers'
+    /// contexts are rebuilt on the next read. Returns the calls deleted.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn sweep_retention(&self, now: DateTime<Utc>) -> Result<u64, EngineError> {
+        let tenants = tenant_setting::Entity::find()
+            .filter(tenant_setting::Column::RetentionDays.is_not_null())
+            .all(&self.db)
+            .await?;
+        let mut deleted = 0;
+        for t in tenants {
+            let Some(days) = t.retention_days else {
+                continue;
+            };
+            let tenant = TenantId(t.tenant_id);
+            let cutoff = now - chrono::Duration::days(i64::from(days));
+            if let Some(lite) = &self.lite {
+                lite.move_all().await?;
+            }
+            let (_writer, tx) = self.begin_write(tenant).await?;
+            let old = sea_orm::Condition::all()
+                .add(call::Column::TenantId.eq(tenant.0))
+                .add(
+                    sea_orm::Condition::any()
+                        .add(call::Column::EndedAt.lt(cutoff))
+                        .add(
+                            sea_orm::Condition::all()
+                                .add(call::Column::EndedAt.is_null())
+                                .add(call::Column::StartedAt.lt(cutoff)),
+                        ),
+                );
+            let customers: BTreeSet<i64> = call::Entity::find()
+                .filter(old.clone())
+                .all(&tx)
+                .await?
+                .into_iter()
+                .filter_map(|c| c.customer_id)
+                .collect();
+            deleted += call::Entity::delete_many()
+                .filter(old)
+                .exec(&tx)
+                .await?
+                .rows_affected;
+            // Their documents listed those calls among the latest: rebuilt on the next read.
+            for id in customers {
+                customer_context::Entity::delete_by_id(id).exec(&tx).await?;
+            }
+            self.commit(tx, Touched::widely(tenant)).await?;
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_validated_naming_the_field() {
+        assert!(TenantSettings::parse(vec!["card_last4".into()], Some(30)).is_ok());
+        assert_eq!(
+            TenantSettings::parse(vec!["bad name".into()], None)
+                .unwrap_err()
+                .field,
+            "sensitive_variables.bad name"
+        );
+        assert_eq!(
+            TenantSettings::parse(Vec::new(), Some(0))
+                .unwrap_err()
+                .field,
+            "retention_days"
+        );
+        assert!(TenantSettings::parse(Vec::new(), Some(MAX_RETENTION_DAYS + 1)).is_err());
+    }
+}
