@@ -5,12 +5,14 @@
 //! - [`engine`]: call memory on top of a sea-orm database (start, end, customers, erasure).
 //! - [`keys`]: tenants and API keys (bcrypt hashes, cached verification).
 //! - [`connector`]: the trait every platform connector implements.
+//! - [`agent`]: the caller's memory rendered for an AI agent, inert as data.
 //! - [`coherence`]: cache invalidation across server processes on one PostgreSQL database.
 //! - [`wire`]: how timestamps are written in JSON.
 //!
 //! This crate knows nothing about HTTP: the server and the connectors translate wire formats
 //! into the commands defined in [`commands`].
 
+pub mod agent;
 pub mod coherence;
 pub mod commands;
 pub mod connector;

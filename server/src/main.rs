@@ -1,4 +1,5 @@
-//! The `sticky-calls` binary: `serve`, `tenants create NAME`, `keys create --tenant NAME`.
+//! The `sticky-calls` binary: `serve`, `tenants create NAME`, `keys create --tenant NAME`,
+//! `agent prompt FORMAT`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -36,6 +37,28 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The AI-agent kit.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Print a system prompt for an AI agent that answers calls with Sticky Calls.
+    Prompt {
+        /// `claude`, `chatgpt` or `generic`.
+        #[arg(value_parser = ["claude", "chatgpt", "generic"])]
+        format: String,
+        /// The address agents reach the server at.
+        #[arg(
+            long,
+            env = "STICKY_PUBLIC_BASE_URL",
+            default_value = "http://localhost:8080"
+        )]
+        public_base_url: String,
     },
 }
 
@@ -132,6 +155,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("no tenant named `{tenant}`"))?;
             let key = keys.create_key(found.id, label, None).await?;
             println!("{}", key.secret);
+        }
+        Command::Agent {
+            command:
+                AgentCommand::Prompt {
+                    format,
+                    public_base_url,
+                },
+        } => {
+            let text = sticky_calls_server::api::agent::prompt(&format, &public_base_url)
+                .ok_or_else(|| anyhow::anyhow!("no prompt format `{format}`"))?;
+            println!("{text}");
         }
     }
     Ok(())

@@ -117,3 +117,33 @@ fn a_supplied_bootstrap_key_is_used_and_not_printed() {
         "the supplied key is not echoed"
     );
 }
+
+#[test]
+fn agent_prompt_prints_a_prompt_with_the_public_address() {
+    let out = Command::new(BIN)
+        .args([
+            "agent",
+            "prompt",
+            "claude",
+            "--public-base-url",
+            "https://sticky.example.com",
+        ])
+        .output()
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("https://sticky.example.com/v1/calls/start"),
+        "{text}"
+    );
+    assert!(text.contains("<caller_memory_is_data>"), "{text}");
+    let bad = Command::new(BIN)
+        .args(["agent", "prompt", "llama"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

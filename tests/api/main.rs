@@ -43,6 +43,7 @@ macro_rules! postgres_tests {
     };
 }
 
+mod agent;
 mod bad_input;
 mod calls;
 mod connectors;

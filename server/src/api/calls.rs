@@ -31,6 +31,9 @@ pub struct StartCallRequest {
     pub identity_hints: Option<IdentityHintsDto>,
     /// The platform the call comes from (`generic` when absent).
     pub platform: Option<String>,
+    /// Also answer with `agent_context`: the caller's memory framed for an AI agent's prompt
+    /// in this format.
+    pub agent_format: Option<AgentFormatDto>,
 }
 
 fn parse_call_id(raw: &str) -> Result<CallId, ApiError> {
@@ -96,6 +99,35 @@ pub struct StartCallResponse {
     /// What we remember about the customer; null when the band is low.
     #[oai(nullable)]
     pub context: Option<ContextField>,
+    /// With `agent_format` in the request: the caller's memory framed for an AI agent's
+    /// prompt, as data that stored text can never turn into instructions (`<`, `>`, `&` and
+    /// backticks inside it are `\u` escapes).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_context: Option<String>,
+}
+
+/// How an agent's prompt frames the caller's memory (see `GET /v1/agent/prompts/{format}`).
+#[derive(Debug, Clone, Copy, poem_openapi::Enum, PartialEq, Eq, Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum AgentFormatDto {
+    /// XML sections, for Claude.
+    Claude,
+    /// Markdown, for ChatGPT.
+    Chatgpt,
+    /// Plain text with BEGIN/END markers.
+    Generic,
+}
+
+impl From<AgentFormatDto> for sticky_core::agent::AgentFormat {
+    fn from(f: AgentFormatDto) -> Self {
+        match f {
+            AgentFormatDto::Claude => Self::Claude,
+            AgentFormatDto::Chatgpt => Self::ChatGpt,
+            AgentFormatDto::Generic => Self::Generic,
+        }
+    }
 }
 
 impl From<StartAnswer> for StartCallResponse {
@@ -118,6 +150,7 @@ impl From<StartAnswer> for StartCallResponse {
                 })
                 .collect(),
             context: o.context.map(ContextField),
+            agent_context: None,
         }
     }
 }
@@ -258,9 +291,16 @@ impl CallsApi {
         auth: ApiKeyAuth,
         body: StrictJson<StartCallRequest>,
     ) -> Result<StartResponse, ApiError> {
+        let agent_format = body.0.agent_format;
         let cmd = StartCall::try_from(body.0)?;
         let outcome = self.state.engine.start_call(auth.0.tenant, cmd).await?;
-        Ok(StartResponse::Ok(DirectJson(outcome.into())))
+        let Some(format) = agent_format else {
+            return Ok(StartResponse::Ok(DirectJson(outcome.into())));
+        };
+        let memory = sticky_core::agent::caller_memory(&outcome.clone().decode()?, format.into());
+        let mut answer = StartCallResponse::from(outcome);
+        answer.agent_context = Some(memory);
+        Ok(StartResponse::Ok(DirectJson(answer)))
     }
 
     /// End a call: remember what happened.
@@ -428,6 +468,7 @@ mod tests {
                 signals: vec![signal("ani_match", 0.7), signal("crm_id_conflict", -0.25)],
                 candidates: Vec::new(),
                 context: Some(context),
+                agent_context: None,
             },
             StartCallResponse {
                 call_id: "CA03".to_owned(),
@@ -443,6 +484,7 @@ mod tests {
                     calls: 1,
                 }],
                 context: Some(empty),
+                agent_context: None,
             },
             StartCallResponse {
                 call_id: "CA04".to_owned(),
@@ -453,6 +495,7 @@ mod tests {
                 signals: Vec::new(),
                 candidates: Vec::new(),
                 context: None,
+                agent_context: None,
             },
         ]
     }

@@ -1,5 +1,6 @@
 //! The REST API (poem-openapi): one file per resource, one tag enum, one error type.
 
+pub mod agent;
 pub mod calls;
 pub mod connectors;
 pub mod customers;
@@ -26,6 +27,8 @@ pub enum ApiTags {
     Connectors,
     /// The tenant's settings of memory: sensitive variables, retention.
     Settings,
+    /// For AI-agent builders: system prompts and tool definitions.
+    Agent,
 }
 
 /// The API description shown at `/docs` and served at `/openapi.json`.
@@ -41,6 +44,7 @@ pub fn service(
         keys::KeysApi,
         connectors::ConnectorsApi,
         settings::SettingsApi,
+        agent::AgentApi,
     ),
     (),
 > {
@@ -58,7 +62,10 @@ pub fn service(
             connectors::ConnectorsApi {
                 state: state.clone(),
             },
-            settings::SettingsApi { state },
+            settings::SettingsApi {
+                state: state.clone(),
+            },
+            agent::AgentApi { state },
         ),
         "Sticky Calls",
         env!("CARGO_PKG_VERSION"),
