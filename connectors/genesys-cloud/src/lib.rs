@@ -286,14 +286,12 @@ impl Connector for GenesysCloud {
                 Ok(ConnectorCommand::Start(data_action_start(&p)?))
             }
             (Payload::DataAction(p), Route::End) => Ok(ConnectorCommand::End(data_action_end(&p)?)),
-            (Payload::DataAction(p), Route::Auto) => match p.text("event")? {
-                None | Some("start") => Ok(ConnectorCommand::Start(data_action_start(&p)?)),
-                Some("end") => Ok(ConnectorCommand::End(data_action_end(&p)?)),
-                Some(_) => Err(Rejection::invalid(
-                    "event",
-                    "`event` must be `start` or `end`",
-                )),
-            },
+            (Payload::DataAction(p), Route::Auto) if p.is_end_event()? => {
+                Ok(ConnectorCommand::End(data_action_end(&p)?))
+            }
+            (Payload::DataAction(p), Route::Auto) => {
+                Ok(ConnectorCommand::Start(data_action_start(&p)?))
+            }
         }
     }
 

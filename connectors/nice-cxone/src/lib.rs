@@ -134,14 +134,8 @@ impl Connector for NiceCxone {
         match route {
             Route::Start => Ok(ConnectorCommand::Start(start(&p)?)),
             Route::End => Ok(ConnectorCommand::End(end(&p)?)),
-            Route::Auto => match p.text("event")? {
-                None | Some("start") => Ok(ConnectorCommand::Start(start(&p)?)),
-                Some("end") => Ok(ConnectorCommand::End(end(&p)?)),
-                Some(_) => Err(Rejection::invalid(
-                    "event",
-                    "`event` must be `start` or `end`",
-                )),
-            },
+            Route::Auto if p.is_end_event()? => Ok(ConnectorCommand::End(end(&p)?)),
+            Route::Auto => Ok(ConnectorCommand::Start(start(&p)?)),
         }
     }
 

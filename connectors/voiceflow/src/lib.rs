@@ -225,14 +225,7 @@ impl Connector for Voiceflow {
         match route {
             Route::Start => step(&params, false),
             Route::End => step(&params, true),
-            Route::Auto => match params.text("event")? {
-                None | Some("start") => step(&params, false),
-                Some("end") => step(&params, true),
-                Some(_) => Err(Rejection::invalid(
-                    "event",
-                    "`event` must be `start` or `end`",
-                )),
-            },
+            Route::Auto => step(&params, params.is_end_event()?),
         }
     }
 

@@ -145,6 +145,22 @@ impl FlatParams {
         Ok(None)
     }
 
+    /// Whether a request to a connector's bare URL is an end: its `event` key says `start`
+    /// (the default) or `end`.
+    ///
+    /// # Errors
+    /// `invalid_value` for another event.
+    pub fn is_end_event(&self) -> Result<bool, Rejection> {
+        match self.text("event")? {
+            None | Some("start") => Ok(false),
+            Some("end") => Ok(true),
+            Some(_) => Err(Rejection::invalid(
+                "event",
+                "`event` must be `start` or `end`",
+            )),
+        }
+    }
+
     /// The call id under `key`.
     ///
     /// # Errors
