@@ -12,7 +12,7 @@ backend_tests!(
     a_repeated_end_merges_without_duplicating_history,
     an_end_without_customer_ref_creates_a_provisional_customer_recognised_next_time,
     a_number_heard_from_long_ago_keeps_its_provisional_customer,
-    a_shared_number_keeps_one_provisional_customer_for_its_unnamed_callers,
+    unnamed_calls_from_a_shared_number_create_no_customer_to_hide_the_named_ones,
     naming_a_provisional_customer_merges_it_and_leaves_no_trace_on_the_old_ref,
     naming_a_customer_keeps_apart_a_provisional_one_matched_only_at_low_confidence,
     ends_from_two_sources_merge_in_either_order,
@@ -223,7 +223,9 @@ async fn a_number_heard_from_long_ago_keeps_its_provisional_customer(app: TestAp
     assert_eq!(export["call_count"], 3);
 }
 
-async fn a_shared_number_keeps_one_provisional_customer_for_its_unnamed_callers(app: TestApp) {
+async fn unnamed_calls_from_a_shared_number_create_no_customer_to_hide_the_named_ones(
+    app: TestApp,
+) {
     // A household line: two named customers on it, the first with more history.
     for (id, who) in [
         ("n1", "crm_1"),
@@ -237,19 +239,29 @@ async fn a_shared_number_keeps_one_provisional_customer_for_its_unnamed_callers(
     }
 
     // Act: three calls nobody names.
-    let mut refs = Vec::new();
     for id in ["u1", "u2", "u3"] {
         app.start_call(start(id, "+14155551234")).await;
         let ended = app.end_call(json!({"call_id": id})).await;
-        refs.push(ended["customer_ref"].as_str().unwrap().to_owned());
+        // The number belongs to people already: no provisional customer is made for it.
+        assert!(ended["customer_ref"].is_null(), "{ended}");
     }
 
-    // Assert: one provisional customer holds them; the named customers are left alone.
-    assert!(refs[0].starts_with("cust_"), "{refs:?}");
-    assert!(refs.iter().all(|r| *r == refs[0]), "{refs:?}");
-    assert_eq!(app.count_rows("customers").await, 3);
+    // Assert: no customer was added, the named ones are left alone and still the answer.
+    assert_eq!(app.count_rows("customers").await, 2);
     let named = app.get("/v1/customers/crm_1").await.body;
     assert_eq!(named["call_count"], 3);
+    let next = app.start_call(start("u4", "+14155551234")).await;
+    assert!(
+        ["crm_1", "crm_2"].contains(&next["customer_ref"].as_str().unwrap_or_default()),
+        "{next}"
+    );
+    // A number nobody has still gets a provisional customer, so its next call is known.
+    app.start_call(start("v1", "+14155559876")).await;
+    let fresh = app.end_call(json!({"call_id": "v1"})).await;
+    assert!(
+        fresh["customer_ref"].as_str().unwrap().starts_with("cust_"),
+        "{fresh}"
+    );
 }
 
 async fn naming_a_provisional_customer_merges_it_and_leaves_no_trace_on_the_old_ref(app: TestApp) {

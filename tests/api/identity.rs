@@ -14,6 +14,8 @@ backend_tests!(
     a_late_end_of_an_earlier_call_never_overwrites_what_a_later_call_saved,
     sensitive_variables_are_returned_only_at_high_confidence,
     calls_past_the_retention_period_are_swept,
+    a_call_moved_to_another_customer_takes_its_number_along,
+    a_provisional_customer_is_merged_only_when_the_call_was_theirs,
 );
 
 async fn numbers_are_read_in_the_configured_region(app: TestApp) {
@@ -465,5 +467,91 @@ async fn calls_past_the_retention_period_are_swept(app: TestApp) {
     assert!(
         text.contains("a recent call") && !text.contains("an old call"),
         "{next}"
+    );
+}
+
+async fn a_call_moved_to_another_customer_takes_its_number_along(app: TestApp) {
+    // Ada is named on a call from a number she called from only this once...
+    app.start_call(json!({"call_id": "m-1", "identity_hints": {"ani": "+14155550111"}}))
+        .await;
+    app.end_call(json!({"call_id": "m-1", "customer_ref": "ada"}))
+        .await;
+    // ...then the agent corrects it: it was Bob.
+    let moved = app
+        .post(
+            "/v1/calls/end",
+            json!({"call_id": "m-1", "customer_ref": "bob"}),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    let ada = app.get("/v1/customers/ada").await.body;
+    assert_eq!(ada["call_count"], 0, "{ada}");
+    assert_eq!(
+        ada["identities"],
+        json!([]),
+        "the number went with the call: {ada}"
+    );
+    let next = app
+        .start_call(json!({"call_id": "m-2", "identity_hints": {"ani": "+14155550111"}}))
+        .await;
+    assert_eq!(next["customer_ref"], "bob", "{next}");
+    assert_eq!(next["band"], "high", "not shared with Ada any more: {next}");
+}
+
+async fn a_provisional_customer_is_merged_only_when_the_call_was_theirs(app: TestApp) {
+    // Unnamed calls from two new numbers make two provisional customers (the first number's
+    // with two calls).
+    for (id, ani) in [
+        ("p-1", "+14155550121"),
+        ("p-1b", "+14155550121"),
+        ("p-2", "+14155550122"),
+    ] {
+        app.start_call(json!({"call_id": id, "identity_hints": {"ani": ani}}))
+            .await;
+        app.end_call(json!({"call_id": id})).await;
+    }
+    // A named customer on the first number makes it a shared line.
+    app.end_call(
+        json!({"call_id": "p-3", "customer_ref": "cy", "identity_hints": {"ani": "+14155550121"}}),
+    )
+    .await;
+    // A call from the shared line matched the provisional customer only at medium: naming
+    // Dee at its end does not fold the provisional customer's history into hers.
+    let shared = app
+        .start_call(json!({"call_id": "p-4", "identity_hints": {"ani": "+14155550121"}}))
+        .await;
+    assert_eq!(shared["band"], "medium", "{shared}");
+    let provisional = shared["customer_ref"].as_str().unwrap().to_owned();
+    assert!(
+        provisional.starts_with("cust_"),
+        "the provisional customer ranks first: {shared}"
+    );
+    let named = app
+        .post(
+            "/v1/calls/end",
+            json!({"call_id": "p-4", "customer_ref": "dee"}),
+        )
+        .await;
+    assert!(named.body.get("merged_from").is_none(), "{}", named.body);
+    let kept = app.get(&format!("/v1/customers/{provisional}")).await;
+    assert_eq!(kept.status, StatusCode::OK, "still there: {}", kept.body);
+    assert_eq!(kept.body["call_count"], 2, "{}", kept.body);
+    // A call its start matched with high confidence is theirs: the provisional customer
+    // becomes the named one.
+    let high = app
+        .start_call(json!({"call_id": "p-5", "identity_hints": {"ani": "+14155550122"}}))
+        .await;
+    assert_eq!(high["band"], "high", "{high}");
+    let merged = app
+        .post(
+            "/v1/calls/end",
+            json!({"call_id": "p-5", "customer_ref": "eve"}),
+        )
+        .await;
+    assert_eq!(merged.body["customer_ref"], "eve", "{}", merged.body);
+    let eve = app.get("/v1/customers/eve").await.body;
+    assert_eq!(
+        eve["call_count"], 2,
+        "the provisional history came along: {eve}"
     );
 }

@@ -224,13 +224,13 @@ pub(super) async fn end_call_in(
     let target = if let Some(named_ref) = &cmd.customer_ref {
         let named = find_customer_by_ref(tx, tenant, named_ref.as_str()).await?;
         // The provisional customer this call belongs to: the one it is linked to, or the one
-        // its start matched at medium or high confidence. A low match is only a guess (a
-        // conflicting CRM id, a number not heard from in years): naming a customer at the end
-        // must not fold a stranger's history into theirs.
+        // its start matched with high confidence. A lower match is only a guess (a shared
+        // line, a conflicting CRM id, a number not heard from in years): naming a customer at
+        // the end must not fold another caller's history into theirs.
         let provisional = match existing.as_ref().and_then(|c| {
             c.customer_id.or(c
                 .matched_customer_id
-                .filter(|_| c.band.as_deref() != Some(Band::Low.as_str())))
+                .filter(|_| c.band.as_deref() == Some(Band::High.as_str())))
         }) {
             Some(id) => find_customer(tx, tenant, id)
                 .await?
@@ -308,8 +308,17 @@ pub(super) async fn end_call_in(
                 }
                 _ => None,
             };
+            // A new provisional customer only for identities nobody has: where the number or
+            // an id already belongs to someone (a shared line, a customer back after months),
+            // a new one would hide them behind it on every unnamed call. The call then stays
+            // unlinked until an end names its customer.
+            let anyone = match &evidence.ani {
+                scoring::AniEvidence::Number(links) => !links.is_empty(),
+                _ => false,
+            } || evidence.external.iter().any(|e| !e.links.is_empty());
             match sure {
                 Some(c) => Some(c),
+                None if anyone => None,
                 None => {
                     Some(create_customer(tx, tenant, &CustomerRef::generate(), true, now).await?)
                 }
@@ -341,10 +350,25 @@ pub(super) async fn end_call_in(
                 .await?
                 .ok_or_else(|| EngineError::Corrupt("the call's customer vanished".into()))?;
             if let Some(previous) = linked_before {
-                // The call moved to another customer: it no longer counts for the old one.
+                // The call moved to another customer: it no longer counts for the old one, nor
+                // do its identities (a number the old customer had only through this call is
+                // theirs no more).
                 tx.execute(
                     "UPDATE customers SET call_count = call_count - 1 \
                      WHERE id = $1 AND call_count > 0",
+                    &[previous.into()],
+                )
+                .await?;
+                for (kind, value) in &counted {
+                    tx.execute(
+                        "UPDATE identities SET call_count = call_count - 1 \
+                         WHERE customer_id = $1 AND kind = $2 AND value = $3 AND call_count > 0",
+                        &[previous.into(), (*kind).into(), value.as_str().into()],
+                    )
+                    .await?;
+                }
+                tx.execute(
+                    "DELETE FROM identities WHERE customer_id = $1 AND call_count = 0",
                     &[previous.into()],
                 )
                 .await?;
@@ -538,11 +562,10 @@ async fn link_identity(
     Ok(())
 }
 
-/// Saves the variables given a value and removes those given `null`: one statement each
+/// Saves the variables given a value and removes those given `null`, as of `now` (the time of
+/// the call they came from): a variable a later call set is left as it is. One statement each
 /// (at most [`crate::commands::MAX_VARIABLES`] rows), not one per variable, since every
-/// statement of an end runs on the one writer thread.
-/// Saves and removes variables as of `now` (the time of the call they came from); a variable
-/// a later call set is left as it is. `false` when any change was left out so.
+/// statement of an end runs on the one writer thread. `false` when any change was left out.
 async fn set_variables(
     c: Conn<'_>,
     tenant: TenantId,
