@@ -1,6 +1,9 @@
 //! Connecting to the database and applying migrations. SQLite (the embedded default) runs in WAL
 //! mode with `synchronous=NORMAL`: a committed transaction survives a crash of the server
 //! process (only a power loss can lose the last commits), and readers never block the writer.
+//! With [`set_full_sync`] (`STICKY_SYNC=full`) it runs with `synchronous=FULL` and the open
+//! calls' journal syncs each record: an acknowledged write then survives a power loss too, at
+//! the cost of an fsync per commit and per start.
 
 use std::time::Duration;
 
@@ -61,7 +64,11 @@ pub async fn connect_with_pool(
             .min_connections(1)
             .map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
+                    .synchronous(if full_sync() {
+                        SqliteSynchronous::Full
+                    } else {
+                        SqliteSynchronous::Normal
+                    })
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
             });
@@ -71,6 +78,20 @@ pub async fn connect_with_pool(
     let db = Database::connect(options).await?;
     Migrator::up(&db, None).await?;
     Ok(db)
+}
+
+static FULL_SYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every SQLite connection opened from now on sync each commit to the disk
+/// (`synchronous=FULL`), and the open calls' journal sync each record. For the whole process:
+/// call it before connecting.
+pub fn set_full_sync(full: bool) {
+    FULL_SYNC.store(full, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether acknowledged writes are synced to the disk before they are answered.
+pub fn full_sync() -> bool {
+    FULL_SYNC.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether the connection is SQLite (single writer: transactions must start IMMEDIATE).

@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// Key that encrypts platform secrets at rest: 64 hex characters.
     #[arg(long, env = "STICKY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// `normal`: an acknowledged start or end survives a crash of the server process;
+    /// `full`: also a power loss (every commit and every start is synced to the disk first:
+    /// slower). SQLite only; PostgreSQL follows its own `synchronous_commit`.
+    #[arg(long, env = "STICKY_SYNC", default_value = "normal", value_parser = ["normal", "full"])]
+    pub sync: String,
     /// Where the server key is kept when `STICKY_SECRET_KEY` is not set (created on first
     /// start, readable only by its owner). Keep it out of database backups.
     #[arg(
@@ -81,6 +86,8 @@ pub struct Settings {
     pub secret_key: Option<String>,
     /// ...the file that holds it (created when missing).
     pub secret_key_file: PathBuf,
+    /// Sync every acknowledged write to the disk (`STICKY_SYNC=full`).
+    pub full_sync: bool,
 }
 
 impl From<ServeArgs> for Settings {
@@ -96,6 +103,7 @@ impl From<ServeArgs> for Settings {
             public_base_url: a.public_base_url,
             secret_key: a.secret_key,
             secret_key_file: a.secret_key_file,
+            full_sync: a.sync == "full",
         }
     }
 }

@@ -36,6 +36,10 @@ impl Application {
     /// When the database cannot be opened or migrated, the bootstrap key is unacceptable, or
     /// the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Before the first connection: it is a setting of each SQLite connection.
+        if settings.full_sync {
+            db::set_full_sync(true);
+        }
         let db = db::connect_with_pool(&settings.database_url, settings.db_max_connections).await?;
         let keys = KeyStore::new(db.clone(), settings.bcrypt_cost, settings.key_cache_ttl);
         let bootstrap_key = keys

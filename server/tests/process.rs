@@ -28,14 +28,16 @@ struct Acknowledged {
 /// Four clients start calls and end every other one, as fast as the server answers, until
 /// the server has acknowledged at least 60 ends; then it is killed mid-stream, with requests
 /// in flight and open calls in its journal.
-fn killed_under_load(database_url: &str, dir: &std::path::Path) -> Acknowledged {
+fn killed_under_load(
+    database_url: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Acknowledged {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    let server = Arc::new(Server::start(
-        database_url,
-        dir,
-        &[("STICKY_BOOTSTRAP_API_KEY", KEY)],
-    ));
+    let mut env = env.to_vec();
+    env.push(("STICKY_BOOTSTRAP_API_KEY", KEY));
+    let server = Arc::new(Server::start(database_url, dir, &env));
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
@@ -134,7 +136,15 @@ fn all_came_back(database_url: &str, dir: &std::path::Path, acked: &Acknowledged
 fn a_killed_sqlite_server_keeps_every_acknowledged_start_and_end() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("kill.db").display());
-    let acked = killed_under_load(&url, dir.path());
+    let acked = killed_under_load(&url, dir.path(), &[]);
+    all_came_back(&url, dir.path(), &acked);
+}
+
+#[test]
+fn a_killed_sqlite_server_with_full_sync_keeps_every_acknowledged_start_and_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("kill.db").display());
+    let acked = killed_under_load(&url, dir.path(), &[("STICKY_SYNC", "full")]);
     all_came_back(&url, dir.path(), &acked);
 }
 
@@ -145,7 +155,7 @@ fn a_killed_postgres_server_keeps_every_acknowledged_start_and_end() {
         .unwrap()
         .block_on(support::postgres_database());
     let dir = tempfile::tempdir().unwrap();
-    let acked = killed_under_load(&url, dir.path());
+    let acked = killed_under_load(&url, dir.path(), &[]);
     all_came_back(&url, dir.path(), &acked);
 }
 

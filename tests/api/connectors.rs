@@ -638,6 +638,18 @@ async fn connector_errors_are_4xx_with_our_error_body(app: TestApp) {
         cx_end.json()["sessionInfo"]["parameters"]["sticky_skipped"],
         "customer_ref,bad name"
     );
+    let bad_ext = app
+        .send_raw(
+            "/v1/connectors/dialogflow-cx/end",
+            &json_h,
+            "{\"sessionInfo\": {\"session\": \"s-ext\", \"parameters\": {\"ext_crm id\": \"x\", \"intent\": \"billing\"}}}",
+        )
+        .await;
+    assert_eq!(bad_ext.status, StatusCode::OK, "{}", bad_ext.text);
+    assert_eq!(
+        bad_ext.json()["sessionInfo"]["parameters"]["sticky_skipped"],
+        "ext_crm id"
+    );
     assert_eq!(app.get("/v1/calls/s").await.body["intent"], "billing");
     // Twilio sends Basic credentials from its webhook URL only after a challenge.
     let challenged = app
@@ -787,6 +799,12 @@ async fn twilio_outbound_calls_child_legs_context_opt_in_and_subaccounts(app: Te
         )
         .await;
     assert!(full.text.contains("sticky_var_name=Ana"), "{}", full.text);
+    // The app reads the full context by starting the same call through the REST API: a
+    // repeated start, answered again without counting a new call.
+    let calls = app.count_calls().await;
+    let again = app.start_call(json!({"call_id": "CA43"})).await;
+    assert_eq!(again["context"]["variables"]["name"], "Ana", "{again}");
+    assert_eq!(app.count_calls().await, calls);
 
     // A subaccount's webhooks are signed with the subaccount's own token.
     let (main, sub_token) = (

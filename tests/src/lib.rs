@@ -184,6 +184,7 @@ pub fn settings(database_url: &str) -> Settings {
         public_base_url: None,
         secret_key: Some("0f".repeat(32)),
         secret_key_file: "unused-in-tests.secret".into(),
+        full_sync: false,
     }
 }
 

@@ -147,6 +147,9 @@ fn hints(p: &Parsed) -> Result<IdentityHints, Rejection> {
             }
         }
     }
+    // An id that is not one (a name with a space, an overlong value) is left out, as the end
+    // names it in `sticky_skipped`: it must not cost the call its other hints.
+    external.retain(|(name, value)| sticky_core::domain::ExternalId::new(name, value).is_ok());
     let caller_field = caller.as_ref().map(|(f, _)| f.clone());
     IdentityHints::parse("payload.telephony", caller.map(|(_, c)| c), dnis, external).map_err(|e| {
         let field = match e.field.as_str() {
@@ -190,6 +193,18 @@ fn end(p: &Parsed) -> Result<ReadEnd, Rejection> {
     let summary = read("summary", &|v| {
         parse_summary("summary", v.to_owned()).is_ok()
     });
+    for (k, v) in &p.params {
+        if let Some(name) = k.strip_prefix("ext_") {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => number_text(n),
+                _ => continue,
+            };
+            if !text.is_empty() && sticky_core::domain::ExternalId::new(name, &text).is_err() {
+                skipped.push(k.clone());
+            }
+        }
+    }
     let mut variables: Vec<(String, Value)> = Vec::new();
     for (k, v) in &p.params {
         if RESERVED.contains(&k.as_str()) || k.starts_with("sticky_") || k.starts_with("ext_") {

@@ -167,8 +167,14 @@ fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     )?;
     c.busy_timeout(Duration::from_secs(10))?;
     // The same durability as the pool: WAL (set on the file by the pool), and `NORMAL`
-    // synchronisation, which survives a crash of the process.
-    c.pragma_update(None, "synchronous", "NORMAL")?;
+    // synchronisation, which survives a crash of the process (`FULL` with `STICKY_SYNC=full`,
+    // which survives a power loss too).
+    let sync = if crate::db::full_sync() {
+        "FULL"
+    } else {
+        "NORMAL"
+    };
+    c.pragma_update(None, "synchronous", sync)?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     if read_only {
         c.pragma_update(None, "query_only", "ON")?;

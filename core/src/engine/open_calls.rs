@@ -360,7 +360,15 @@ impl OpenCalls {
         let offset = segment.len;
         // One `write` of the whole record: a crash of the process cannot cut it, only a
         // crash of the machine (then its checksum fails when the journal is read back).
-        if let Err(e) = segment.file.write_all(&record) {
+        // With `STICKY_SYNC=full` the record is on the disk before the start is answered.
+        let written = segment.file.write_all(&record).and_then(|()| {
+            if crate::db::full_sync() {
+                segment.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
             // Part of it may be written: cut it off, and append to a new segment from now on,
             // so that no record follows a damaged one.
             let _ = segment.file.set_len(offset);
