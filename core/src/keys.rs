@@ -79,7 +79,13 @@ pub struct KeyStore {
     cost: u32,
     cache: Cache<[u8; 32], Option<AuthContext>>,
     dummy_hash: OnceCell<String>,
+    /// bcrypt verifications running at once: at most [`BCRYPT_AT_ONCE`], so a flood of keys
+    /// to verify waits its turn instead of taking every core from requests whose key is known.
+    bcrypt_slots: tokio::sync::Semaphore,
 }
+
+/// bcrypt verifications at once at most (a few cores' worth; each takes ~50 ms at cost 10).
+pub const BCRYPT_AT_ONCE: usize = 2;
 
 /// Validates a tenant name: 1–64 of `a-z0-9_-`.
 ///
@@ -115,7 +121,8 @@ fn validate_supplied_key(key: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn digest(token: &str) -> [u8; 32] {
+/// The SHA-256 of a presented key: how verifications are cached (never the key itself).
+pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -131,7 +138,14 @@ impl KeyStore {
                 .support_invalidation_closures()
                 .build(),
             dummy_hash: OnceCell::new(),
+            bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_AT_ONCE),
         }
+    }
+
+    /// Whether verifying `token` is already known (a cached success or failure): then it costs
+    /// no bcrypt.
+    pub async fn is_known(&self, token: &str) -> bool {
+        self.cache.contains_key(&digest(token))
     }
 
     async fn hash(&self, secret: String) -> Result<String, EngineError> {
@@ -349,6 +363,11 @@ impl KeyStore {
             None => self.dummy_hash().await?.to_owned(),
         };
         let presented = token.to_owned();
+        let _slot = self
+            .bcrypt_slots
+            .acquire()
+            .await
+            .map_err(|e| EngineError::Corrupt(format!("bcrypt slots: {e}")))?;
         let verified = tokio::task::spawn_blocking(move || bcrypt::verify(presented, &hash))
             .await
             .map_err(|e| EngineError::Corrupt(format!("verify task failed: {e}")))?

@@ -23,14 +23,37 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<AuthContext> {
             "internal error",
         )
     })?;
-    Ok(authenticate_token(state, &bearer.token).await?)
+    Ok(authenticate_token(state, req, &bearer.token).await?)
 }
 
-/// Verifies an API key (shared by the REST API and the connector webhooks).
+/// Verifies an API key (shared by the REST API and the connector webhooks). A key not yet
+/// known costs a bcrypt verification: those are limited per client address (the socket's,
+/// not a forwarded header a client could vary), so a flood of wrong keys is refused with 429
+/// before any bcrypt runs, and requests with known keys go on being served.
 ///
 /// # Errors
-/// 401 for an unknown key; database failures.
-pub async fn authenticate_token(state: &AppState, token: &str) -> Result<AuthContext, ApiError> {
+/// 401 for an unknown key; 429 `too_many_attempts`; database failures.
+pub async fn authenticate_token(
+    state: &AppState,
+    req: &Request,
+    token: &str,
+) -> Result<AuthContext, ApiError> {
+    let digest = sticky_core::keys::digest(token);
+    if !state.keys.is_known(token).await && !state.counted_keys.contains_key(&digest) {
+        state.counted_keys.insert(digest, ()).await;
+        let address = req
+            .remote_addr()
+            .as_socket_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+        if let Err(not_until) = state.verifications.check_key(&address) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(ApiError::too_many_attempts(
+                wait.as_secs().saturating_add(1),
+            ));
+        }
+    }
     match state.keys.authenticate(token).await {
         Ok(Some(ctx)) => Ok(ctx),
         Ok(None) => Err(ApiError::unauthorized()),

@@ -139,7 +139,7 @@ async fn authenticate(
                 .and_then(|name| parameter_credentials(name, req, body))
         })
         .ok_or_else(ApiError::unauthorized)?;
-    authenticate_token(state, &token).await
+    authenticate_token(state, req, &token).await
 }
 
 /// The URL the platform called: the configured public base URL, or the scheme and host the

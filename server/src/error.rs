@@ -46,9 +46,22 @@ pub struct ApiError {
     code: Cow<'static, str>,
     message: String,
     field: Option<String>,
+    /// Seconds for a `Retry-After` header (429).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
+    /// 429 `too_many_attempts`: too many keys to verify from one client address.
+    pub fn too_many_attempts(retry_after: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many API keys to verify from this address; wait and retry with a valid key",
+        );
+        e.retry_after = Some(retry_after.max(1));
+        e
+    }
+
     /// Any error.
     pub fn new(
         status: StatusCode,
@@ -60,6 +73,7 @@ impl ApiError {
             code: code.into(),
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -111,9 +125,15 @@ impl poem::error::ResponseError for ApiError {
     }
 
     fn as_response(&self) -> Response {
-        poem::web::Json(self.body())
+        let mut r = poem::web::Json(self.body())
             .with_status(self.status)
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after
+            && let Ok(v) = poem::http::HeaderValue::from_str(&seconds.to_string())
+        {
+            r.headers_mut().insert("retry-after", v);
+        }
+        r
     }
 }
 

@@ -66,6 +66,8 @@ impl Application {
             secrets,
             connectors: connectors::registry(),
             public_base_url,
+            verifications: crate::state::verification_limiter(),
+            counted_keys: crate::state::counted_keys(),
         });
         let acceptor = TcpListener::bind(settings.bind.as_str())
             .into_acceptor()

@@ -17,4 +17,27 @@ pub struct AppState {
     pub connectors: Vec<Box<dyn Connector>>,
     /// Public base URL platforms call us at, when behind a proxy.
     pub public_base_url: Option<String>,
+    /// Keys to verify (with bcrypt) per client address: a flood of wrong keys from one
+    /// address is refused before any bcrypt runs.
+    pub verifications: governor::DefaultKeyedRateLimiter<String>,
+    /// Keys (by digest) counted against their address in the last seconds: concurrent first
+    /// uses of one key count once.
+    pub counted_keys: moka::future::Cache<[u8; 32], ()>,
+}
+
+/// Keys counted recently (see [`AppState::counted_keys`]).
+pub fn counted_keys() -> moka::future::Cache<[u8; 32], ()> {
+    moka::future::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(std::time::Duration::from_secs(10))
+        .build()
+}
+
+/// Verifications of not-yet-known keys per client address: a burst of 10, then one every
+/// 2 seconds (30 a minute). A client whose key is known (cached) never counts.
+pub fn verification_limiter() -> governor::DefaultKeyedRateLimiter<String> {
+    use std::num::NonZeroU32;
+    let quota = governor::Quota::per_minute(NonZeroU32::new(30).expect("30 > 0"))
+        .allow_burst(NonZeroU32::new(10).expect("10 > 0"));
+    governor::RateLimiter::keyed(quota)
 }

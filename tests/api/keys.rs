@@ -9,6 +9,7 @@ backend_tests!(
     a_created_key_works_is_listed_without_its_secret_and_stops_at_revocation,
     keys_are_stored_only_as_bcrypt_hashes,
     a_database_that_has_a_tenant_is_not_bootstrapped_again,
+    a_flood_of_wrong_keys_is_refused_before_bcrypt_and_known_keys_stay_served,
 );
 
 async fn a_created_key_works_is_listed_without_its_secret_and_stops_at_revocation(app: TestApp) {
@@ -64,4 +65,44 @@ async fn a_database_that_has_a_tenant_is_not_bootstrapped_again(app: TestApp) {
     drop(second);
     let app = stopped.start().await;
     assert_eq!(app.count_rows("tenants").await, 1);
+}
+
+async fn a_flood_of_wrong_keys_is_refused_before_bcrypt_and_known_keys_stay_served(app: TestApp) {
+    // The real key is known (verified once, then cached).
+    let ok = app.get("/v1/api-keys/current").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let mut refused = None;
+    for i in 0..40 {
+        let wrong = format!("sc_wrong{i:040}");
+        let r = app
+            .send("GET", "/v1/api-keys/current", Some(&wrong), None)
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some((i, r));
+            break;
+        }
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    }
+    let (after, r) = refused.expect("the flood is refused");
+    assert!(after >= 5, "a few wrong keys are verified first: {after}");
+    assert_eq!(r.body["error"]["code"], "too_many_attempts", "{}", r.body);
+    // Requests with the known key are still served, from the same address.
+    for _ in 0..5 {
+        assert_eq!(app.get("/v1/api-keys/current").await.status, StatusCode::OK);
+    }
+    // A connector webhook with a wrong key from that address is refused the same way.
+    let hook = app
+        .send_raw(
+            "/v1/connectors/nice-cxone/start",
+            &[
+                (
+                    "authorization",
+                    "Bearer sc_wrongwrongwrongwrongwrongwrong".to_owned(),
+                ),
+                ("content-type", "application/json".to_owned()),
+            ],
+            "{\"contactId\": \"1\"}",
+        )
+        .await;
+    assert_eq!(hook.status, StatusCode::TOO_MANY_REQUESTS, "{}", hook.text);
 }
