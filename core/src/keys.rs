@@ -142,10 +142,10 @@ impl KeyStore {
         }
     }
 
-    /// Whether verifying `token` is already known (a cached success or failure): then it costs
-    /// no bcrypt.
-    pub async fn is_known(&self, token: &str) -> bool {
-        self.cache.contains_key(&digest(token))
+    /// The cached verification of `token` (a success or a failure), if there is one: then
+    /// knowing it costs no bcrypt.
+    pub async fn cached(&self, token: &str) -> Option<Option<AuthContext>> {
+        self.cache.get(&digest(token)).await
     }
 
     async fn hash(&self, secret: String) -> Result<String, EngineError> {

@@ -38,8 +38,12 @@ pub async fn authenticate_token(
     req: &Request,
     token: &str,
 ) -> Result<AuthContext, ApiError> {
+    // The usual case, a key verified before: no limit, no bcrypt.
+    if let Some(known) = state.keys.cached(token).await {
+        return known.ok_or_else(ApiError::unauthorized);
+    }
     let digest = sticky_core::keys::digest(token);
-    if !state.keys.is_known(token).await && !state.counted_keys.contains_key(&digest) {
+    if !state.counted_keys.contains_key(&digest) {
         state.counted_keys.insert(digest, ()).await;
         let address = req
             .remote_addr()
