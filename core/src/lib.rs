@@ -13,6 +13,7 @@
 //! into the commands defined in [`commands`].
 
 pub mod agent;
+pub mod audit;
 pub mod coherence;
 pub mod commands;
 pub mod connector;

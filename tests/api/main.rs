@@ -44,6 +44,7 @@ macro_rules! postgres_tests {
 }
 
 mod agent;
+mod audit;
 mod bad_input;
 mod calls;
 mod connectors;

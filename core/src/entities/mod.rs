@@ -3,6 +3,7 @@
 //! on the hot path visible in `engine/`.
 
 pub mod api_key;
+pub mod audit_event;
 pub mod call;
 pub mod connector_setting;
 pub mod customer;

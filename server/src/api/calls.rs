@@ -322,10 +322,19 @@ impl CallsApi {
                 .ani
                 .as_deref()
                 .map(|a| sticky_core::domain::Ani::parse(a, self.state.engine.region()));
-            self.state
+            let report = self
+                .state
                 .engine
                 .forget_caller(auth.0.tenant, &cmd.call_id, ani.as_ref())
                 .await?;
+            super::audit::note(
+                &self.state,
+                auth.0.tenant,
+                "caller_forgotten",
+                None,
+                super::customers::counts(&report),
+            )
+            .await;
             return Ok(EndResponse::Ok(Json(EndCallResponse {
                 call_id: cmd.call_id.as_str().to_owned(),
                 customer_ref: None,

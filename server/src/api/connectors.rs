@@ -53,6 +53,14 @@ impl ConnectorsApi {
             .secrets
             .set(auth.0.tenant, connector.slug(), &secret)
             .await?;
+        super::audit::note(
+            &self.state,
+            auth.0.tenant,
+            "connector_settings_changed",
+            Some(connector.slug()),
+            serde_json::json!({}),
+        )
+        .await;
         Ok(SettingsResponse::Stored)
     }
 }

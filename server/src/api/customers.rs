@@ -263,6 +263,14 @@ fn parse_identity(
     Ok((ani, external_id))
 }
 
+/// An erasure's counts, for the audit trail.
+pub fn counts(r: &sticky_core::engine::ErasureReport) -> serde_json::Value {
+    serde_json::json!({
+        "customers": r.customers, "identities": r.identities, "variables": r.variables,
+        "intents": r.intents, "calls": r.calls,
+    })
+}
+
 /// Customer endpoints.
 pub struct CustomersApi {
     /// Shared state.
@@ -319,6 +327,14 @@ impl CustomersApi {
             .engine
             .erase_number(auth.0.tenant, &number)
             .await?;
+        super::audit::note(
+            &self.state,
+            auth.0.tenant,
+            "number_erased",
+            None,
+            counts(&report),
+        )
+        .await;
         Ok(EraseNumberResponse::Ok(Json(NumberErasureDto {
             deleted: DeletedCountsDto {
                 customers: report.customers,
@@ -382,6 +398,14 @@ impl CustomersApi {
     ) -> Result<EraseResponse, ApiError> {
         let r = parse_ref(&customer_ref.0)?;
         let report = self.state.engine.erase_customer(auth.0.tenant, &r).await?;
+        super::audit::note(
+            &self.state,
+            auth.0.tenant,
+            "customer_erased",
+            None,
+            counts(&report),
+        )
+        .await;
         Ok(EraseResponse::Ok(Json(ErasureDto {
             customer_ref: r.as_str().to_owned(),
             deleted: DeletedCountsDto {

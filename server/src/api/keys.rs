@@ -125,6 +125,14 @@ impl KeysApi {
             .keys
             .create_key(auth.0.tenant, body.0.label, None)
             .await?;
+        super::audit::note(
+            &self.state,
+            auth.0.tenant,
+            "api_key_created",
+            Some(&key.info.id),
+            serde_json::json!({"by_key": auth.0.key_id}),
+        )
+        .await;
         Ok(CreateResponse::Created(Json(CreatedKeyDto {
             key: key.info.into(),
             api_key: key.secret,
@@ -158,6 +166,14 @@ impl KeysApi {
         id: Path<String>,
     ) -> Result<RevokeResponse, ApiError> {
         self.state.keys.revoke_key(auth.0.tenant, &id.0).await?;
+        super::audit::note(
+            &self.state,
+            auth.0.tenant,
+            "api_key_revoked",
+            Some(&id.0),
+            serde_json::json!({"by_key": auth.0.key_id}),
+        )
+        .await;
         Ok(RevokeResponse::Revoked)
     }
 }

@@ -1,6 +1,7 @@
 //! The REST API (poem-openapi): one file per resource, one tag enum, one error type.
 
 pub mod agent;
+pub mod audit;
 pub mod calls;
 pub mod connectors;
 pub mod customers;
@@ -29,25 +30,26 @@ pub enum ApiTags {
     Settings,
     /// For AI-agent builders: system prompts and tool definitions.
     Agent,
+    /// The tenant's administrative actions.
+    Audit,
 }
 
 /// The API description shown at `/docs` and served at `/openapi.json`.
 pub const DESCRIPTION: &str = include_str!("description.md");
 
+/// Every resource of the API, in the order of the document.
+pub type Resources = (
+    calls::CallsApi,
+    customers::CustomersApi,
+    keys::KeysApi,
+    connectors::ConnectorsApi,
+    settings::SettingsApi,
+    agent::AgentApi,
+    audit::AuditApi,
+);
+
 /// Builds the OpenAPI service over all resources.
-pub fn service(
-    state: Arc<AppState>,
-) -> OpenApiService<
-    (
-        calls::CallsApi,
-        customers::CustomersApi,
-        keys::KeysApi,
-        connectors::ConnectorsApi,
-        settings::SettingsApi,
-        agent::AgentApi,
-    ),
-    (),
-> {
+pub fn service(state: Arc<AppState>) -> OpenApiService<Resources, ()> {
     OpenApiService::new(
         (
             calls::CallsApi {
@@ -65,7 +67,10 @@ pub fn service(
             settings::SettingsApi {
                 state: state.clone(),
             },
-            agent::AgentApi { state },
+            agent::AgentApi {
+                state: state.clone(),
+            },
+            audit::AuditApi { state },
         ),
         "Sticky Calls",
         env!("CARGO_PKG_VERSION"),

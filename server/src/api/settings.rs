@@ -75,6 +75,17 @@ impl SettingsApi {
             .engine
             .set_settings(auth.0.tenant, &settings)
             .await?;
+        super::audit::note(
+            &self.state,
+            auth.0.tenant,
+            "settings_changed",
+            None,
+            serde_json::json!({
+                "sensitive_variables": settings.sensitive_variables.len(),
+                "retention_days": settings.retention_days,
+            }),
+        )
+        .await;
         Ok(SettingsResponse::Ok(Json(SettingsDto::from(&settings))))
     }
 }
