@@ -151,8 +151,15 @@ fn public_url(state: &AppState, req: &Request) -> String {
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
+    format!("{}{path_and_query}", public_base(state, req))
+}
+
+/// The server's address as the caller reached it (scheme and host, no trailing `/`): the
+/// configured public base URL, or what the request (or its proxy's `X-Forwarded-*` headers)
+/// names.
+pub fn public_base(state: &AppState, req: &Request) -> String {
     if let Some(base) = &state.public_base_url {
-        return format!("{}{path_and_query}", base.trim_end_matches('/'));
+        return base.trim_end_matches('/').to_owned();
     }
     let scheme = req
         .header("x-forwarded-proto")
@@ -169,7 +176,7 @@ fn public_url(state: &AppState, req: &Request) -> String {
         .or_else(|| req.header("host"))
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
-    format!("{scheme}://{host}{path_and_query}")
+    format!("{scheme}://{host}")
 }
 
 async fn handle(req: &Request, body: Body, slug: &str, route: Route) -> Result<Response, ApiError> {

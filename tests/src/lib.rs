@@ -247,21 +247,7 @@ impl TestApp {
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
-        let resp = req.body(body.into()).send().await;
-        let status = resp.0.status();
-        let content_type = resp
-            .0
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = resp.0.into_body().into_string().await.expect("body");
-        RawReply {
-            status,
-            content_type,
-            text,
-        }
+        Self::raw(req.body(body.into()).send().await).await
     }
 
     /// A GET with arbitrary headers (a platform configured for GET webhooks).
@@ -270,7 +256,10 @@ impl TestApp {
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
-        let resp = req.send().await;
+        Self::raw(req.send().await).await
+    }
+
+    async fn raw(resp: poem::test::TestResponse) -> RawReply {
         let status = resp.0.status();
         let content_type = resp
             .0

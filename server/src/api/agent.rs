@@ -151,26 +151,6 @@ pub struct AgentApi {
     pub state: Arc<AppState>,
 }
 
-/// The server's address as callers reach it.
-fn base_url(state: &AppState, req: &Request) -> String {
-    if let Some(base) = &state.public_base_url {
-        return base.trim_end_matches('/').to_owned();
-    }
-    let scheme = req
-        .header("x-forwarded-proto")
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .filter(|v| *v == "https" || *v == "http")
-        .unwrap_or("http");
-    let host = req
-        .header("x-forwarded-host")
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .or_else(|| req.header("host"))
-        .unwrap_or("localhost:8080");
-    format!("{scheme}://{host}")
-}
-
 #[OpenApi(prefix_path = "/v1/agent", tag = "ApiTags::Agent")]
 impl AgentApi {
     /// A system prompt for an AI agent that answers calls with Sticky Calls: `claude` (XML
@@ -187,7 +167,7 @@ impl AgentApi {
         /// `claude`, `chatgpt` or `generic`.
         format: Path<String>,
     ) -> Result<PromptResponse, ApiError> {
-        prompt(&format.0, &base_url(&self.state, req))
+        prompt(&format.0, &crate::connectors::public_base(&self.state, req))
             .map(|p| PromptResponse::Ok(PlainText(p)))
             .ok_or_else(|| ApiError::invalid("format", "`claude`, `chatgpt` or `generic`"))
     }
