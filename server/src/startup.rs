@@ -191,6 +191,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint + use<> {
     let api = api::service(state.clone());
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
+    let allowed = Arc::new(allowed_methods(&api.spec()));
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
@@ -208,6 +209,90 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint + use<> {
         .at("/readyz", readyz)
         .data(state)
         .around(request_context)
+        .around(move |ep, req| {
+            let allowed = allowed.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                let mut resp = ep.call(req).await?.into_response();
+                if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
+                    && let Some(methods) = allow_for(&allowed, &path)
+                    && let Ok(v) = poem::http::HeaderValue::from_str(&methods)
+                {
+                    resp.headers_mut().insert("allow", v);
+                }
+                Ok(resp)
+            }
+        })
+}
+
+/// Each route's path (segments; `None` for a parameter) and the methods it answers.
+type Allowed = Vec<(Vec<Option<String>>, Vec<String>)>;
+
+/// The methods of every route: the OpenAPI document's, the connector webhooks' and the probes'.
+fn allowed_methods(spec: &str) -> Allowed {
+    let segments = |path: &str| -> Vec<Option<String>> {
+        path.trim_matches('/')
+            .split('/')
+            .map(|s| (!(s.starts_with('{') || s.starts_with(':'))).then(|| s.to_owned()))
+            .collect()
+    };
+    let mut out: Allowed = Vec::new();
+    let doc: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+    for (path, item) in doc
+        .get("paths")
+        .and_then(serde_json::Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let methods: Vec<String> = item
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(m, _)| m.to_ascii_uppercase())
+            .collect();
+        out.push((segments(path), methods));
+    }
+    for (path, methods) in [
+        ("/v1/connectors/:platform", &["POST"][..]),
+        ("/v1/connectors/:platform/start", &["GET", "POST"][..]),
+        ("/v1/connectors/:platform/end", &["GET", "POST"][..]),
+        ("/healthz", &["GET"][..]),
+        ("/readyz", &["GET"][..]),
+        ("/openapi.json", &["GET"][..]),
+    ] {
+        out.push((
+            segments(path),
+            methods.iter().map(|m| (*m).to_owned()).collect(),
+        ));
+    }
+    out
+}
+
+/// The `Allow` header for `path`: the methods of the routes it matches.
+fn allow_for(allowed: &Allowed, path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let matching: Vec<&(Vec<Option<String>>, Vec<String>)> = allowed
+        .iter()
+        .filter(|(pattern, _)| {
+            pattern.len() == parts.len()
+                && pattern
+                    .iter()
+                    .zip(&parts)
+                    .all(|(p, s)| p.as_deref().is_none_or(|p| p == *s) && !s.is_empty())
+        })
+        .collect();
+    // The router prefers a literal segment to a parameter: only the most literal routes
+    // answer (`/v1/calls/start` is not `/v1/calls/{call_id}`).
+    let literal = |p: &Vec<Option<String>>| p.iter().filter(|s| s.is_some()).count();
+    let best = matching.iter().map(|(p, _)| literal(p)).max()?;
+    let mut methods: Vec<&str> = matching
+        .iter()
+        .filter(|(p, _)| literal(p) == best)
+        .flat_map(|(_, m)| m.iter().map(String::as_str))
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    (!methods.is_empty()).then(|| methods.join(", "))
 }
 
 /// How often tenants' retention periods are applied.

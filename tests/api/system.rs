@@ -11,6 +11,7 @@ backend_tests!(
     the_docs_page_is_served,
     a_request_id_is_returned_and_a_sane_one_is_reused,
     the_server_answers_on_a_bound_port,
+    a_method_not_allowed_says_which_are,
 );
 
 async fn health_and_readiness_answer(app: TestApp) {
@@ -65,4 +66,30 @@ async fn the_server_answers_on_a_bound_port(app: TestApp) {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#"{"status":"ok"}"#), "{response}");
     task.abort();
+}
+
+async fn a_method_not_allowed_says_which_are(app: TestApp) {
+    for (method, path, allow) in [
+        ("DELETE", "/v1/calls/start", "POST"),
+        ("PUT", "/v1/calls/abc", "GET"),
+        ("PATCH", "/v1/customers", "DELETE, GET"),
+        ("PUT", "/v1/connectors/twilio/start", "GET, POST"),
+        ("GET", "/v1/connectors/amazon-connect", "POST"),
+    ] {
+        let m = poem::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = app
+            .client
+            .request(m, path)
+            .header("authorization", format!("Bearer {}", app.key))
+            .send()
+            .await;
+        resp.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+        let got = resp
+            .0
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(got.as_deref(), Some(allow), "{method} {path}");
+    }
 }
