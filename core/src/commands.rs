@@ -199,6 +199,8 @@ pub struct EndCall {
     pub intent: Option<IntentName>,
     /// Whether that is dealt with.
     pub intent_status: Option<IntentStatus>,
+    /// When the intent is a promised callback: when it is due.
+    pub intent_due_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Variables to merge into the customer's.
     pub variables: VariableChanges,
     /// The call's summary; when absent, `variables.summary` (if text) is used.
@@ -216,6 +218,7 @@ impl EndCall {
             customer_ref: None,
             intent: None,
             intent_status: None,
+            intent_due_at: None,
             variables: VariableChanges::default(),
             summary: None,
             hints,

@@ -216,6 +216,22 @@ async fn bad_requests_get_a_stable_code_and_write_nothing(app: TestApp) {
             Some("intent_status"),
         ),
         case(
+            "end: callback time without its offset",
+            END,
+            r#"{"call_id": "a", "intent": "callback", "intent_due_at": "2026-12-05 15:00"}"#,
+            422,
+            "invalid_value",
+            Some("intent_due_at"),
+        ),
+        case(
+            "end: callback time without an intent",
+            END,
+            r#"{"call_id": "a", "intent_due_at": "2026-12-05T15:00:00Z"}"#,
+            422,
+            "invalid_value",
+            Some("intent_due_at"),
+        ),
+        case(
             "end: bad intent",
             END,
             r#"{"call_id": "a", "intent": "has space"}"#,

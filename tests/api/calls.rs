@@ -17,6 +17,7 @@ backend_tests!(
     naming_a_customer_keeps_apart_a_provisional_one_matched_only_at_low_confidence,
     ends_from_two_sources_merge_in_either_order,
     a_resolved_intent_leaves_the_open_list,
+    callbacks_are_listed_first_with_where_they_stand,
     a_null_variable_removes_the_key,
     a_withheld_number_is_never_linked_or_matched,
     a_number_shared_by_two_customers_is_medium_with_candidates,
@@ -758,4 +759,100 @@ async fn a_merge_carries_the_calls_still_open_that_matched_the_merged_customer(a
         .collect();
     assert_eq!(calls, ["c0", "c1", "c2", "c3"]);
     assert_eq!(app.count_calls().await, 4);
+}
+
+async fn callbacks_are_listed_first_with_where_they_stand(app: TestApp) {
+    let now = chrono::Utc::now();
+    let at = |minutes: i64| (now + chrono::Duration::minutes(minutes)).to_rfc3339();
+    let ani = "+14155550431";
+    // Each end touches one intent; the latest touched (`billing`) would rank first without
+    // callbacks.
+    let ends = [
+        ("cb-1", "callback_later", Some(at(24 * 60))),
+        ("cb-2", "callback_missed", Some(at(-90))),
+        ("cb-3", "callback_soon", Some(at(20))),
+        ("cb-4", "billing", None),
+    ];
+    for (call_id, intent, due) in ends {
+        let mut end = json!({"call_id": call_id, "customer_ref": "kim", "intent": intent,
+            "identity_hints": {"ani": ani}});
+        if let Some(due) = due {
+            end["intent_due_at"] = json!(due);
+        }
+        app.end_call(end).await;
+    }
+    let answer = app.start_call(start("cb-5", ani)).await;
+    let listed: Vec<(String, Value)> = answer["context"]["open_intents"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|i| (i["intent"].as_str().unwrap().to_owned(), i["state"].clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("callback_missed".to_owned(), json!("overdue")),
+            ("callback_soon".to_owned(), json!("due")),
+            ("callback_later".to_owned(), json!("open")),
+            ("billing".to_owned(), Value::Null),
+        ],
+        "{answer}"
+    );
+    let soon = &answer["context"]["open_intents"][1];
+    let due_at = chrono::DateTime::parse_from_rfc3339(soon["due_at"].as_str().unwrap()).unwrap();
+    assert!(
+        (due_at.with_timezone(&chrono::Utc) - (now + chrono::Duration::minutes(20)))
+            .num_seconds()
+            .abs()
+            <= 1,
+        "{soon}"
+    );
+    assert!(
+        answer["context"]["open_intents"][3].get("due_at").is_none(),
+        "{answer}"
+    );
+    // The customer's record carries the due times, without a state.
+    let kim = app.get("/v1/customers/kim").await.body;
+    let missed = kim["intents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["intent"] == "callback_missed")
+        .unwrap();
+    assert!(missed["due_at"].is_string(), "{kim}");
+    assert!(missed.get("state").is_none(), "{kim}");
+    // The missed callback is made: it leaves the list. A later reopening without a due time
+    // is no callback any more.
+    app.end_call(json!({"call_id": "cb-5", "customer_ref": "kim",
+        "intent": "callback_missed", "intent_status": "resolved"}))
+        .await;
+    app.end_call(json!({"call_id": "cb-6", "customer_ref": "kim",
+        "intent": "callback_soon", "intent_status": "resolved"}))
+        .await;
+    app.end_call(json!({"call_id": "cb-7", "customer_ref": "kim",
+        "intent": "callback_soon", "intent_status": "open"}))
+        .await;
+    let next = app.start_call(start("cb-8", ani)).await;
+    let names: Vec<&str> = next["context"]["open_intents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["intent"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["callback_later", "callback_soon", "billing"],
+        "{next}"
+    );
+    assert!(
+        next["context"]["open_intents"][1].get("due_at").is_none(),
+        "{next}"
+    );
+    // Another tenant calling from the same number sees none of it.
+    let other = app.new_tenant("other-cb").await;
+    let theirs = app
+        .post_as(&other, "/v1/calls/start", start("cb-9", ani))
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
+    assert!(theirs.body["context"].is_null(), "{}", theirs.body);
 }

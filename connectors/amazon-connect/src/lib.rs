@@ -19,8 +19,9 @@
 //!
 //! Block parameters: `attestation` (`A`/`B`/`C`/`failed`, the STIR/SHAKEN verdict when the
 //! flow has one), `ext_<name>` become external ids (`ext_crm_id` → `crm_id`), and at the end
-//! `customer_ref`, `intent`, `intent_status`, `summary`, and `var_<name>` variables; contact
-//! attributes named `var_<name>` are variables too (parameters win).
+//! `customer_ref`, `intent`, `intent_status`, `intent_due_at` (a promised callback's due
+//! time), `summary`, and `var_<name>` variables; contact attributes named `var_<name>` are
+//! variables too (parameters win).
 
 pub mod models;
 
@@ -33,7 +34,9 @@ use sticky_core::connector::{
     Connector, ConnectorCommand, InboundRequest, Rejection, Rendered, Route, context_fields,
     end_fields,
 };
-use sticky_core::domain::{Attestation, CallId, CustomerRef, IntentName, IntentStatus, Platform};
+use sticky_core::domain::{
+    Attestation, CallId, CustomerRef, IntentName, IntentStatus, Platform, parse_due_at,
+};
 use sticky_core::engine::{EndOutcome, StartOutcome};
 
 use crate::models::{EventBridgeEvent, FlowEvent};
@@ -156,6 +159,17 @@ fn flow_end(event: &FlowEvent) -> Result<EndCall, Rejection> {
             .transpose()?,
         intent: non_empty(params.get("intent"))
             .map(|i| IntentName::parse(i).map_err(|e| Rejection::invalid(field("intent"), e.0)))
+            .transpose()?,
+        intent_due_at: non_empty(params.get("intent_due_at"))
+            .map(|d| {
+                if non_empty(params.get("intent")).is_none() {
+                    return Err(Rejection::invalid(
+                        field("intent_due_at"),
+                        "`intent_due_at` needs `intent`: a callback is due on an intent",
+                    ));
+                }
+                parse_due_at(d).map_err(|e| Rejection::invalid(field("intent_due_at"), e.0))
+            })
             .transpose()?,
         intent_status: non_empty(params.get("intent_status"))
             .map(|s| {

@@ -8,12 +8,14 @@
 //! again without counting a new call), `FulfillmentCodeHook` an end. `/start` and `/end` take
 //! the same event whatever its source.
 //!
-//! - call id: `sessionId` (Amazon Connect passes its contact id);
+//! - call id: the session attribute `call_id` when the contact flow sets one (Connect's
+//!   `$.InitialContactId`, Genesys Cloud's `Call.ConversationId`), else `sessionId`;
 //! - caller: the session attribute `CustomerNumber`, `ani`, `caller_id` or `phone_number`, set
 //!   by Connect's "Get customer input" block or Genesys Cloud (any form, `tel:` URIs too);
 //!   session attributes `ext_<name>` are external ids, `attestation` the STIR/SHAKEN verdict;
 //! - end: the intent's `name`, its status from the attribute `intent_status` (else `resolved`
-//!   once Lex is fulfilling it, `open` when it failed), the summary from the attribute
+//!   once Lex is fulfilling it, `open` when it failed), a promised callback's due time from the
+//!   attribute `intent_due_at`, the summary from the attribute
 //!   `summary` (else `inputTranscript`), filled slots as variables named after the slot
 //!   (`interpretedValue`), attributes `var_<name>` as variables and `customer_ref`.
 //!
@@ -98,7 +100,7 @@ fn read(body: &[u8]) -> Result<Parsed, Rejection> {
         .as_deref()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| Rejection::missing("sessionId"))?;
-    let call_id = CallId::parse(raw).map_err(|e| Rejection::invalid("sessionId", e.0))?;
+    let session_call_id = CallId::parse(raw).map_err(|e| Rejection::invalid("sessionId", e.0))?;
     if event
         .session_state
         .intent
@@ -116,6 +118,15 @@ fn read(body: &[u8]) -> Result<Parsed, Rejection> {
             .as_ref()
             .unwrap_or(&Map::new()),
     );
+    // The contact flow may name the call itself (Connect's `$.InitialContactId`, Genesys
+    // Cloud's `Call.ConversationId`), so that the bot's start and end join the platform
+    // connector's call and survive transfers.
+    let call_id = match attributes.text("call_id").map_err(in_attributes)? {
+        Some(id) => {
+            CallId::parse(id).map_err(|e| Rejection::invalid(attribute_field("call_id"), e.0))?
+        }
+        None => session_call_id,
+    };
     Ok(Parsed {
         event,
         attributes,
@@ -251,6 +262,16 @@ fn end(p: &Parsed) -> Result<EndCall, Rejection> {
             IntentName::parse(name)
                 .map_err(|e| Rejection::invalid("sessionState.intent.name", e.0))?,
         ),
+        // The event always names its intent, so a due time always has one.
+        intent_due_at: p
+            .attributes
+            .text("intent_due_at")
+            .map_err(in_attributes)?
+            .map(|d| {
+                sticky_core::domain::parse_due_at(d)
+                    .map_err(|e| Rejection::invalid(attribute_field("intent_due_at"), e.0))
+            })
+            .transpose()?,
         intent_status: Some(status),
         variables,
         summary,

@@ -229,6 +229,7 @@ fn end(p: &Parsed) -> Result<ReadEnd, Rejection> {
             platform: platform(),
             customer_ref,
             intent,
+            intent_due_at: None,
             intent_status,
             summary,
             variables,

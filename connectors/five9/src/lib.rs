@@ -11,8 +11,9 @@
 //! (`@Call.type_name@`: on Outbound, Autodial, Preview, Manual or Agent calls the customer is the
 //! called party, DNIS), `attestation` (STIR/SHAKEN `A`/`B`/`C`/`failed`), `campaign_name`,
 //! `skill_name`, `crm_id` and `ext_<name>` (external ids);
-//! at the end `customer_ref`, `intent`, `intent_status`, `disposition_name` (saved as variable
-//! `disposition`), `comments` or `summary` (the call's summary) and `var_<name>` variables.
+//! at the end `customer_ref`, `intent`, `intent_status`, `intent_due_at` (a promised
+//! callback's due time), `disposition_name` (saved as variable `disposition`), `comments` or
+//! `summary` (the call's summary) and `var_<name>` variables.
 //! Other keys are ignored.
 //!
 //! Connectors send no custom headers: the API key travels as HTTP Basic credentials in the URL,
@@ -83,6 +84,7 @@ fn end(p: &FlatParams) -> Result<EndCall, Rejection> {
         platform: platform(),
         customer_ref: p.customer_ref("customer_ref")?,
         intent: p.intent("intent")?,
+        intent_due_at: p.due_at("intent_due_at", "intent")?,
         intent_status: p.intent_status("intent_status")?,
         variables: p.variables(&[("disposition_name", "disposition")])?,
         summary: p.summary(&["comments", "summary"])?,

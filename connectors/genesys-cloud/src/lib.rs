@@ -16,8 +16,9 @@
 //! is the called party), `attestation` (the STIR/SHAKEN verdict, `A`/`B`/`C`/`failed`, when
 //! the flow has it), `externalContactId` (external id `genesys_contact`), `customerId`
 //! (external id `crm_id`), `ext_<name>` external ids; at the end `customerRef`, `intent`,
-//! `intentStatus`, `summary`, `wrapupCode` and `language` (saved as variables `wrapup_code` and
-//! `language`) and `var_<name>` variables. Other keys are ignored.
+//! `intentStatus`, `intentDueAt` (a promised callback's due time), `summary`, `wrapupCode`
+//! and `language` (saved as variables `wrapup_code` and `language`) and `var_<name>`
+//! variables. Other keys are ignored.
 //!
 //! The answer is a flat JSON object whose every key is always present, typed as the output
 //! contract in the guide declares (a missing required output fails the Architect action):
@@ -107,6 +108,7 @@ fn data_action_end(p: &FlatParams) -> Result<EndCall, Rejection> {
         platform: platform(),
         customer_ref: p.customer_ref("customerRef")?,
         intent: p.intent("intent")?,
+        intent_due_at: p.due_at("intentDueAt", "intent")?,
         intent_status: p.intent_status("intentStatus")?,
         variables: p.variables(&[("wrapupCode", "wrapup_code"), ("language", "language")])?,
         summary: p.summary(&["summary"])?,

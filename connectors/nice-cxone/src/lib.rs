@@ -15,9 +15,10 @@
 //! transferred leg continues the call), `ani` (`ANI`, often 10 national digits, sometimes
 //! international without `+`), `dnis`, `direction` (on `outbound` the customer is the called
 //! party), `attestation` (STIR/SHAKEN `A`/`B`/`C`/`failed`), `skillNo`, `skillName`, `busNo`,
-//! `ext_<name>` external ids; at the end
-//! `customerRef`, `intent`, `intentStatus`, `summary`, `causeCode` and `skillName` (saved as
-//! variables `cause_code` and `skill_name`) and `var_<name>` variables. Other keys are ignored.
+//! `ext_<name>` external ids; at the end `customerRef`, `intent`, `intentStatus`,
+//! `intentDueAt` (a promised callback's due time), `summary`, `causeCode` and `skillName`
+//! (saved as variables `cause_code` and `skill_name`) and `var_<name>` variables. Other keys
+//! are ignored.
 //!
 //! The answer is a flat JSON object of strings (the `sticky_*` context fields), within the
 //! REST action's 32 KB response limit: trailing variables are dropped to fit.
@@ -92,6 +93,7 @@ fn end(p: &FlatParams) -> Result<EndCall, Rejection> {
         platform: platform(),
         customer_ref: p.customer_ref("customerRef")?,
         intent: p.intent("intent")?,
+        intent_due_at: p.due_at("intentDueAt", "intent")?,
         intent_status: p.intent_status("intentStatus")?,
         variables: p.variables(&[("causeCode", "cause_code"), ("skillName", "skill_name")])?,
         summary: p.summary(&["summary"])?,

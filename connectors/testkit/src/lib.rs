@@ -173,6 +173,8 @@ pub fn known_caller(call_id: &str) -> StartOutcome {
                 intent: "refund_request".into(),
                 opened_at: at(20),
                 last_call_id: Some("call_prev".into()),
+                due_at: None,
+                state: None,
             }],
             recent_calls: vec![RecentCall {
                 call_id: "call_prev".into(),
@@ -229,6 +231,8 @@ pub fn huge_context(call_id: &str) -> StartOutcome {
                 intent: format!("intent_{i}_{}", "y".repeat(100)),
                 opened_at: at(2),
                 last_call_id: None,
+                due_at: None,
+                state: None,
             });
         }
     }
@@ -258,8 +262,8 @@ fn describe_command(cmd: &ConnectorCommand) -> Value {
         ConnectorCommand::Start(s) => json!({
             "start": {"call_id": s.call_id.as_str(), "platform": s.platform.as_str(), "hints": hints(&s.hints)}
         }),
-        ConnectorCommand::End(e) => json!({
-            "end": {
+        ConnectorCommand::End(e) => {
+            let mut end = json!({
                 "call_id": e.call_id.as_str(),
                 "platform": e.platform.as_str(),
                 "customer_ref": e.customer_ref.as_ref().map(|r| r.as_str()),
@@ -268,8 +272,13 @@ fn describe_command(cmd: &ConnectorCommand) -> Value {
                 "summary": e.summary,
                 "variables": e.variables.iter().map(|(k, v)| (k.as_str().to_owned(), v.cloned().unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>(),
                 "hints": hints(&e.hints),
+            });
+            // Only callbacks show it, so that other ends' snapshots stay as they were.
+            if let Some(due) = e.intent_due_at {
+                end["intent_due_at"] = json!(due.to_rfc3339());
             }
-        }),
+            json!({ "end": end })
+        }
         ConnectorCommand::Ignore { reason } => json!({"ignore": reason}),
     }
 }

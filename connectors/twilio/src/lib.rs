@@ -236,6 +236,7 @@ fn parse_studio(route: Route, body: &[u8]) -> Result<ConnectorCommand, Rejection
                 .filter(|i| !i.is_empty())
                 .map(|i| IntentName::parse(&i).map_err(|e| Rejection::invalid("intent", e.0)))
                 .transpose()?,
+            intent_due_at: None,
             intent_status: req
                 .intent_status
                 .filter(|s| !s.is_empty())

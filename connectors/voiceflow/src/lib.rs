@@ -11,10 +11,11 @@
 //!   `voiceflow_user`.
 //! - An **API step** inside the flow (<https://docs.voiceflow.com/docs/api-step>) posts a flat
 //!   JSON object to `/start` (or `/end`, or the bare route with `"event"`): `user_id`
-//!   (`{user_id}`), `call_id` (optional; else `<user_id>:<timestamp>`), `timestamp`
-//!   (`{timestamp}`), `channel` (`web` for a user id that is not a phone number), `ext_<name>`
-//!   external ids; at the end `customer_ref`, `intent`, `intent_status`, `summary` and
-//!   `var_<name>` variables.
+//!   (`{user_id}`), `call_id` (optional; `0` or `none`, an unset Voiceflow variable, counts as
+//!   absent; else `<user_id>:<timestamp>`), `timestamp` (`{timestamp}`), `channel` (`web` for a
+//!   user id that is not a phone number), `ext_<name>` external ids; at the end
+//!   `customer_ref`, `intent`, `intent_status`, `intent_due_at`, `summary` and `var_<name>`
+//!   variables.
 //!
 //! The answer is a flat JSON object of strings (`sticky_*`), which the API step captures into
 //! variables by path; webhook deliveries ignore it.
@@ -136,8 +137,15 @@ fn webhook(event: &WebhookEvent, route: Route) -> Result<ConnectorCommand, Rejec
     }
 }
 
+/// Whether an API step's `call_id` holds no call id: Voiceflow starts every variable at `0`,
+/// and our guide resets `sticky_call_id` to `none` before the start step captures it, so
+/// either means the start step did not answer.
+fn unset_variable(value: &str) -> bool {
+    value == "0" || value.eq_ignore_ascii_case("none")
+}
+
 fn step_call_id(p: &FlatParams) -> Result<CallId, Rejection> {
-    if p.text("call_id")?.is_some() {
+    if p.text("call_id")?.is_some_and(|v| !unset_variable(v)) {
         return p.call_id("call_id");
     }
     let user = p
@@ -186,6 +194,7 @@ fn step(p: &FlatParams, end: bool) -> Result<ConnectorCommand, Rejection> {
         platform: platform(),
         customer_ref: p.customer_ref("customer_ref")?,
         intent: p.intent("intent")?,
+        intent_due_at: p.due_at("intent_due_at", "intent")?,
         intent_status: p.intent_status("intent_status")?,
         variables: p.variables(&[])?,
         summary: p.summary(&["summary"])?,

@@ -203,6 +203,29 @@ impl FlatParams {
             .transpose()
     }
 
+    /// A callback's due time under `key` (RFC 3339 with its offset), which needs an intent
+    /// under `intent_key`.
+    ///
+    /// # Errors
+    /// `invalid_type`, or `invalid_value` when the time is malformed or the intent missing.
+    pub fn due_at(
+        &self,
+        key: &str,
+        intent_key: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, Rejection> {
+        let Some(v) = self.text(key)? else {
+            return Ok(None);
+        };
+        let due = crate::domain::parse_due_at(v).map_err(|e| Rejection::invalid(key, e.0))?;
+        if self.text(intent_key)?.is_none() {
+            return Err(Rejection::invalid(
+                key,
+                format!("`{key}` needs `{intent_key}`: a callback is due on an intent"),
+            ));
+        }
+        Ok(Some(due))
+    }
+
     /// The STIR/SHAKEN attestation under `key` (`A`, `B`, `C` or `failed`).
     ///
     /// # Errors
@@ -431,6 +454,32 @@ mod tests {
         }
         // Keys outside the contract are never read, so never refused.
         assert_eq!(p.text("absent").unwrap(), None);
+    }
+
+    #[test]
+    fn a_callback_time_is_rfc3339_and_needs_an_intent() {
+        let p = params(json!({"intent": "callback", "intentDueAt": "2026-12-05T16:00:00+01:00"}));
+        assert_eq!(
+            p.due_at("intentDueAt", "intent")
+                .unwrap()
+                .map(|t| t.to_rfc3339()),
+            Some("2026-12-05T15:00:00+00:00".to_owned())
+        );
+        // A template the platform left unrendered is no time at all.
+        let p = params(json!({"intent": "callback", "intentDueAt": "${input.dueAt}"}));
+        assert_eq!(p.due_at("intentDueAt", "intent").unwrap(), None);
+        for bad in [
+            json!({"intent": "callback", "intentDueAt": "tomorrow at 3"}),
+            json!({"intentDueAt": "2026-12-05T15:00:00Z"}),
+        ] {
+            match params(bad).due_at("intentDueAt", "intent").unwrap_err() {
+                Rejection::Invalid { code, field, .. } => {
+                    assert_eq!(code, "invalid_value");
+                    assert_eq!(field.as_deref(), Some("intentDueAt"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -244,6 +244,23 @@ impl IntentStatus {
     }
 }
 
+/// When a promised callback is due: an RFC 3339 time with its offset
+/// (`2026-12-05T15:00:00Z`, `2026-12-05T16:00:00+01:00`), kept in UTC.
+///
+/// # Errors
+/// When the value is not such a time.
+pub fn parse_due_at(value: &str) -> Result<chrono::DateTime<chrono::Utc>, InvalidValue> {
+    chrono::DateTime::parse_from_rfc3339(value.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            InvalidValue(
+                "intent_due_at must be an RFC 3339 time with its offset, such as \
+                 `2026-12-05T15:00:00Z`"
+                    .into(),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

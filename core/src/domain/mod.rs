@@ -7,6 +7,7 @@ mod phone;
 pub use attestation::Attestation;
 
 pub use ids::{
-    CallId, CustomerRef, ExternalId, IntentName, IntentStatus, InvalidValue, Platform, VariableName,
+    CallId, CustomerRef, ExternalId, IntentName, IntentStatus, InvalidValue, Platform,
+    VariableName, parse_due_at,
 };
 pub use phone::{Ani, DefaultRegion, PhoneNumber, WithheldReason};

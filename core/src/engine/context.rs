@@ -289,6 +289,8 @@ fn place_intent(
                 intent: touched.intent.clone(),
                 opened_at: touched.opened_at,
                 last_call_id: touched.last_call_id.clone(),
+                due_at: touched.due_at,
+                state: None,
             },
         );
         open.truncate(max);
@@ -514,6 +516,7 @@ mod tests {
             updated_at: at,
             resolved_at: None,
             last_call_id: Some("c".into()),
+            due_at: None,
         }
     }
 
@@ -570,6 +573,8 @@ mod tests {
                     intent: (*n).into(),
                     opened_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
                     last_call_id: None,
+                    due_at: None,
+                    state: None,
                 })
                 .collect();
             let base = Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap();

@@ -11,7 +11,7 @@ use sea_orm::{
 use serde_json::Value;
 
 use super::context;
-use super::end::{Touched, set_intent};
+use super::end::{IntentChange, Touched, set_intent};
 use super::sql::Conn;
 use super::store::{call_record, customers_by_id, find_call, find_customer_by_ref};
 use super::{CallRecord, Engine, TenantId};
@@ -64,6 +64,8 @@ pub struct IntentRecord {
     pub resolved_at: Option<DateTime<Utc>>,
     /// Last call that touched it.
     pub last_call_id: Option<String>,
+    /// When a promised callback is due.
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 /// Everything stored about a customer (the GDPR export).
@@ -244,6 +246,7 @@ impl Engine {
                 updated_at: i.updated_at,
                 resolved_at: i.resolved_at,
                 last_call_id: i.last_call_id,
+                due_at: i.due_at,
             })
             .collect();
         let rows = call::Entity::find()
@@ -593,10 +596,13 @@ impl Engine {
                 Conn::Tx(&tx),
                 tenant,
                 c.id,
-                name.as_str(),
-                IntentStatus::Resolved.as_str(),
-                None,
-                crate::now(),
+                IntentChange {
+                    name: name.as_str(),
+                    status: IntentStatus::Resolved.as_str(),
+                    call_id: None,
+                    due_at: None,
+                    at: crate::now(),
+                },
             )
             .await?
         };
@@ -610,6 +616,7 @@ impl Engine {
             updated_at: updated.updated_at,
             resolved_at: updated.resolved_at,
             last_call_id: updated.last_call_id,
+            due_at: updated.due_at,
         })
     }
 }

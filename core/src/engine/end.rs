@@ -36,6 +36,13 @@ impl Engine {
         tenant: TenantId,
         cmd: EndCall,
     ) -> Result<EndOutcome, EngineError> {
+        if cmd.intent_due_at.is_some() && cmd.intent.is_none() {
+            return Err(FieldError::new(
+                "intent_due_at",
+                "`intent_due_at` needs `intent`: a callback is due on an intent",
+            )
+            .into());
+        }
         let numbers = EndNumbers {
             ani: cmd.hints.ani.as_deref().map(|a| Ani::parse(a, self.region)),
             dnis: cmd.hints.dnis.as_deref().and_then(|d| self.dialled(d)),
@@ -391,10 +398,13 @@ pub(super) async fn end_call_in(
                 tx,
                 tenant,
                 t.id,
-                name,
-                status,
-                Some(cmd.call_id.as_str()),
-                call_time,
+                IntentChange {
+                    name,
+                    status,
+                    call_id: Some(cmd.call_id.as_str()),
+                    due_at: cmd.intent_due_at,
+                    at: call_time,
+                },
             )
             .await?,
         );
@@ -635,8 +645,8 @@ async fn set_variables(
     Ok(all_applied)
 }
 
-const INTENT_COLUMNS: &str =
-    "id, tenant_id, customer_id, intent, status, opened_at, updated_at, resolved_at, last_call_id";
+const INTENT_COLUMNS: &str = "id, tenant_id, customer_id, intent, status, opened_at, updated_at, \
+     resolved_at, last_call_id, due_at";
 
 fn intent_from_row(r: &dyn Row) -> Result<intent::Model, EngineError> {
     Ok(intent::Model {
@@ -649,31 +659,52 @@ fn intent_from_row(r: &dyn Row) -> Result<intent::Model, EngineError> {
         updated_at: r.time_req(6)?,
         resolved_at: r.time(7)?,
         last_call_id: r.text(8)?,
+        due_at: r.time(9)?,
     })
 }
 
+/// A change to one intent of a customer.
+pub(super) struct IntentChange<'a> {
+    pub name: &'a str,
+    /// `open` or `resolved`.
+    pub status: &'a str,
+    /// The call that made it (none for a resolution through the API).
+    pub call_id: Option<&'a str>,
+    /// A promised callback's due time.
+    pub due_at: Option<DateTime<Utc>>,
+    /// When it was made.
+    pub at: DateTime<Utc>,
+}
+
 /// Opens, re-opens or resolves an intent of a customer. Re-opening a resolved intent restarts
-/// its `opened_at`; a change without a call keeps the last call that touched it.
+/// its `opened_at`; a change without a call keeps the last call that touched it. A due time
+/// is kept until the status changes or another is given.
 pub(super) async fn set_intent(
     c: Conn<'_>,
     tenant: TenantId,
     customer_id: i64,
-    name: &str,
-    status: &str,
-    call_id: Option<&str>,
-    now: DateTime<Utc>,
+    change: IntentChange<'_>,
 ) -> Result<intent::Model, EngineError> {
+    let IntentChange {
+        name,
+        status,
+        call_id,
+        due_at,
+        at: now,
+    } = change;
     let resolved_at = (status == IntentStatus::Resolved.as_str()).then_some(now);
     let updated = c.query_one(
         &format!(
             "INSERT INTO intents (tenant_id, customer_id, intent, status, opened_at, updated_at, \
-             resolved_at, last_call_id) VALUES ($1, $2, $3, $4, $5, $5, $6, $7) \
+             resolved_at, last_call_id, due_at) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) \
              ON CONFLICT (customer_id, intent) DO UPDATE SET \
              opened_at = CASE WHEN intents.status <> excluded.status AND excluded.status = '{open}' \
                THEN excluded.opened_at ELSE intents.opened_at END, \
              status = excluded.status, updated_at = excluded.updated_at, \
              resolved_at = excluded.resolved_at, \
-             last_call_id = COALESCE(excluded.last_call_id, intents.last_call_id) \
+             last_call_id = COALESCE(excluded.last_call_id, intents.last_call_id), \
+             due_at = CASE WHEN excluded.due_at IS NOT NULL THEN excluded.due_at \
+               WHEN intents.status <> excluded.status THEN NULL ELSE intents.due_at END \
              WHERE intents.updated_at <= excluded.updated_at \
              RETURNING {INTENT_COLUMNS}",
             open = IntentStatus::Open.as_str(),
@@ -686,6 +717,7 @@ pub(super) async fn set_intent(
             now.into(),
             resolved_at.into(),
             call_id.into(),
+            due_at.into(),
         ],
         intent_from_row,
     )

@@ -438,6 +438,8 @@ fn imported_document(
                 intent: name.as_str().to_owned(),
                 opened_at: touched,
                 last_call_id: last.map(|k| k.call_id.clone()),
+                due_at: None,
+                state: None,
             })
             .collect(),
         recent_calls: ended

@@ -11,6 +11,7 @@
 
 mod batch;
 mod cache;
+mod callbacks;
 mod context;
 mod customers;
 mod end;
@@ -38,6 +39,7 @@ use crate::domain::DefaultRegion;
 use crate::error::EngineError;
 use crate::scoring::{Band, Signal};
 
+pub use callbacks::{CALLBACK_DUE_WINDOW, mark_callbacks};
 pub use customers::{CustomerExport, CustomerSummary, ErasureReport, IdentityRecord, IntentRecord};
 pub use import::{ImportReport, ImportedCall, ImportedCustomer, ImportedIdentity};
 
@@ -104,6 +106,29 @@ pub struct OpenIntent {
     pub opened_at: DateTime<Utc>,
     /// The last call that touched it.
     pub last_call_id: Option<String>,
+    /// When a promised callback is due (absent for other intents).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire::rfc3339_opt"
+    )]
+    pub due_at: Option<DateTime<Utc>>,
+    /// For a callback, where it stands as of the answer. Computed when a start answers,
+    /// never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<CallbackState>,
+}
+
+/// Where a promised callback stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackState {
+    /// Due later than [`CALLBACK_DUE_WINDOW`] from now.
+    Open,
+    /// Due within [`CALLBACK_DUE_WINDOW`].
+    Due,
+    /// Past its due time.
+    Overdue,
 }
 
 /// One of the customer's latest ended calls.

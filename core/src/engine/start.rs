@@ -177,7 +177,8 @@ impl Engine {
             other => other,
         }?;
         // Below high confidence the tenant's sensitive variables are left out.
-        self.without_sensitive(tenant, answer).await
+        let answer = self.without_sensitive(tenant, answer).await?;
+        self.with_callback_states(answer)
     }
 
     async fn start_call_once(

@@ -259,12 +259,12 @@ pub(super) async fn load_context(
     customer: &customer::Model,
 ) -> Result<(CustomerContext, Option<DateTime<Utc>>), EngineError> {
     let sql = format!(
-        "SELECT 'v' AS kind, name AS a, value AS b, NULL AS c, NULL AS d, updated_at AS t1, NULL AS t2, id AS n \
+        "SELECT 'v' AS kind, name AS a, value AS b, NULL AS c, NULL AS d, updated_at AS t1, NULL AS t2, id AS n, NULL AS t3 \
          FROM variables WHERE customer_id = $1 \
-         UNION ALL SELECT * FROM (SELECT 'i', intent, last_call_id, NULL, NULL, opened_at, updated_at, id \
+         UNION ALL SELECT * FROM (SELECT 'i', intent, last_call_id, NULL, NULL, opened_at, updated_at, id, due_at \
            FROM intents WHERE customer_id = $1 AND status = 'open' \
            ORDER BY updated_at DESC, id ASC LIMIT {OPEN_INTENTS}) AS i \
-         UNION ALL SELECT * FROM (SELECT 'c', call_id, summary, intent, intent_status, started_at, ended_at, id \
+         UNION ALL SELECT * FROM (SELECT 'c', call_id, summary, intent, intent_status, started_at, ended_at, id, CAST(NULL AS TIMESTAMPTZ) \
            FROM calls WHERE customer_id = $1 AND status = '{}' \
            ORDER BY ended_at DESC, id DESC LIMIT {RECENT_CALLS}) AS k",
         call::STATUS_ENDED,
@@ -294,6 +294,8 @@ pub(super) async fn load_context(
                         intent: a.unwrap_or_default(),
                         opened_at: t1.unwrap_or_else(crate::now),
                         last_call_id: b,
+                        due_at: r.time(8)?,
+                        state: None,
                     },
                 ),
                 _ => Part::Call(
@@ -347,7 +349,7 @@ pub(super) async fn load_open_intents(
     let rows = c
         .query(
             &format!(
-                "SELECT intent, last_call_id, opened_at, updated_at FROM intents \
+                "SELECT intent, last_call_id, opened_at, updated_at, due_at FROM intents \
              WHERE customer_id = $1 AND status = 'open' \
              ORDER BY updated_at DESC, id ASC LIMIT {OPEN_INTENTS}"
             ),
@@ -358,6 +360,8 @@ pub(super) async fn load_open_intents(
                         intent: r.text_req(0)?,
                         last_call_id: r.text(1)?,
                         opened_at: r.time(2)?.unwrap_or_else(crate::now),
+                        due_at: r.time(4)?,
+                        state: None,
                     },
                     r.time(3)?,
                 ))

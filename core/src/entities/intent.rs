@@ -14,6 +14,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     pub resolved_at: Option<DateTimeUtc>,
     pub last_call_id: Option<String>,
+    /// When a promised callback is due.
+    pub due_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

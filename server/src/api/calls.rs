@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sticky_core::commands::{EndCall, StartCall, VariableChanges, parse_summary};
-use sticky_core::domain::{CallId, CustomerRef, IntentName, IntentStatus, Platform};
+use sticky_core::domain::{CallId, CustomerRef, IntentName, IntentStatus, Platform, parse_due_at};
 use sticky_core::engine::{EndOutcome, StartAnswer};
 
 use super::ApiTags;
@@ -170,6 +170,10 @@ pub struct EndCallRequest {
     pub intent: Option<String>,
     /// `open` (default with an intent) or `resolved`.
     pub intent_status: Option<String>,
+    /// When the intent is a promised callback, when it is due (RFC 3339 with its offset,
+    /// `2026-12-05T15:00:00Z`). Needs `intent`. The next start lists the intent with a
+    /// `state` of `due` (from an hour before) or `overdue`, those first.
+    pub intent_due_at: Option<String>,
     /// Variables to merge into the customer's saved ones (latest wins; `null` removes a key).
     /// At most 100; names up to 64 characters; values up to 4 KiB as JSON.
     pub variables: Option<BTreeMap<String, Value>>,
@@ -189,6 +193,12 @@ impl TryFrom<EndCallRequest> for EndCall {
     type Error = ApiError;
 
     fn try_from(r: EndCallRequest) -> Result<Self, ApiError> {
+        if r.intent_due_at.is_some() && r.intent.is_none() {
+            return Err(ApiError::invalid(
+                "intent_due_at",
+                "`intent_due_at` needs `intent`: a callback is due on an intent",
+            ));
+        }
         Ok(Self {
             call_id: parse_call_id(&r.call_id)?,
             platform: parse_platform(r.platform)?,
@@ -205,6 +215,10 @@ impl TryFrom<EndCallRequest> for EndCall {
                 .map(|s| {
                     IntentStatus::parse(&s).map_err(|e| ApiError::invalid("intent_status", e.0))
                 })
+                .transpose()?,
+            intent_due_at: r
+                .intent_due_at
+                .map(|d| parse_due_at(&d).map_err(|e| ApiError::invalid("intent_due_at", e.0)))
                 .transpose()?,
             variables: VariableChanges::parse(r.variables.unwrap_or_default())?,
             summary: r.summary.map(|s| parse_summary("summary", s)).transpose()?,
@@ -421,11 +435,15 @@ mod tests {
                         intent: "refund_request".to_owned(),
                         opened_at: fraction,
                         last_call_id: Some("CA01".to_owned()),
+                        due_at: None,
+                        state: None,
                     },
                     OpenIntent {
                         intent: "callback".to_owned(),
                         opened_at: whole,
                         last_call_id: None,
+                        due_at: None,
+                        state: None,
                     },
                 ],
                 recent_calls: vec![

@@ -92,6 +92,9 @@ pub struct IntentDto {
     /// The last call that touched it.
     #[oai(nullable)]
     pub last_call_id: Option<String>,
+    /// When a promised callback is due (only for callbacks).
+    #[oai(skip_serializing_if_is_none)]
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 impl From<IntentRecord> for IntentDto {
@@ -103,6 +106,7 @@ impl From<IntentRecord> for IntentDto {
             updated_at: i.updated_at,
             resolved_at: i.resolved_at,
             last_call_id: i.last_call_id,
+            due_at: i.due_at,
         }
     }
 }

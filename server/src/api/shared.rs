@@ -11,7 +11,7 @@ use poem_openapi::{Enum, Object};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use sticky_core::commands::IdentityHints;
-use sticky_core::engine::{CallRecord, ContextJson, CustomerContext};
+use sticky_core::engine::{CallRecord, CallbackState, ContextJson, CustomerContext};
 use sticky_core::scoring::{Band, Signal};
 
 use crate::error::ApiError;
@@ -130,6 +130,29 @@ impl From<Band> for ActionDto {
     }
 }
 
+/// Where a promised callback stands when the call starts.
+#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq, Serialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackStateDto {
+    /// Due more than an hour from now.
+    Open,
+    /// Due within the hour.
+    Due,
+    /// Past its due time: the promise was missed.
+    Overdue,
+}
+
+impl From<CallbackState> for CallbackStateDto {
+    fn from(s: CallbackState) -> Self {
+        match s {
+            CallbackState::Open => Self::Open,
+            CallbackState::Due => Self::Due,
+            CallbackState::Overdue => Self::Overdue,
+        }
+    }
+}
+
 /// One reason behind the confidence.
 #[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "snake_case")]
@@ -164,6 +187,18 @@ pub struct OpenIntentDto {
     /// The last call that touched it.
     #[oai(nullable)]
     pub last_call_id: Option<String>,
+    /// When a promised callback is due (only for callbacks).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
+    pub due_at: Option<DateTime<Utc>>,
+    /// For a callback, in a call-start answer: where it stands. Callbacks are listed first,
+    /// overdue ones ahead.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<CallbackStateDto>,
 }
 
 /// A recent ended call.
@@ -224,6 +259,8 @@ impl From<CustomerContext> for ContextDto {
                     intent: i.intent,
                     opened_at: i.opened_at,
                     last_call_id: i.last_call_id,
+                    due_at: i.due_at,
+                    state: i.state.map(Into::into),
                 })
                 .collect(),
             recent_calls: c

@@ -1,0 +1,136 @@
+//! Promised callbacks: open intents with a due time. A start's answer says where each stands
+//! (`open`, `due`, `overdue`) and lists the overdue ones first, so the agent who picks up the
+//! call sees a missed promise before anything else.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{CallbackState, ContextJson, CustomerContext, Engine, StartAnswer};
+use crate::error::EngineError;
+
+/// How long before its due time a callback counts as `due`.
+pub const CALLBACK_DUE_WINDOW: Duration = Duration::hours(1);
+
+/// Sets the state of every callback in `context` as of `now` and moves callbacks ahead of the
+/// other open intents: overdue first, then due, then open, each earliest due first. The other
+/// intents keep their order (most recently touched first). Returns whether anything was a
+/// callback.
+pub fn mark_callbacks(context: &mut CustomerContext, now: DateTime<Utc>) -> bool {
+    let mut any = false;
+    for intent in &mut context.open_intents {
+        intent.state = intent.due_at.map(|due| {
+            any = true;
+            if due < now {
+                CallbackState::Overdue
+            } else if due - now <= CALLBACK_DUE_WINDOW {
+                CallbackState::Due
+            } else {
+                CallbackState::Open
+            }
+        });
+    }
+    if any {
+        // Stable: intents that are not callbacks keep their order behind the callbacks.
+        context
+            .open_intents
+            .sort_by_key(|i| match (i.state, i.due_at) {
+                (Some(CallbackState::Overdue), due) => (0, due),
+                (Some(CallbackState::Due), due) => (1, due),
+                (Some(CallbackState::Open), due) => (2, due),
+                (None, _) => (3, None),
+            });
+    }
+    any
+}
+
+impl Engine {
+    /// `answer` with its callbacks' states set as of now. A context without a due time (the
+    /// common case, seen without decoding it) is passed on as it is.
+    pub(super) fn with_callback_states(
+        &self,
+        mut answer: StartAnswer,
+    ) -> Result<StartAnswer, EngineError> {
+        let Some(context) = &answer.context else {
+            return Ok(answer);
+        };
+        if !context.get().get().contains("\"due_at\"") {
+            return Ok(answer);
+        }
+        let mut decoded = context.decode()?;
+        if mark_callbacks(&mut decoded, crate::now()) {
+            answer.context = Some(ContextJson::new(&decoded)?);
+        }
+        Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::engine::OpenIntent;
+
+    fn intent(name: &str, due_at: Option<DateTime<Utc>>) -> OpenIntent {
+        OpenIntent {
+            intent: name.into(),
+            opened_at: Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap(),
+            last_call_id: None,
+            due_at,
+            state: None,
+        }
+    }
+
+    fn context(open_intents: Vec<OpenIntent>) -> CustomerContext {
+        CustomerContext {
+            variables: BTreeMap::new(),
+            open_intents,
+            recent_calls: vec![],
+            call_count: 1,
+            first_seen_at: None,
+            last_seen_at: None,
+        }
+    }
+
+    #[test]
+    fn states_follow_the_due_time_and_callbacks_come_first() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 5, 12, 0, 0).unwrap();
+        let mut c = context(vec![
+            intent("refund", None),
+            intent("later", Some(now + Duration::hours(5))),
+            intent("soon", Some(now + Duration::minutes(30))),
+            intent("billing", None),
+            intent("missed_late", Some(now - Duration::minutes(1))),
+            intent("missed_early", Some(now - Duration::days(1))),
+            intent("at_the_hour", Some(now + CALLBACK_DUE_WINDOW)),
+        ]);
+        assert!(mark_callbacks(&mut c, now));
+        let got: Vec<(&str, Option<CallbackState>)> = c
+            .open_intents
+            .iter()
+            .map(|i| (i.intent.as_str(), i.state))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("missed_early", Some(CallbackState::Overdue)),
+                ("missed_late", Some(CallbackState::Overdue)),
+                ("soon", Some(CallbackState::Due)),
+                ("at_the_hour", Some(CallbackState::Due)),
+                ("later", Some(CallbackState::Open)),
+                ("refund", None),
+                ("billing", None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_context_without_callbacks_is_left_alone() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 5, 12, 0, 0).unwrap();
+        let mut c = context(vec![intent("b", None), intent("a", None)]);
+        let before = c.clone();
+        assert!(!mark_callbacks(&mut c, now));
+        assert_eq!(c, before);
+    }
+}
