@@ -98,6 +98,7 @@ mod tests {
             context: Some(CustomerContext {
                 variables: [("note".to_owned(), json!(evil))].into_iter().collect(),
                 open_intents: vec![],
+                variable_expiry: Default::default(),
                 recent_calls: vec![RecentCall {
                     call_id: "c0".into(),
                     started_at: None,

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain::{
@@ -93,9 +94,15 @@ impl IdentityHints {
     }
 }
 
-/// Variable changes: a value to save, or `None` to remove the key.
+/// Variable changes: a value to save, or `None` to remove the key; a saved value may expire.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct VariableChanges(BTreeMap<VariableName, Option<Value>>);
+pub struct VariableChanges(
+    BTreeMap<VariableName, Option<Value>>,
+    BTreeMap<VariableName, DateTime<Utc>>,
+);
+
+/// The longest time to live a variable may be given: ten years, in seconds.
+pub const MAX_VARIABLE_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 impl VariableChanges {
     /// Validates names, sizes and count.
@@ -128,7 +135,49 @@ impl VariableChanges {
                 ));
             }
         }
-        Ok(Self(out))
+        Ok(Self(out, BTreeMap::new()))
+    }
+
+    /// Gives variables set by these changes a time to live, in seconds from `now`; `field`
+    /// names the map in errors (`variable_ttl_seconds`).
+    ///
+    /// # Errors
+    /// A [`FieldError`] naming the first entry whose variable is not set by these changes, or
+    /// whose time is not a whole number of seconds from 1 to [`MAX_VARIABLE_TTL_SECONDS`].
+    pub fn with_ttls(
+        mut self,
+        field: &str,
+        ttls: impl IntoIterator<Item = (String, u64)>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, FieldError> {
+        for (name, seconds) in ttls {
+            let at = format!("{field}.{name}");
+            let parsed = VariableName::parse(&name).map_err(|e| FieldError::new(&at, e.0))?;
+            if !matches!(self.0.get(&parsed), Some(Some(_))) {
+                return Err(FieldError::new(
+                    at,
+                    "a time to live is given only to a variable this request saves",
+                ));
+            }
+            if !(1..=MAX_VARIABLE_TTL_SECONDS).contains(&seconds) {
+                return Err(FieldError::new(
+                    at,
+                    format!(
+                        "a time to live is a whole number of seconds from 1 to \
+                         {MAX_VARIABLE_TTL_SECONDS}"
+                    ),
+                ));
+            }
+            let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+            self.1
+                .insert(parsed, now + chrono::Duration::seconds(seconds));
+        }
+        Ok(self)
+    }
+
+    /// When the variable `name` this request saves expires (none: it is kept).
+    pub fn expires_at(&self, name: &VariableName) -> Option<DateTime<Utc>> {
+        self.1.get(name).copied()
     }
 
     /// The changes, by name.
@@ -200,7 +249,7 @@ pub struct EndCall {
     /// Whether that is dealt with.
     pub intent_status: Option<IntentStatus>,
     /// When the intent is a promised callback: when it is due.
-    pub intent_due_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub intent_due_at: Option<DateTime<Utc>>,
     /// Variables to merge into the customer's.
     pub variables: VariableChanges,
     /// The call's summary; when absent, `variables.summary` (if text) is used.

@@ -8,7 +8,7 @@ mod m20261123_000002_connector_settings;
 mod m20261125_000003_customer_contexts;
 mod m20261205_000004_tenant_settings;
 mod m20261205_000005_audit_events;
-mod m20261205_000006_intent_due;
+mod m20261205_000006_memory_lifecycle;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -22,7 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_customer_contexts::Migration),
             Box::new(m20261205_000004_tenant_settings::Migration),
             Box::new(m20261205_000005_audit_events::Migration),
-            Box::new(m20261205_000006_intent_due::Migration),
+            Box::new(m20261205_000006_memory_lifecycle::Migration),
         ]
     }
 }

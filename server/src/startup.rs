@@ -295,11 +295,12 @@ fn allow_for(allowed: &Allowed, path: &str) -> Option<String> {
     (!methods.is_empty()).then(|| methods.join(", "))
 }
 
-/// How often tenants' retention periods are applied.
+/// How often tenants' retention periods and variables' times to live are applied.
 const RETENTION_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Applies tenants' retention periods a minute after start and then every hour (see
-/// `Engine::sweep_retention`); the task ends with the application.
+/// Applies tenants' retention periods and deletes expired variables a minute after start and
+/// then every hour (see `Engine::sweep_retention` and `Engine::sweep_expired_variables`); the
+/// task ends with the application.
 fn spawn_retention_sweep(state: &Arc<AppState>) {
     let state = Arc::downgrade(state);
     tokio::spawn(async move {
@@ -314,6 +315,16 @@ fn spawn_retention_sweep(state: &Arc<AppState>) {
                     tracing::info!(calls, "retention: deleted calls past their tenant's period")
                 }
                 Err(e) => tracing::warn!(error = %e, "retention sweep failed; it runs again later"),
+            }
+            match s.engine.sweep_expired_variables(sticky_core::now()).await {
+                Ok(0) => {}
+                Ok(variables) => {
+                    tracing::info!(
+                        variables,
+                        "retention: deleted variables past their time to live"
+                    )
+                }
+                Err(e) => tracing::warn!(error = %e, "variable sweep failed; it runs again later"),
             }
         }
     });

@@ -18,6 +18,7 @@ backend_tests!(
     ends_from_two_sources_merge_in_either_order,
     a_resolved_intent_leaves_the_open_list,
     callbacks_are_listed_first_with_where_they_stand,
+    a_variable_with_a_time_to_live_is_forgotten_when_it_expires,
     a_null_variable_removes_the_key,
     a_withheld_number_is_never_linked_or_matched,
     a_number_shared_by_two_customers_is_medium_with_candidates,
@@ -852,6 +853,83 @@ async fn callbacks_are_listed_first_with_where_they_stand(app: TestApp) {
     let other = app.new_tenant("other-cb").await;
     let theirs = app
         .post_as(&other, "/v1/calls/start", start("cb-9", ani))
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
+    assert!(theirs.body["context"].is_null(), "{}", theirs.body);
+}
+
+async fn a_variable_with_a_time_to_live_is_forgotten_when_it_expires(app: TestApp) {
+    let ani = "+14155550432";
+    app.end_call(json!({"call_id": "ttl-1", "customer_ref": "lee",
+        "identity_hints": {"ani": ani},
+        "variables": {"otp_verified": true, "offer": "10off", "tier": "gold"},
+        "variable_ttl_seconds": {"otp_verified": 1, "offer": 86400}}))
+        .await;
+    let fresh = app.start_call(start("ttl-2", ani)).await;
+    assert_eq!(
+        fresh["context"]["variables"],
+        json!({"otp_verified": true, "offer": "10off", "tier": "gold"}),
+        "{fresh}"
+    );
+    assert!(
+        fresh["context"].get("variable_expiry").is_none(),
+        "expiry times are not part of an answer: {fresh}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = app.start_call(start("ttl-3", ani)).await;
+    assert_eq!(
+        later["context"]["variables"],
+        json!({"offer": "10off", "tier": "gold"}),
+        "{later}"
+    );
+    let lee = app.get("/v1/customers/lee").await.body;
+    assert_eq!(
+        lee["variables"],
+        json!({"offer": "10off", "tier": "gold"}),
+        "{lee}"
+    );
+    // The sweep deletes the expired row, and only it; the next answers say the same.
+    let swept = app
+        .state
+        .engine
+        .sweep_expired_variables(chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(swept, 1);
+    let after = app.start_call(start("ttl-4", ani)).await;
+    assert_eq!(
+        after["context"]["variables"],
+        json!({"offer": "10off", "tier": "gold"}),
+        "{after}"
+    );
+    // Saved again without a time to live, the offer is kept for good.
+    app.end_call(
+        json!({"call_id": "ttl-4", "customer_ref": "lee", "variables": {"offer": "20off"}}),
+    )
+    .await;
+    let in_two_days = chrono::Utc::now() + chrono::Duration::days(2);
+    assert_eq!(
+        app.state
+            .engine
+            .sweep_expired_variables(in_two_days)
+            .await
+            .unwrap(),
+        0
+    );
+    let kept = app.get("/v1/customers/lee").await.body;
+    assert_eq!(kept["variables"]["offer"], "20off", "{kept}");
+    assert_eq!(
+        app.state
+            .engine
+            .context_documents_out_of_date(app.default_tenant().await)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    // Another tenant calling from the same number sees none of it.
+    let other = app.new_tenant("other-ttl").await;
+    let theirs = app
+        .post_as(&other, "/v1/calls/start", start("ttl-5", ani))
         .await;
     assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
     assert!(theirs.body["context"].is_null(), "{}", theirs.body);

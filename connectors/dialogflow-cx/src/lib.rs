@@ -463,6 +463,7 @@ mod tests {
                     .map(|(k, v)| ((*k).to_owned(), v.clone()))
                     .collect(),
                 open_intents: vec![],
+                variable_expiry: Default::default(),
                 recent_calls: vec![],
                 call_count: 1,
                 first_seen_at: None,

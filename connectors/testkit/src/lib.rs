@@ -176,6 +176,7 @@ pub fn known_caller(call_id: &str) -> StartOutcome {
                 due_at: None,
                 state: None,
             }],
+            variable_expiry: Default::default(),
             recent_calls: vec![RecentCall {
                 call_id: "call_prev".into(),
                 started_at: Some(at(20)),

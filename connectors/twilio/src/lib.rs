@@ -569,6 +569,7 @@ mod tests {
             context: Some(CustomerContext {
                 variables: [("name".to_owned(), json!("Ana"))].into_iter().collect(),
                 open_intents: vec![],
+                variable_expiry: Default::default(),
                 recent_calls: vec![],
                 call_count: 3,
                 first_seen_at: None,

@@ -337,6 +337,7 @@ mod tests {
             context: ContextJson::new(&CustomerContext {
                 variables: std::collections::BTreeMap::new(),
                 open_intents: Vec::new(),
+                variable_expiry: Default::default(),
                 recent_calls: Vec::new(),
                 call_count: 0,
                 first_seen_at: None,

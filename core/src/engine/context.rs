@@ -239,10 +239,19 @@ async fn changed_by_end(
     let model = change.customer.clone();
     for (name, value) in change.variables.iter() {
         match value {
-            Some(v) => context
-                .variables
-                .insert(name.as_str().to_owned(), v.clone()),
-            None => context.variables.remove(name.as_str()),
+            Some(v) => {
+                match change.variables.expires_at(name) {
+                    Some(at) => context.variable_expiry.insert(name.as_str().to_owned(), at),
+                    None => context.variable_expiry.remove(name.as_str()),
+                };
+                context
+                    .variables
+                    .insert(name.as_str().to_owned(), v.clone())
+            }
+            None => {
+                context.variable_expiry.remove(name.as_str());
+                context.variables.remove(name.as_str())
+            }
         };
     }
     if let Some(touched) = &change.intent

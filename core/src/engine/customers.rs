@@ -226,8 +226,14 @@ impl Engine {
                 last_seen_at: i.last_seen_at,
             })
             .collect();
+        // An expired variable is gone for every reader, before the sweep deletes it.
         let variables = variable::Entity::find()
             .filter(variable::Column::CustomerId.eq(c.id))
+            .filter(
+                Condition::any()
+                    .add(variable::Column::ExpiresAt.is_null())
+                    .add(variable::Column::ExpiresAt.gt(crate::now())),
+            )
             .all(&self.db)
             .await?
             .into_iter()

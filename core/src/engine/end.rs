@@ -584,33 +584,41 @@ async fn set_variables(
     now: DateTime<Utc>,
 ) -> Result<bool, EngineError> {
     let mut all_applied = true;
-    let mut saved: Vec<(&str, String)> = Vec::new();
+    let mut saved: Vec<(&str, String, Option<DateTime<Utc>>)> = Vec::new();
     let mut removed: Vec<&str> = Vec::new();
     for (name, value) in changes.iter() {
         match value {
-            Some(v) => saved.push((name.as_str(), serde_json::to_string(v)?)),
+            Some(v) => saved.push((
+                name.as_str(),
+                serde_json::to_string(v)?,
+                changes.expires_at(name),
+            )),
             None => removed.push(name.as_str()),
         }
     }
     if !saved.is_empty() {
         let mut sql = String::from(
-            "INSERT INTO variables (tenant_id, customer_id, name, value, updated_at) VALUES ",
+            "INSERT INTO variables (tenant_id, customer_id, name, value, updated_at, expires_at) \
+             VALUES ",
         );
         let mut args: Vec<Arg<'_>> = vec![tenant.0.into(), customer_id.into(), now.into()];
-        for (i, (name, json)) in saved.iter().enumerate() {
+        for (i, (name, json, expires_at)) in saved.iter().enumerate() {
             let n = args.len();
             sql.push_str(&format!(
-                "{}($1, $2, ${}, ${}, $3)",
+                "{}($1, $2, ${}, ${}, $3, ${})",
                 if i == 0 { "" } else { ", " },
                 n + 1,
-                n + 2
+                n + 2,
+                n + 3
             ));
             args.push((*name).into());
             args.push(json.as_str().into());
+            args.push((*expires_at).into());
         }
         sql.push_str(
             " ON CONFLICT (customer_id, name) DO UPDATE SET value = excluded.value, \
-             updated_at = excluded.updated_at WHERE variables.updated_at <= excluded.updated_at",
+             updated_at = excluded.updated_at, expires_at = excluded.expires_at \
+             WHERE variables.updated_at <= excluded.updated_at",
         );
         let written = c.execute(&sql, &args).await?;
         all_applied &= usize::try_from(written).is_ok_and(|n| n == saved.len());
@@ -801,13 +809,13 @@ async fn merge_customers(
         (
             "variables",
             "name",
-            "value = m.value, updated_at = m.updated_at",
+            "value = m.value, updated_at = m.updated_at, expires_at = m.expires_at",
         ),
         (
             "intents",
             "intent",
             "status = m.status, opened_at = m.opened_at, updated_at = m.updated_at, \
-             resolved_at = m.resolved_at, last_call_id = m.last_call_id",
+             resolved_at = m.resolved_at, last_call_id = m.last_call_id, due_at = m.due_at",
         ),
     ] {
         let select =

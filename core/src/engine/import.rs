@@ -442,6 +442,7 @@ fn imported_document(
                 state: None,
             })
             .collect(),
+        variable_expiry: Default::default(),
         recent_calls: ended
             .into_iter()
             .take(RECENT_CALLS as usize)

@@ -11,11 +11,11 @@
 
 mod batch;
 mod cache;
-mod callbacks;
 mod context;
 mod customers;
 mod end;
 mod import;
+mod lifecycle;
 mod lite;
 mod open_calls;
 pub mod settings;
@@ -39,9 +39,9 @@ use crate::domain::DefaultRegion;
 use crate::error::EngineError;
 use crate::scoring::{Band, Signal};
 
-pub use callbacks::{CALLBACK_DUE_WINDOW, mark_callbacks};
 pub use customers::{CustomerExport, CustomerSummary, ErasureReport, IdentityRecord, IntentRecord};
 pub use import::{ImportReport, ImportedCall, ImportedCustomer, ImportedIdentity};
+pub use lifecycle::{CALLBACK_DUE_WINDOW, drop_expired_variables, mark_callbacks};
 
 /// The tenant a request acts for; it comes from the API key, never from a request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,6 +157,10 @@ pub struct RecentCall {
 pub struct CustomerContext {
     /// Saved variables.
     pub variables: BTreeMap<String, Value>,
+    /// When variables given a time to live expire. Kept in the stored document only: a
+    /// start's answer leaves out the expired variables and this map (see `engine/lifecycle.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variable_expiry: BTreeMap<String, DateTime<Utc>>,
     /// Open intents, most recently touched first.
     pub open_intents: Vec<OpenIntent>,
     /// Latest ended calls, most recent first (at most [`RECENT_CALLS`]).

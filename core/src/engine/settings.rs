@@ -4,16 +4,16 @@
 //! medium confidence, the retention sweep), cached per process and forgotten across processes
 //! when they change (see `crate::coherence`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::end::Touched;
 use super::{ContextJson, Engine, StartAnswer, TenantId};
-use crate::entities::{call, customer_context, tenant_setting};
+use crate::entities::{call, customer_context, tenant_setting, variable};
 use crate::error::{EngineError, FieldError};
 use crate::scoring::Band;
 
@@ -211,6 +211,52 @@ impl Engine {
                 customer_context::Entity::delete_by_id(id).exec(&tx).await?;
             }
             self.commit(tx, Touched::widely(tenant)).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the variables whose time to live passed by `now` (answers have left them out
+    /// since), tenant by tenant; their customers' contexts are rebuilt on the next read.
+    /// Returns the variables deleted.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn sweep_expired_variables(&self, now: DateTime<Utc>) -> Result<u64, EngineError> {
+        let expired: Vec<(i64, i64)> = variable::Entity::find()
+            .select_only()
+            .column(variable::Column::TenantId)
+            .column(variable::Column::CustomerId)
+            .filter(variable::Column::ExpiresAt.lte(now))
+            .distinct()
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut by_tenant: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+        for (tenant, customer) in expired {
+            by_tenant.entry(tenant).or_default().insert(customer);
+        }
+        let mut deleted = 0;
+        for (tenant, customers) in by_tenant {
+            let tenant = TenantId(tenant);
+            let (_writer, tx) = self.begin_write(tenant).await?;
+            // Under the write lock: a variable saved again since (without a time to live, or
+            // with a later one) is not expired any more and stays.
+            deleted += variable::Entity::delete_many()
+                .filter(variable::Column::TenantId.eq(tenant.0))
+                .filter(variable::Column::ExpiresAt.lte(now))
+                .exec(&tx)
+                .await?
+                .rows_affected;
+            for id in &customers {
+                customer_context::Entity::delete_by_id(*id)
+                    .exec(&tx)
+                    .await?;
+            }
+            self.commit(
+                tx,
+                Touched::some(tenant, customers.into_iter().collect(), Vec::new()),
+            )
+            .await?;
         }
         Ok(deleted)
     }

@@ -178,7 +178,7 @@ impl Engine {
         }?;
         // Below high confidence the tenant's sensitive variables are left out.
         let answer = self.without_sensitive(tenant, answer).await?;
-        self.with_callback_states(answer)
+        self.as_of_now(answer)
     }
 
     async fn start_call_once(

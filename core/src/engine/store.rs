@@ -259,7 +259,7 @@ pub(super) async fn load_context(
     customer: &customer::Model,
 ) -> Result<(CustomerContext, Option<DateTime<Utc>>), EngineError> {
     let sql = format!(
-        "SELECT 'v' AS kind, name AS a, value AS b, NULL AS c, NULL AS d, updated_at AS t1, NULL AS t2, id AS n, NULL AS t3 \
+        "SELECT 'v' AS kind, name AS a, value AS b, NULL AS c, NULL AS d, updated_at AS t1, expires_at AS t2, id AS n, NULL AS t3 \
          FROM variables WHERE customer_id = $1 \
          UNION ALL SELECT * FROM (SELECT 'i', intent, last_call_id, NULL, NULL, opened_at, updated_at, id, due_at \
            FROM intents WHERE customer_id = $1 AND status = 'open' \
@@ -270,7 +270,7 @@ pub(super) async fn load_context(
         call::STATUS_ENDED,
     );
     enum Part {
-        Variable(String, Value),
+        Variable(String, Value, Option<DateTime<Utc>>),
         Intent(Option<DateTime<Utc>>, i64, OpenIntent),
         Call(Option<DateTime<Utc>>, i64, RecentCall),
     }
@@ -286,6 +286,7 @@ pub(super) async fn load_context(
                 "v" => Part::Variable(
                     a.unwrap_or_default(),
                     serde_json::from_str(b.as_deref().unwrap_or("null"))?,
+                    t2,
                 ),
                 "i" => Part::Intent(
                     t2,
@@ -314,11 +315,15 @@ pub(super) async fn load_context(
         })
         .await?;
     let mut variables = BTreeMap::new();
+    let mut variable_expiry = BTreeMap::new();
     let mut intents = Vec::new();
     let mut calls = Vec::new();
     for part in rows {
         match part {
-            Part::Variable(name, value) => {
+            Part::Variable(name, value, expires_at) => {
+                if let Some(at) = expires_at {
+                    variable_expiry.insert(name.clone(), at);
+                }
                 variables.insert(name, value);
             }
             Part::Intent(t, n, i) => intents.push((t, n, i)),
@@ -332,6 +337,7 @@ pub(super) async fn load_context(
     let context = CustomerContext {
         variables,
         open_intents: intents.into_iter().map(|(_, _, i)| i).collect(),
+        variable_expiry,
         recent_calls: calls.into_iter().map(|(_, _, k)| k).collect(),
         call_count: customer.call_count,
         first_seen_at: customer.first_seen_at,

@@ -11,6 +11,8 @@ pub struct Model {
     pub name: String,
     pub value: String,
     pub updated_at: DateTimeUtc,
+    /// When it stops being returned (and the hourly sweep deletes it); none: kept.
+    pub expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -177,6 +177,10 @@ pub struct EndCallRequest {
     /// Variables to merge into the customer's saved ones (latest wins; `null` removes a key).
     /// At most 100; names up to 64 characters; values up to 4 KiB as JSON.
     pub variables: Option<BTreeMap<String, Value>>,
+    /// A time to live, in seconds from now, for variables this end saves
+    /// (`{"otp_verified": 900}`): once it has passed, starts and exports leave the variable out
+    /// and an hourly sweep deletes it. Saving the variable again without one keeps it for good.
+    pub variable_ttl_seconds: Option<BTreeMap<String, u64>>,
     /// The call's summary (up to 8 KiB); when absent, `variables.summary` is used.
     pub summary: Option<String>,
     /// Hints known at the end; they complete the start's.
@@ -220,7 +224,11 @@ impl TryFrom<EndCallRequest> for EndCall {
                 .intent_due_at
                 .map(|d| parse_due_at(&d).map_err(|e| ApiError::invalid("intent_due_at", e.0)))
                 .transpose()?,
-            variables: VariableChanges::parse(r.variables.unwrap_or_default())?,
+            variables: VariableChanges::parse(r.variables.unwrap_or_default())?.with_ttls(
+                "variable_ttl_seconds",
+                r.variable_ttl_seconds.unwrap_or_default(),
+                sticky_core::now(),
+            )?,
             summary: r.summary.map(|s| parse_summary("summary", s)).transpose()?,
             hints: r.identity_hints.unwrap_or_default().into_hints()?,
         })
@@ -446,6 +454,7 @@ mod tests {
                         state: None,
                     },
                 ],
+                variable_expiry: Default::default(),
                 recent_calls: vec![
                     RecentCall {
                         call_id: "CA01".to_owned(),
@@ -471,6 +480,7 @@ mod tests {
             CustomerContext {
                 variables: BTreeMap::new(),
                 open_intents: Vec::new(),
+                variable_expiry: Default::default(),
                 recent_calls: Vec::new(),
                 call_count: 0,
                 first_seen_at: None,

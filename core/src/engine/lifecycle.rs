@@ -1,6 +1,12 @@
-//! Promised callbacks: open intents with a due time. A start's answer says where each stands
-//! (`open`, `due`, `overdue`) and lists the overdue ones first, so the agent who picks up the
-//! call sees a missed promise before anything else.
+//! What a stored context says as of the moment a start answers:
+//!
+//! - promised callbacks (open intents with a due time) get a state (`open`, `due`,
+//!   `overdue`) and are listed first, overdue ones ahead, so the agent who picks up the call
+//!   sees a missed promise before anything else;
+//! - variables given a time to live are left out once it has passed (the hourly sweep then
+//!   deletes them), and the expiry times themselves are never sent.
+//!
+//! A context with neither (the common case) is seen to have none without decoding it.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -42,21 +48,34 @@ pub fn mark_callbacks(context: &mut CustomerContext, now: DateTime<Utc>) -> bool
     any
 }
 
+/// Removes from `context` the variables whose time to live has passed by `now`, and the
+/// expiry times (which are not part of an answer). Returns whether there were any.
+pub fn drop_expired_variables(context: &mut CustomerContext, now: DateTime<Utc>) -> bool {
+    if context.variable_expiry.is_empty() {
+        return false;
+    }
+    for (name, expires_at) in std::mem::take(&mut context.variable_expiry) {
+        if expires_at <= now {
+            context.variables.remove(&name);
+        }
+    }
+    true
+}
+
 impl Engine {
-    /// `answer` with its callbacks' states set as of now. A context without a due time (the
-    /// common case, seen without decoding it) is passed on as it is.
-    pub(super) fn with_callback_states(
-        &self,
-        mut answer: StartAnswer,
-    ) -> Result<StartAnswer, EngineError> {
+    /// `answer` as of now: callbacks' states set, expired variables left out.
+    pub(super) fn as_of_now(&self, mut answer: StartAnswer) -> Result<StartAnswer, EngineError> {
         let Some(context) = &answer.context else {
             return Ok(answer);
         };
-        if !context.get().get().contains("\"due_at\"") {
+        let raw = context.get().get();
+        if !raw.contains("\"due_at\"") && !raw.contains("\"variable_expiry\"") {
             return Ok(answer);
         }
         let mut decoded = context.decode()?;
-        if mark_callbacks(&mut decoded, crate::now()) {
+        let now = crate::now();
+        let expiring = drop_expired_variables(&mut decoded, now);
+        if mark_callbacks(&mut decoded, now) | expiring {
             answer.context = Some(ContextJson::new(&decoded)?);
         }
         Ok(answer)
@@ -86,6 +105,7 @@ mod tests {
         CustomerContext {
             variables: BTreeMap::new(),
             open_intents,
+            variable_expiry: Default::default(),
             recent_calls: vec![],
             call_count: 1,
             first_seen_at: None,
@@ -123,6 +143,31 @@ mod tests {
                 ("billing", None),
             ]
         );
+    }
+
+    #[test]
+    fn expired_variables_and_every_expiry_time_leave_the_answer() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 5, 12, 0, 0).unwrap();
+        let mut c = context(vec![]);
+        for name in ["kept", "otp", "offer", "at_now"] {
+            c.variables.insert(name.into(), serde_json::json!(name));
+        }
+        c.variable_expiry
+            .insert("otp".into(), now - Duration::seconds(1));
+        c.variable_expiry.insert("at_now".into(), now);
+        c.variable_expiry
+            .insert("offer".into(), now + Duration::hours(1));
+        assert!(drop_expired_variables(&mut c, now));
+        assert_eq!(
+            c.variables.keys().collect::<Vec<_>>(),
+            ["kept", "offer"],
+            "expired at or before now: gone"
+        );
+        assert!(c.variable_expiry.is_empty());
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("variable_expiry"), "{json}");
+        // Without expiry times there is nothing to do.
+        assert!(!drop_expired_variables(&mut c, now));
     }
 
     #[test]
