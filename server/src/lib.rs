@@ -9,6 +9,7 @@ pub mod coherence;
 pub mod connectors;
 pub mod error;
 pub mod json;
+pub mod metrics;
 pub mod middleware;
 pub mod settings;
 pub mod startup;

@@ -44,6 +44,20 @@ const LITERAL_SEGMENTS: &[&str] = &[
     "docs",
     "openapi.json",
     "connectors",
+    "metrics",
+    "settings",
+    "audit",
+    "agent",
+    "prompts",
+    "tools",
+    "twilio",
+    "amazon-connect",
+    "dialogflow-cx",
+    "genesys-cloud",
+    "nice-cxone",
+    "five9",
+    "voiceflow",
+    "amazon-lex",
 ];
 
 /// `/v1/calls/CA123` → `/v1/calls/:param`.
@@ -87,7 +101,9 @@ pub async fn request_context<E: Endpoint>(next: E, req: Request) -> poem::Result
         response.headers_mut().insert("x-request-id", v);
     }
     let status = response.status().as_u16();
-    let micros = started.elapsed().as_micros();
+    let elapsed = started.elapsed();
+    crate::metrics::record_request(&route, status, elapsed);
+    let micros = elapsed.as_micros();
     if status >= 500 {
         tracing::warn!(request_id = %id, %method, %route, status, micros, "request");
     } else {

@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// slower). SQLite only; PostgreSQL follows its own `synchronous_commit`.
     #[arg(long, env = "STICKY_SYNC", default_value = "normal", value_parser = ["normal", "full"])]
     pub sync: String,
+    /// Token `GET /metrics` requires as `Authorization: Bearer <token>`; without it the
+    /// metrics are open to whoever reaches the port.
+    #[arg(long, env = "STICKY_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Where the server key is kept when `STICKY_SECRET_KEY` is not set (created on first
     /// start, readable only by its owner). Keep it out of database backups.
     #[arg(
@@ -88,6 +92,8 @@ pub struct Settings {
     pub secret_key_file: PathBuf,
     /// Sync every acknowledged write to the disk (`STICKY_SYNC=full`).
     pub full_sync: bool,
+    /// The token `GET /metrics` requires (`None`: open).
+    pub metrics_token: Option<String>,
 }
 
 impl From<ServeArgs> for Settings {
@@ -104,6 +110,7 @@ impl From<ServeArgs> for Settings {
             secret_key: a.secret_key,
             secret_key_file: a.secret_key_file,
             full_sync: a.sync == "full",
+            metrics_token: a.metrics_token.filter(|t| !t.is_empty()),
         }
     }
 }

@@ -68,7 +68,12 @@ impl Application {
             public_base_url,
             verifications: crate::state::verification_limiter(),
             counted_keys: crate::state::counted_keys(),
+            metrics_token: settings.metrics_token,
         });
+        // Installed before the first request, so that every request is counted.
+        if crate::metrics::handle().is_none() {
+            tracing::warn!("another metrics recorder is installed: GET /metrics answers 503");
+        }
         let acceptor = TcpListener::bind(settings.bind.as_str())
             .into_acceptor()
             .await?;
@@ -207,6 +212,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint + use<> {
         )
         .at("/healthz", healthz)
         .at("/readyz", readyz)
+        .at("/metrics", poem::get(crate::metrics::endpoint))
         .data(state)
         .around(request_context)
         .around(move |ep, req| {
@@ -258,6 +264,7 @@ fn allowed_methods(spec: &str) -> Allowed {
         ("/v1/connectors/:platform/end", &["GET", "POST"][..]),
         ("/healthz", &["GET"][..]),
         ("/readyz", &["GET"][..]),
+        ("/metrics", &["GET"][..]),
         ("/openapi.json", &["GET"][..]),
     ] {
         out.push((

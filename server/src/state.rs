@@ -23,6 +23,8 @@ pub struct AppState {
     /// Keys (by digest) counted against their address in the last seconds: concurrent first
     /// uses of one key count once.
     pub counted_keys: moka::future::Cache<[u8; 32], ()>,
+    /// The bearer token `GET /metrics` asks for; `None`: open.
+    pub metrics_token: Option<String>,
 }
 
 /// Keys counted recently (see [`AppState::counted_keys`]).

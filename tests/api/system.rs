@@ -12,6 +12,7 @@ backend_tests!(
     a_request_id_is_returned_and_a_sane_one_is_reused,
     the_server_answers_on_a_bound_port,
     a_method_not_allowed_says_which_are,
+    metrics_count_requests_and_recognised_callers,
 );
 
 async fn health_and_readiness_answer(app: TestApp) {
@@ -92,4 +93,79 @@ async fn a_method_not_allowed_says_which_are(app: TestApp) {
             .map(str::to_owned);
         assert_eq!(got.as_deref(), Some(allow), "{method} {path}");
     }
+}
+
+/// `GET /metrics` as text, with an optional bearer token.
+async fn metrics_text(app: &TestApp, token: Option<&str>) -> (StatusCode, String) {
+    let mut req = app.client.get("/metrics");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = req.send().await;
+    let status = resp.0.status();
+    let bytes = resp.0.into_body().into_vec().await.expect("body");
+    (status, String::from_utf8(bytes).expect("text"))
+}
+
+/// The value of the series whose line starts with `series` (0 when absent).
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+async fn metrics_count_requests_and_recognised_callers(app: TestApp) {
+    // The recorder is the process's: other tests count too, so compare before and after.
+    let (status, before) = metrics_text(&app, None).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    let ani = "+14155550467";
+    app.end_call(
+        serde_json::json!({"call_id": "m-1", "customer_ref": "metrics-cust",
+        "identity_hints": {"ani": ani}, "variables": {"name": "Ana"}}),
+    )
+    .await;
+    let known = app
+        .start_call(serde_json::json!({"call_id": "m-2", "identity_hints": {"ani": ani}}))
+        .await;
+    assert_eq!(known["band"], "high", "{known}");
+    let (_, after) = metrics_text(&app, None).await;
+    let high = r#"sticky_call_starts_total{band="high"}"#;
+    assert!(value(&after, high) >= value(&before, high) + 1.0, "{after}");
+    assert!(
+        value(&after, "sticky_call_ends_total") >= value(&before, "sticky_call_ends_total") + 1.0
+    );
+    let starts = r#"sticky_http_requests_total{route="/v1/calls/start",status="200"}"#;
+    assert!(value(&after, starts) >= 1.0, "{after}");
+    assert!(
+        after.contains(
+            r#"sticky_http_request_duration_seconds_bucket{route="/v1/calls/start",le="0.001"}"#
+        ),
+        "{after}"
+    );
+    assert!(
+        after.contains("# TYPE sticky_call_starts_total counter"),
+        "{after}"
+    );
+    // Routes are masked and unknown paths share one series: no caller's data in a label.
+    app.get("/v1/customers/metrics-cust").await;
+    app.get("/v1/no/such/+14155550467/path").await;
+    let (_, later) = metrics_text(&app, None).await;
+    assert!(later.contains(r#"route="/v1/customers/:param""#), "{later}");
+    assert!(later.contains(r#"route="unmatched""#), "{later}");
+    for private in ["metrics-cust", "4155550467", "Ana"] {
+        assert!(!later.contains(private), "{private} in the metrics");
+    }
+    // With a token set, the metrics are for its holder only.
+    let stopped = app.stop();
+    let mut settings = stopped.settings();
+    settings.metrics_token = Some("scrape-token-0123456789".into());
+    let app = stopped.start_with(settings).await;
+    let (status, body) = metrics_text(&app, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
+    let (status, _) = metrics_text(&app, Some("wrong-token")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = metrics_text(&app, Some("scrape-token-0123456789")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("sticky_http_requests_total"), "{body}");
 }

@@ -185,6 +185,7 @@ pub fn settings(database_url: &str) -> Settings {
         secret_key: Some("0f".repeat(32)),
         secret_key_file: "unused-in-tests.secret".into(),
         full_sync: false,
+        metrics_token: None,
     }
 }
 

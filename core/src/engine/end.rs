@@ -47,13 +47,16 @@ impl Engine {
             ani: cmd.hints.ani.as_deref().map(|a| Ani::parse(a, self.region)),
             dnis: cmd.hints.dnis.as_deref().and_then(|d| self.dialled(d)),
         };
-        if let Some(lite) = &self.lite {
+        let outcome = if let Some(lite) = &self.lite {
             // The writer thread commits it (with others) and updates the caches first.
-            return lite.end_call(tenant, cmd, numbers).await;
-        }
-        let (_writer, tx) = self.begin_write(tenant).await?;
-        let (outcome, touched) = end_call_in(Conn::Tx(&tx), &numbers, tenant, &cmd).await?;
-        self.commit(tx, touched).await?;
+            lite.end_call(tenant, cmd, numbers).await?
+        } else {
+            let (_writer, tx) = self.begin_write(tenant).await?;
+            let (outcome, touched) = end_call_in(Conn::Tx(&tx), &numbers, tenant, &cmd).await?;
+            self.commit(tx, touched).await?;
+            outcome
+        };
+        metrics::counter!("sticky_call_ends_total").increment(1);
         Ok(outcome)
     }
 }

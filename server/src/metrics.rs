@@ -1,0 +1,120 @@
+//! Prometheus metrics (`GET /metrics`): requests by route and status, their latency, and how
+//! many callers were recognised. Recorded with the `metrics` macros (the engine counts starts
+//! by band and ends); exported by `metrics-exporter-prometheus`. Labels hold routes with their
+//! parameters masked and bands, never a tenant's data.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{Request, Response, handler};
+use std::sync::Arc;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Latency buckets, in seconds: a start is answered in about a millisecond.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// How often recorded latencies are folded into the histograms, scraped or not.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's recorder, installed on first use (every application in a process shares
+/// it). `None` when another recorder was installed first (the host embeds us).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("sticky_http_request_duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe();
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "sticky_http_requests_total",
+        "HTTP requests answered, by route (parameters masked) and status"
+    );
+    metrics::describe_histogram!(
+        "sticky_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from a request's arrival to its answer, by route"
+    );
+    metrics::describe_counter!(
+        "sticky_call_starts_total",
+        "Call starts answered, by band: high (recognised), medium (to verify), low (new)"
+    );
+    metrics::describe_counter!("sticky_call_ends_total", "Call ends stored");
+}
+
+/// Records one answered request.
+pub fn record_request(route: &str, status: u16, elapsed: Duration) {
+    // An unknown path would add a series per shape of path: they share one.
+    let route = if status == 404 || status == 405 {
+        "unmatched".to_owned()
+    } else {
+        route.to_owned()
+    };
+    metrics::counter!(
+        "sticky_http_requests_total",
+        "route" => route.clone(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!("sticky_http_request_duration_seconds", "route" => route)
+        .record(elapsed.as_secs_f64());
+}
+
+/// `GET /metrics`: the Prometheus text format. With `STICKY_METRICS_TOKEN` set, only for
+/// `Authorization: Bearer <token>`.
+#[handler]
+pub fn endpoint(state: Data<&Arc<AppState>>, req: &Request) -> Response {
+    if let Some(token) = &state.metrics_token {
+        let given = req
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let same: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into();
+        if !same {
+            return poem::error::ResponseError::as_response(&ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "`/metrics` needs `Authorization: Bearer` with the metrics token",
+            ));
+        }
+    }
+    match handle() {
+        Some(h) => Response::builder()
+            .content_type("text/plain; version=0.0.4")
+            .body(h.render()),
+        None => poem::error::ResponseError::as_response(&ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "another metrics recorder is installed in this process",
+        )),
+    }
+}
