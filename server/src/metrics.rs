@@ -3,9 +3,12 @@
 //! by band and ends); exported by `metrics-exporter-prometheus`. Labels hold routes with their
 //! parameters masked and bands, never a tenant's data.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use poem::http::StatusCode;
 use poem::web::Data;
@@ -71,22 +74,49 @@ fn describe() {
     metrics::describe_counter!("sticky_call_ends_total", "Call ends stored");
 }
 
+/// Most (route, status) pairs a thread keeps handles for; past it, it starts over.
+const HANDLES_PER_THREAD: usize = 512;
+
+/// A thread's series by status, then route.
+type Handles = HashMap<u16, HashMap<String, (Counter, Histogram)>>;
+
+thread_local! {
+    /// The series of each (route, status) this thread has answered: looking a series up in
+    /// the registry by its labels costs more than the rest of a trivial request's metrics.
+    static HANDLES: RefCell<Handles> = RefCell::new(HashMap::new());
+}
+
 /// Records one answered request.
 pub fn record_request(route: &str, status: u16, elapsed: Duration) {
     // An unknown path would add a series per shape of path: they share one.
     let route = if status == 404 || status == 405 {
-        "unmatched".to_owned()
+        "unmatched"
     } else {
-        route.to_owned()
+        route
     };
-    metrics::counter!(
-        "sticky_http_requests_total",
-        "route" => route.clone(),
-        "status" => status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!("sticky_http_request_duration_seconds", "route" => route)
-        .record(elapsed.as_secs_f64());
+    HANDLES.with_borrow_mut(|handles| {
+        if let Some((counter, histogram)) = handles.get(&status).and_then(|r| r.get(route)) {
+            counter.increment(1);
+            histogram.record(elapsed.as_secs_f64());
+            return;
+        }
+        if handles.values().map(HashMap::len).sum::<usize>() >= HANDLES_PER_THREAD {
+            handles.clear();
+        }
+        let counter = metrics::counter!(
+            "sticky_http_requests_total",
+            "route" => route.to_owned(),
+            "status" => status.to_string()
+        );
+        let histogram =
+            metrics::histogram!("sticky_http_request_duration_seconds", "route" => route.to_owned());
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
+        handles
+            .entry(status)
+            .or_default()
+            .insert(route.to_owned(), (counter, histogram));
+    });
 }
 
 /// `GET /metrics`: the Prometheus text format. With `STICKY_METRICS_TOKEN` set, only for
