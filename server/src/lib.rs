@@ -14,6 +14,7 @@ pub mod middleware;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod transfer;
 
 pub use settings::Settings;
 pub use startup::Application;

@@ -1,14 +1,19 @@
 //! The `sticky-calls` binary: `serve`, `tenants create NAME`, `keys create --tenant NAME`,
-//! `agent prompt FORMAT`.
+//! `agent prompt FORMAT`, `import --tenant NAME FILE`, `export --tenant NAME`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 use sticky_calls_server::settings::{DatabaseArgs, ServeArgs};
+use sticky_calls_server::transfer::{self, Format, OnError};
 use sticky_calls_server::{Application, Settings};
 use sticky_core::db;
+use sticky_core::domain::DefaultRegion;
+use sticky_core::engine::{Engine, TenantId};
 use sticky_core::keys::KeyStore;
 
 /// mimalloc instead of the system allocator: under load glibc's malloc spent over a tenth of the
@@ -42,6 +47,41 @@ enum Command {
     Agent {
         #[command(subcommand)]
         command: AgentCommand,
+    },
+    /// Load customers from a CSV or JSON Lines file into a tenant (on SQLite, with the server
+    /// stopped).
+    Import {
+        /// The tenant's name.
+        #[arg(long)]
+        tenant: String,
+        /// The file: CSV with a header row (`customer_ref`, `phone_numbers` separated by `;`,
+        /// `ext_<name>`, `var_<name>`) or JSON Lines (`customer_ref`, `phone_numbers`,
+        /// `external_ids`, `variables`).
+        file: PathBuf,
+        /// The file's format (default: `csv` for a `.csv` file, else `jsonl`).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// What a bad row does: `stop` reports it and imports nothing (the whole file is
+        /// checked first); `skip` reports it and imports the others.
+        #[arg(long, value_enum, default_value = "stop")]
+        on_error: OnError,
+        /// Region for numbers written without a country code.
+        #[arg(long, env = "STICKY_DEFAULT_REGION", default_value = "US")]
+        default_region: DefaultRegion,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Write a tenant's customers as JSON Lines, one object per customer as
+    /// `GET /v1/customers/{ref}` answers (on SQLite, with the server stopped).
+    Export {
+        /// The tenant's name.
+        #[arg(long)]
+        tenant: String,
+        /// The file to write (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
 }
 
@@ -107,6 +147,77 @@ async fn key_store(database: &DatabaseArgs) -> anyhow::Result<KeyStore> {
     ))
 }
 
+/// The engine and the tenant named `tenant`, for `import` and `export`.
+async fn tenant_engine(
+    database: &DatabaseArgs,
+    tenant: &str,
+    region: DefaultRegion,
+) -> anyhow::Result<(Engine, TenantId)> {
+    let keys = key_store(database).await?;
+    let found = keys
+        .find_tenant(tenant)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no tenant named `{tenant}`"))?;
+    let conn = db::connect_with_pool(&database.database_url, database.db_max_connections).await?;
+    let engine = Engine::open(conn, region)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the database (is a server running on it?): {e}"))?;
+    Ok((engine, found.id))
+}
+
+async fn import(
+    tenant: &str,
+    file: &std::path::Path,
+    format: Option<Format>,
+    on_error: OnError,
+    region: DefaultRegion,
+    database: &DatabaseArgs,
+) -> anyhow::Result<()> {
+    let format = format.unwrap_or_else(|| Format::of(file));
+    let (engine, tenant) = tenant_engine(database, tenant, region).await?;
+    // Fails here, before any work, when the file cannot be read or its header is wrong.
+    drop(transfer::read(file, format, region)?);
+    let bar = if std::io::stderr().is_terminal() {
+        let lines = std::fs::read(file)?.iter().filter(|b| **b == b'\n').count() as u64;
+        let bar = indicatif::ProgressBar::new(lines);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} rows ({per_sec}, {eta} left)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let summary = transfer::import(
+        &engine,
+        tenant,
+        || transfer::read(file, format, region),
+        on_error,
+        &|read| bar.set_position(read),
+    )
+    .await;
+    bar.finish_and_clear();
+    let summary = summary?;
+    let w = summary.written;
+    eprintln!(
+        "imported {} customers ({} numbers and external ids, {} variables); refused {} rows",
+        w.customers,
+        w.identities,
+        w.variables,
+        summary.refused.len()
+    );
+    const SHOWN: usize = 100;
+    for e in summary.refused.iter().take(SHOWN) {
+        eprintln!("  {e}");
+    }
+    if summary.refused.len() > SHOWN {
+        eprintln!("  ... and {} more", summary.refused.len() - SHOWN);
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
@@ -166,6 +277,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let text = sticky_calls_server::api::agent::prompt(&format, &public_base_url)
                 .ok_or_else(|| anyhow::anyhow!("no prompt format `{format}`"))?;
             println!("{text}");
+        }
+        Command::Import {
+            tenant,
+            file,
+            format,
+            on_error,
+            default_region,
+            database,
+        } => {
+            init_logging("warn");
+            import(&tenant, &file, format, on_error, default_region, &database).await?;
+        }
+        Command::Export {
+            tenant,
+            output,
+            database,
+        } => {
+            init_logging("warn");
+            let (engine, tenant) =
+                tenant_engine(&database, &tenant, DefaultRegion::default()).await?;
+            let written = match output {
+                Some(path) => {
+                    let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                    transfer::export(&engine, tenant, &mut out).await?
+                }
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    transfer::export(&engine, tenant, &mut out).await?
+                }
+            };
+            eprintln!("exported {written} customers");
         }
     }
     Ok(())

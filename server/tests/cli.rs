@@ -147,3 +147,125 @@ fn agent_prompt_prints_a_prompt_with_the_public_address() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn customers_are_imported_from_csv_row_by_row_and_exported_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_url(&dir);
+    let key = sole_key(&run(&["tenants", "create", "acme"], &db));
+    let other = sole_key(&run(&["tenants", "create", "other"], &db));
+    let csv = dir.path().join("customers.csv");
+    std::fs::write(
+        &csv,
+        "customer_ref,phone_numbers,ext_crm_id,var_tier\n\
+         ana,+14155550101;(415) 555-0102,crm-1,gold\n\
+         bo,not a number,,\n\
+         ana,+14155550109,,\n\
+         cy,,crm-3,silver\n",
+    )
+    .unwrap();
+    let path = csv.to_str().unwrap();
+
+    // Stop (the default): the bad row is named and nothing is written.
+    let stopped = run(&["import", "--tenant", "acme", path], &db);
+    assert!(!stopped.status.success());
+    let said = stderr_of(&stopped);
+    assert!(said.contains("line 3: `phone_numbers[0]`"), "{said}");
+    assert!(said.contains("nothing was imported"), "{said}");
+    assert!(
+        !said.contains("not a number"),
+        "the value is not repeated: {said}"
+    );
+    let empty = run(&["export", "--tenant", "acme"], &db);
+    assert!(empty.status.success(), "{}", stderr_of(&empty));
+    assert!(empty.stdout.is_empty());
+
+    // Skip: the others are imported, the refused ones named by line.
+    let skipped = run(
+        &["import", "--tenant", "acme", "--on-error", "skip", path],
+        &db,
+    );
+    assert!(skipped.status.success(), "{}", stderr_of(&skipped));
+    let said = stderr_of(&skipped);
+    assert!(said.contains("imported 2 customers"), "{said}");
+    assert!(said.contains("refused 2 rows"), "{said}");
+    assert!(said.contains("line 3: `phone_numbers[0]`"), "{said}");
+    assert!(
+        said.contains("line 4: `customer_ref`: appears on an earlier line"),
+        "{said}"
+    );
+
+    // Again: every row is one the tenant already has.
+    let again = run(
+        &["import", "--tenant", "acme", "--on-error", "skip", path],
+        &db,
+    );
+    let said = stderr_of(&again);
+    assert!(said.contains("imported 0 customers"), "{said}");
+    assert!(
+        said.contains("line 2: `customer_ref`: the tenant already has this customer"),
+        "{said}"
+    );
+
+    let out = dir.path().join("export.jsonl");
+    let exported = run(
+        &[
+            "export",
+            "--tenant",
+            "acme",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        &db,
+    );
+    assert!(exported.status.success(), "{}", stderr_of(&exported));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["customer_ref"], "ana");
+    assert_eq!(lines[0]["variables"], serde_json::json!({"tier": "gold"}));
+    let identities: Vec<&str> = lines[0]["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["value"].as_str().unwrap())
+        .collect();
+    assert!(identities.contains(&"+14155550102"), "{identities:?}");
+    assert!(identities.contains(&"crm_id:crm-1"), "{identities:?}");
+    assert_eq!(lines[1]["customer_ref"], "cy");
+
+    // The server finds them by number, for their tenant only.
+    let served = Server::start(&db, dir.path(), &[]);
+    let found = served.request(
+        "GET",
+        "/v1/customers?ani=%2B14155550101",
+        &[("Authorization", &format!("Bearer {key}"))],
+        b"",
+    );
+    assert_eq!(
+        found.json()["customers"][0]["customer_ref"],
+        "ana",
+        "{}",
+        found.body
+    );
+    let theirs = served.request(
+        "GET",
+        "/v1/customers?ani=%2B14155550101",
+        &[("Authorization", &format!("Bearer {other}"))],
+        b"",
+    );
+    assert_eq!(
+        theirs.json()["customers"],
+        serde_json::json!([]),
+        "{}",
+        theirs.body
+    );
+    served.kill();
+}

@@ -196,6 +196,52 @@ impl Engine {
         Ok(found.iter().map(summary).collect())
     }
 
+    /// A page of the tenant's customers, in the order they were created: up to `limit` ids
+    /// and references after the id `after` (0 for the first page).
+    ///
+    /// # Errors
+    /// Database failures only.
+    pub async fn customer_refs(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, String)>, EngineError> {
+        Ok(customer::Entity::find()
+            .select_only()
+            .column(customer::Column::Id)
+            .column(customer::Column::CustomerRef)
+            .filter(customer::Column::TenantId.eq(tenant.0))
+            .filter(customer::Column::Id.gt(after))
+            .order_by_asc(customer::Column::Id)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Which of `refs` the tenant already has.
+    ///
+    /// # Errors
+    /// Database failures only.
+    pub async fn existing_refs(
+        &self,
+        tenant: TenantId,
+        refs: &[&str],
+    ) -> Result<Vec<String>, EngineError> {
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(customer::Entity::find()
+            .select_only()
+            .column(customer::Column::CustomerRef)
+            .filter(customer::Column::TenantId.eq(tenant.0))
+            .filter(customer::Column::CustomerRef.is_in(refs.iter().copied()))
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
     /// Everything stored about a customer.
     ///
     /// # Errors

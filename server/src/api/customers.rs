@@ -11,7 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::Value;
 use sticky_core::domain::{CustomerRef, ExternalId, IntentName, PhoneNumber};
-use sticky_core::engine::{CustomerSummary, IntentRecord};
+use sticky_core::engine::{CustomerExport, CustomerSummary, IntentRecord};
 
 use super::ApiTags;
 use super::shared::CallDto;
@@ -137,6 +137,33 @@ pub struct CustomerExportDto {
     pub intents: Vec<IntentDto>,
     /// Calls linked or matched to the customer, oldest first.
     pub calls: Vec<CallDto>,
+}
+
+impl From<CustomerExport> for CustomerExportDto {
+    fn from(e: CustomerExport) -> Self {
+        Self {
+            customer_ref: e.customer.customer_ref,
+            provisional: e.customer.provisional,
+            call_count: e.customer.call_count,
+            first_seen_at: e.customer.first_seen_at,
+            last_seen_at: e.customer.last_seen_at,
+            created_at: e.created_at,
+            identities: e
+                .identities
+                .into_iter()
+                .map(|i| IdentityDto {
+                    kind: i.kind,
+                    value: i.value,
+                    call_count: i.call_count,
+                    first_seen_at: i.first_seen_at,
+                    last_seen_at: i.last_seen_at,
+                })
+                .collect(),
+            variables: e.variables,
+            intents: e.intents.into_iter().map(Into::into).collect(),
+            calls: e.calls.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 /// Rows removed per kind.
@@ -364,28 +391,7 @@ impl CustomersApi {
     ) -> Result<ExportResponse, ApiError> {
         let r = parse_ref(&customer_ref.0)?;
         let e = self.state.engine.export_customer(auth.0.tenant, &r).await?;
-        Ok(ExportResponse::Ok(Json(CustomerExportDto {
-            customer_ref: e.customer.customer_ref,
-            provisional: e.customer.provisional,
-            call_count: e.customer.call_count,
-            first_seen_at: e.customer.first_seen_at,
-            last_seen_at: e.customer.last_seen_at,
-            created_at: e.created_at,
-            identities: e
-                .identities
-                .into_iter()
-                .map(|i| IdentityDto {
-                    kind: i.kind,
-                    value: i.value,
-                    call_count: i.call_count,
-                    first_seen_at: i.first_seen_at,
-                    last_seen_at: i.last_seen_at,
-                })
-                .collect(),
-            variables: e.variables,
-            intents: e.intents.into_iter().map(Into::into).collect(),
-            calls: e.calls.into_iter().map(Into::into).collect(),
-        })))
+        Ok(ExportResponse::Ok(Json(e.into())))
     }
 
     /// Erase a customer and everything stored about them (GDPR erasure). Irreversible.
