@@ -424,6 +424,25 @@ async fn voiceflow_webhooks_and_api_steps_remember_phone_and_web_callers(app: Te
         .await;
     let back = app.send_raw(url, &h, web(2)).await;
     assert_eq!(back.json()["sticky_customer_ref"], "web-9", "{}", back.text);
+
+    // A webhook URL field that refuses credentials: the key in the query instead.
+    let json_only = [("content-type", "application/json".to_owned())];
+    let by_query = app
+        .send_raw(&format!("{url}?key={}", app.key), &json_only, web(3))
+        .await;
+    assert_eq!(by_query.status, StatusCode::OK, "{}", by_query.text);
+    assert_eq!(by_query.json()["sticky_customer_ref"], "web-9");
+    let wrong = app
+        .send_raw(&format!("{url}?key=sc_wrong"), &json_only, web(4))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.text);
+    // Another tenant's key finds nothing of this one's.
+    let other = app.new_tenant("vf-other").await;
+    let theirs = app
+        .send_raw(&format!("{url}?key={other}"), &json_only, web(5))
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.text);
+    assert_eq!(theirs.json()["sticky_customer_ref"], "", "{}", theirs.text);
 }
 
 // ---- Amazon Lex V2 ----

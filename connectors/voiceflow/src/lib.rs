@@ -215,6 +215,12 @@ impl Connector for Voiceflow {
         true
     }
 
+    /// Where the webhook URL field refuses `user:key@` credentials, the key goes in the URL's
+    /// query instead (`?key=sc_...`).
+    fn key_parameter(&self) -> Option<&'static str> {
+        Some("key")
+    }
+
     fn parse(
         &self,
         route: Route,
