@@ -1,5 +1,6 @@
 //! The `sticky-calls` binary: `serve`, `tenants create NAME`, `keys create --tenant NAME`,
-//! `agent prompt FORMAT`, `import --tenant NAME FILE`, `export --tenant NAME`.
+//! `agent prompt FORMAT`, `import --tenant NAME FILE`, `export --tenant NAME`, `backup FILE`,
+//! `restore FILE`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use sticky_calls_server::backup;
 use sticky_calls_server::settings::{DatabaseArgs, ServeArgs};
 use sticky_calls_server::transfer::{self, Format, OnError};
 use sticky_calls_server::{Application, Settings};
@@ -80,6 +82,21 @@ enum Command {
         /// The file to write (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Copy a SQLite database, open calls included, into one new file while the server keeps
+    /// running (PostgreSQL: use pg_dump).
+    Backup {
+        /// The file to write; it must not exist.
+        file: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Put a backup in place as the database; the location must hold no database yet.
+    Restore {
+        /// A file written by `sticky-calls backup`.
+        file: PathBuf,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -308,6 +325,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             eprintln!("exported {written} customers");
+        }
+        Command::Backup { file, database } => {
+            init_logging("warn");
+            let report = backup::backup(&database.database_url, &file).await?;
+            let c = report.contents;
+            eprintln!(
+                "backed up {} tenants, {} customers, {} calls ({} open calls from the journal) \
+                 to {} ({} bytes)",
+                c.tenants,
+                c.customers,
+                c.calls,
+                report.open_calls,
+                file.display(),
+                report.bytes
+            );
+        }
+        Command::Restore { file, database } => {
+            init_logging("warn");
+            let c = backup::restore(&file, &database.database_url).await?;
+            eprintln!(
+                "restored {} tenants, {} customers, {} calls; start the server with the same \
+                 server key (STICKY_SECRET_KEY or its file)",
+                c.tenants, c.customers, c.calls
+            );
         }
     }
     Ok(())

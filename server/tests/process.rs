@@ -18,21 +18,23 @@ fn number(i: usize) -> String {
     format!("+1415{:07}", 5_550_000 + i)
 }
 
-/// What the server acknowledged before it was killed.
-#[derive(Default)]
+/// What the server acknowledged.
+#[derive(Default, Clone)]
 struct Acknowledged {
     starts: Vec<(String, usize)>,
     ends: Vec<(String, usize)>,
 }
 
 /// Four clients start calls and end every other one, as fast as the server answers, until
-/// the server has acknowledged at least 60 ends; then it is killed mid-stream, with requests
-/// in flight and open calls in its journal.
-fn killed_under_load(
+/// the server has acknowledged at least 60 ends; then `during` runs while they go on (with
+/// requests in flight and open calls in the journal), and the server is killed (SIGKILL).
+/// Returns what was acknowledged before `during` began, and in all.
+fn under_load(
     database_url: &str,
     dir: &std::path::Path,
     env: &[(&str, &str)],
-) -> Acknowledged {
+    during: impl FnOnce(&Server),
+) -> (Acknowledged, Acknowledged) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let mut env = env.to_vec();
@@ -83,17 +85,29 @@ fn killed_under_load(
         assert!(std::time::Instant::now() < deadline, "the server stalled");
         std::thread::yield_now();
     }
+    let before = acked.lock().unwrap().clone();
+    during(&server);
     // SIGKILL while the clients keep sending: no shutdown code runs.
     server.kill_now();
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.join();
     }
-    Arc::try_unwrap(acked)
+    let all = Arc::try_unwrap(acked)
         .map_err(|_| "clients ended")
         .unwrap()
         .into_inner()
-        .unwrap()
+        .unwrap();
+    (before, all)
+}
+
+/// [`under_load`], killed at once: what it acknowledged.
+fn killed_under_load(
+    database_url: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Acknowledged {
+    under_load(database_url, dir, env, |_| {}).1
 }
 
 /// Every acknowledged start and end is there after a restart.
@@ -157,6 +171,64 @@ fn a_killed_postgres_server_keeps_every_acknowledged_start_and_end() {
     let dir = tempfile::tempdir().unwrap();
     let acked = killed_under_load(&url, dir.path(), &[]);
     all_came_back(&url, dir.path(), &acked);
+}
+
+/// `sticky-calls backup` copies a SQLite database while the server answers starts and ends
+/// as fast as it can (calls open in its journal included); `restore` puts the copy into an
+/// empty location, and a server started there has every start and end acknowledged before
+/// the backup began.
+#[test]
+fn a_backup_under_load_restores_every_write_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("live.db").display());
+    let file = dir.path().join("backup.db");
+    let cli = |args: &[&str], url: &str| {
+        let out = std::process::Command::new(support::BIN)
+            .args(args)
+            .env("STICKY_DATABASE_URL", url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        stderr
+    };
+    let mut printed = String::new();
+    let (before, _) = under_load(&url, dir.path(), &[], |server| {
+        printed = cli(&["backup", file.to_str().unwrap()], &url);
+        // The server kept answering meanwhile.
+        let r = server.json("GET", "/healthz", KEY, &json!(null));
+        assert_eq!(r.status, 200);
+    });
+    assert!(printed.contains("open calls from the journal"), "{printed}");
+    // One self-contained file: nothing of the backup's beside it.
+    let beside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("backup.db") && n != "backup.db")
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    // A second backup to the same name is refused.
+    let again = std::process::Command::new(support::BIN)
+        .args(["backup", file.to_str().unwrap()])
+        .env("STICKY_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh_url = format!("sqlite://{}", fresh.path().join("restored.db").display());
+    let restored = cli(&["restore", file.to_str().unwrap()], &fresh_url);
+    assert!(restored.contains("restored 1 tenants"), "{restored}");
+    // Restoring over a database is refused, and leaves it as it was.
+    let over = std::process::Command::new(support::BIN)
+        .args(["restore", file.to_str().unwrap()])
+        .env("STICKY_DATABASE_URL", &fresh_url)
+        .output()
+        .unwrap();
+    assert!(!over.status.success());
+    assert!(String::from_utf8_lossy(&over.stderr).contains("empty location"));
+    all_came_back(&fresh_url, fresh.path(), &before);
 }
 
 /// Values that must never reach the log, each written in a form a leak would keep.
