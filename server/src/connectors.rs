@@ -166,7 +166,7 @@ pub fn public_base(state: &AppState, req: &Request) -> String {
         .and_then(|v| v.split(',').next())
         .map(str::trim)
         .filter(|v| *v == "https" || *v == "http")
-        .unwrap_or("http");
+        .unwrap_or_else(|| req.scheme().as_str());
     // Chained proxies append: the first host is the one the platform called.
     let host = req
         .header("x-forwarded-host")

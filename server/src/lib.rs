@@ -15,6 +15,7 @@ pub mod middleware;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod tls;
 pub mod transfer;
 
 pub use settings::Settings;

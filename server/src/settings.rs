@@ -65,6 +65,12 @@ pub struct ServeArgs {
         default_value = "sticky-calls.secret"
     )]
     pub secret_key_file: PathBuf,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs `STICKY_TLS_KEY`.
+    #[arg(long, env = "STICKY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `STICKY_TLS_CERT`.
+    #[arg(long, env = "STICKY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Everything `Application::build` needs.
@@ -94,6 +100,8 @@ pub struct Settings {
     pub full_sync: bool,
     /// The token `GET /metrics` requires (`None`: open).
     pub metrics_token: Option<String>,
+    /// Serve HTTPS: the certificate chain's and the private key's PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl From<ServeArgs> for Settings {
@@ -111,6 +119,7 @@ impl From<ServeArgs> for Settings {
             secret_key_file: a.secret_key_file,
             full_sync: a.sync == "full",
             metrics_token: a.metrics_token.filter(|t| !t.is_empty()),
+            tls: a.tls_cert.zip(a.tls_key),
         }
     }
 }

@@ -21,10 +21,16 @@ use crate::middleware::request_context;
 use crate::settings::Settings;
 use crate::state::AppState;
 
+/// The listening socket: plain HTTP, or HTTPS (`STICKY_TLS_CERT`).
+enum Bound {
+    Plain(TcpAcceptor),
+    Tls(crate::tls::TlsAcceptor),
+}
+
 /// A built, bound, not yet running server.
 pub struct Application {
     state: Arc<AppState>,
-    acceptor: TcpAcceptor,
+    acceptor: Bound,
     port: u16,
     bootstrap_key: Option<NewKey>,
 }
@@ -36,17 +42,38 @@ impl Application {
     /// When the database cannot be opened or migrated, the bootstrap key is unacceptable, or
     /// the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Everything that can be refused is checked, and the port bound, before the database
+        // is touched: a first start that fails creates no tenant whose key nobody saw.
+        let public_base_url = match settings.public_base_url.clone() {
+            Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+                anyhow::bail!("STICKY_PUBLIC_BASE_URL must start with https:// or http://")
+            }
+            other => other,
+        };
+        let tls = match &settings.tls {
+            Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+            None => None,
+        };
+        let server_key = load_server_key(&settings)?;
+        let tcp = TcpListener::bind(settings.bind.as_str())
+            .into_acceptor()
+            .await
+            .map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.bind))?;
+        let port = tcp
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().map(std::net::SocketAddr::port))
+            .unwrap_or_default();
+        let acceptor = match tls {
+            Some(config) => Bound::Tls(crate::tls::TlsAcceptor::new(tcp, config)),
+            None => Bound::Plain(tcp),
+        };
         // Before the first connection: it is a setting of each SQLite connection.
         if settings.full_sync {
             db::set_full_sync(true);
         }
         let db = db::connect_with_pool(&settings.database_url, settings.db_max_connections).await?;
         let keys = KeyStore::new(db.clone(), settings.bcrypt_cost, settings.key_cache_ttl);
-        let bootstrap_key = keys
-            .bootstrap(settings.bootstrap_api_key.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("bootstrapping tenant `default`: {e}"))?;
-        let server_key = load_server_key(&settings)?;
         let secrets = SecretStore::new(db.clone(), &server_key);
         // The phone-number metadata loads on first use (about half a second in a debug
         // build): load it now, so that the first caller with a national number does not wait.
@@ -54,12 +81,10 @@ impl Application {
         let engine = Engine::open(db, settings.default_region)
             .await
             .map_err(|e| anyhow::anyhow!("opening the database for the call path: {e}"))?;
-        let public_base_url = match settings.public_base_url {
-            Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
-                anyhow::bail!("STICKY_PUBLIC_BASE_URL must start with https:// or http://")
-            }
-            other => other,
-        };
+        let bootstrap_key = keys
+            .bootstrap(settings.bootstrap_api_key.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("bootstrapping tenant `default`: {e}"))?;
         let state = Arc::new(AppState {
             engine,
             keys,
@@ -74,14 +99,6 @@ impl Application {
         if crate::metrics::handle().is_none() {
             tracing::warn!("another metrics recorder is installed: GET /metrics answers 503");
         }
-        let acceptor = TcpListener::bind(settings.bind.as_str())
-            .into_acceptor()
-            .await?;
-        let port = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(std::net::SocketAddr::port))
-            .unwrap_or_default();
         crate::coherence::spawn(&state);
         spawn_retention_sweep(&state);
         Ok(Self {
@@ -117,13 +134,20 @@ impl Application {
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(
-                routes(self.state),
-                shutdown_signal(),
-                Some(Duration::from_secs(10)),
-            )
-            .await
+        let routes = routes(self.state);
+        let grace = Some(Duration::from_secs(10));
+        match self.acceptor {
+            Bound::Plain(a) => {
+                Server::new_with_acceptor(a)
+                    .run_with_graceful_shutdown(routes, shutdown_signal(), grace)
+                    .await
+            }
+            Bound::Tls(a) => {
+                Server::new_with_acceptor(a)
+                    .run_with_graceful_shutdown(routes, shutdown_signal(), grace)
+                    .await
+            }
+        }
     }
 }
 

@@ -186,6 +186,7 @@ pub fn settings(database_url: &str) -> Settings {
         secret_key_file: "unused-in-tests.secret".into(),
         full_sync: false,
         metrics_token: None,
+        tls: None,
     }
 }
 
