@@ -145,7 +145,9 @@ impl KeyStore {
     /// The cached verification of `token` (a success or a failure), if there is one: then
     /// knowing it costs no bcrypt.
     pub async fn cached(&self, token: &str) -> Option<Option<AuthContext>> {
-        self.cache.get(&digest(token)).await
+        let found = self.cache.get(&digest(token)).await;
+        crate::stats::API_KEYS.record(found.is_some());
+        found
     }
 
     async fn hash(&self, secret: String) -> Result<String, EngineError> {

@@ -25,6 +25,7 @@ pub mod error;
 pub mod keys;
 pub mod scoring;
 pub mod secrets;
+pub mod stats;
 pub mod wire;
 
 pub use engine::Engine;

@@ -159,7 +159,9 @@ impl SecretStore {
         platform: &str,
     ) -> Result<Option<PlatformSecret>, EngineError> {
         let key = (tenant.0, platform.to_owned());
-        if let Some(hit) = self.cache.get(&key).await {
+        let cached = self.cache.get(&key).await;
+        crate::stats::PLATFORM_SECRETS.record(cached.is_some());
+        if let Some(hit) = cached {
             return Ok(hit);
         }
         let row = connector_setting::Entity::find()

@@ -72,6 +72,44 @@ fn describe() {
         "Call starts answered, by band: high (recognised), medium (to verify), low (new)"
     );
     metrics::describe_counter!("sticky_call_ends_total", "Call ends stored");
+    metrics::describe_counter!(
+        "sticky_cache_lookups_total",
+        "Look-ups in the in-process caches, by cache and result (hit, miss)"
+    );
+    metrics::describe_gauge!(
+        "sticky_db_pool_connections",
+        "Database pool connections, by state (idle, in_use)"
+    );
+    metrics::describe_gauge!(
+        "sticky_open_calls",
+        "Calls started and not ended whose start waits in the open calls' journal (SQLite)"
+    );
+    metrics::describe_gauge!(
+        "sticky_journal_bytes",
+        metrics::Unit::Bytes,
+        "Size on disk of the open calls' journal (SQLite)"
+    );
+}
+
+/// The values read at scrape time: cache look-ups, the pool, the journal.
+fn record_state(state: &AppState) {
+    for (name, lookups) in sticky_core::stats::all() {
+        let (hits, misses) = lookups.read();
+        metrics::counter!("sticky_cache_lookups_total", "cache" => name, "result" => "hit")
+            .absolute(hits);
+        metrics::counter!("sticky_cache_lookups_total", "cache" => name, "result" => "miss")
+            .absolute(misses);
+    }
+    let (open, idle) = state.engine.pool_connections();
+    let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+    metrics::gauge!("sticky_db_pool_connections", "state" => "idle").set(f64::from(idle));
+    metrics::gauge!("sticky_db_pool_connections", "state" => "in_use")
+        .set(f64::from(open.saturating_sub(idle)));
+    #[allow(clippy::cast_precision_loss)] // Counts far below 2^52.
+    {
+        metrics::gauge!("sticky_open_calls").set(state.engine.open_calls() as f64);
+        metrics::gauge!("sticky_journal_bytes").set(state.engine.journal_bytes() as f64);
+    }
 }
 
 /// Most (route, status) pairs a thread keeps handles for; past it, it starts over.
@@ -138,9 +176,12 @@ pub fn endpoint(state: Data<&Arc<AppState>>, req: &Request) -> Response {
         }
     }
     match handle() {
-        Some(h) => Response::builder()
-            .content_type("text/plain; version=0.0.4")
-            .body(h.render()),
+        Some(h) => {
+            record_state(&state);
+            Response::builder()
+                .content_type("text/plain; version=0.0.4")
+                .body(h.render())
+        }
         None => poem::error::ResponseError::as_response(&ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics_unavailable",

@@ -146,6 +146,25 @@ async fn metrics_count_requests_and_recognised_callers(app: TestApp) {
         after.contains("# TYPE sticky_call_starts_total counter"),
         "{after}"
     );
+    // The key was verified once, then answered from the cache.
+    let key_hits = r#"sticky_cache_lookups_total{cache="api_keys",result="hit"}"#;
+    assert!(
+        value(&after, key_hits) >= value(&before, key_hits) + 1.0,
+        "{after}"
+    );
+    // The pool and the journal, read at scrape time.
+    assert!(
+        value(&after, r#"sticky_db_pool_connections{state="idle"}"#)
+            + value(&after, r#"sticky_db_pool_connections{state="in_use"}"#)
+            >= 1.0,
+        "{after}"
+    );
+    for gauge in [
+        "# TYPE sticky_open_calls gauge",
+        "# TYPE sticky_journal_bytes gauge",
+    ] {
+        assert!(after.contains(gauge), "{after}");
+    }
     // Routes are masked and unknown paths share one series: no caller's data in a label.
     app.get("/v1/customers/metrics-cust").await;
     app.get("/v1/no/such/+14155550467/path").await;

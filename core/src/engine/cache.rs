@@ -229,9 +229,13 @@ impl Caches {
                 .await
             {
                 Some(v) => {
+                    crate::stats::IDENTITIES.record(true);
                     found.insert(k.clone(), v.as_ref().clone());
                 }
-                None => missing.push(k.clone()),
+                None => {
+                    crate::stats::IDENTITIES.record(false);
+                    missing.push(k.clone());
+                }
             }
         }
         (found, missing)
@@ -268,7 +272,9 @@ impl Caches {
     }
 
     pub(super) async fn customer(&self, tenant: TenantId, id: i64) -> Option<Arc<CustomerAnswer>> {
-        self.usable()?.customers.get(&(tenant.0, id)).await
+        let found = self.usable()?.customers.get(&(tenant.0, id)).await;
+        crate::stats::CUSTOMERS.record(found.is_some());
+        found
     }
 
     /// Fills a customer entry read at `epoch`.

@@ -462,6 +462,11 @@ impl Lite {
         self.open.len()
     }
 
+    /// The open calls' journal's size in bytes.
+    pub(super) fn journal_bytes(&self) -> u64 {
+        self.open.bytes()
+    }
+
     /// Stores a context document read from the tables, in a later batch.
     pub(super) fn fill(&self, customer: Arc<CachedCustomer>) {
         let _ = self.jobs.send(Job::Fill(customer));

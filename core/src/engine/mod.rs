@@ -384,6 +384,27 @@ impl Engine {
         self.lite.as_ref().map_or(0, lite::Lite::open_calls)
     }
 
+    /// The open calls' journal's size on disk in bytes (0 without a journal).
+    pub fn journal_bytes(&self) -> u64 {
+        self.lite.as_ref().map_or(0, lite::Lite::journal_bytes)
+    }
+
+    /// The database pool's connections: (open, idle).
+    pub fn pool_connections(&self) -> (u32, usize) {
+        use sea_orm::DbBackend;
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => {
+                let p = self.db.get_sqlite_connection_pool();
+                (p.size(), p.num_idle())
+            }
+            DbBackend::Postgres => {
+                let p = self.db.get_postgres_connection_pool();
+                (p.size(), p.num_idle())
+            }
+            _ => (0, 0),
+        }
+    }
+
     /// Moves every open call's start row into `calls` (committed when this returns): before
     /// copying the database file alone, say, which does not hold them until then.
     ///

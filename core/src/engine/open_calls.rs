@@ -573,6 +573,11 @@ impl OpenCalls {
     pub(super) fn len(&self) -> usize {
         self.lock().map_or(0, |i| i.open)
     }
+
+    /// The journal's size on disk, in bytes (every segment).
+    pub(super) fn bytes(&self) -> u64 {
+        self.lock().map_or(0, |i| i.bytes)
+    }
 }
 
 impl Inner {

@@ -73,7 +73,9 @@ impl Engine {
     /// # Errors
     /// Database failures.
     pub async fn settings(&self, tenant: TenantId) -> Result<Arc<TenantSettings>, EngineError> {
-        if let Some(hit) = self.settings_cache.get(&tenant.0).await {
+        let cached = self.settings_cache.get(&tenant.0).await;
+        crate::stats::TENANT_SETTINGS.record(cached.is_some());
+        if let Some(hit) = cached {
             return Ok(hit);
         }
         let row = tenant_setting::Entity::find_by_id(tenant.0)
