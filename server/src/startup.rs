@@ -237,6 +237,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint + use<> {
         .at("/healthz", healthz)
         .at("/readyz", readyz)
         .at("/metrics", poem::get(crate::metrics::endpoint))
+        .at("/mcp", crate::mcp::endpoint(&state))
         .data(state)
         .around(request_context)
         .around(move |ep, req| {
@@ -289,6 +290,7 @@ fn allowed_methods(spec: &str) -> Allowed {
         ("/healthz", &["GET"][..]),
         ("/readyz", &["GET"][..]),
         ("/metrics", &["GET"][..]),
+        ("/mcp", &["POST"][..]),
         ("/openapi.json", &["GET"][..]),
     ] {
         out.push((

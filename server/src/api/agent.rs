@@ -20,7 +20,7 @@ const CHATGPT: &str = include_str!("prompts/chatgpt.md");
 const GENERIC: &str = include_str!("prompts/generic.txt");
 
 /// The tools an agent is given: (tool name, operation id, description).
-const TOOLS: &[(&str, &str, &str)] = &[
+pub const TOOLS: &[(&str, &str, &str)] = &[
     (
         "start_call",
         "start_call",
