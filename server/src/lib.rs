@@ -13,6 +13,7 @@ pub mod json;
 pub mod mcp;
 pub mod metrics;
 pub mod middleware;
+pub mod postman;
 pub mod settings;
 pub mod startup;
 pub mod state;

@@ -238,6 +238,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint + use<> {
         .at("/readyz", readyz)
         .at("/metrics", poem::get(crate::metrics::endpoint))
         .at("/mcp", crate::mcp::endpoint(&state))
+        .at("/postman.json", poem::get(crate::postman::endpoint))
         .data(state)
         .around(request_context)
         .around(move |ep, req| {
@@ -291,6 +292,7 @@ fn allowed_methods(spec: &str) -> Allowed {
         ("/readyz", &["GET"][..]),
         ("/metrics", &["GET"][..]),
         ("/mcp", &["POST"][..]),
+        ("/postman.json", &["GET"][..]),
         ("/openapi.json", &["GET"][..]),
     ] {
         out.push((

@@ -13,6 +13,7 @@ backend_tests!(
     the_server_answers_on_a_bound_port,
     a_method_not_allowed_says_which_are,
     metrics_count_requests_and_recognised_callers,
+    the_postman_collection_has_every_operation,
 );
 
 async fn health_and_readiness_answer(app: TestApp) {
@@ -28,6 +29,62 @@ async fn the_openapi_document_is_stable(app: TestApp) {
     let r = app.send("GET", "/openapi.json", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     insta::assert_json_snapshot!("openapi", r.body);
+}
+
+/// Every operation of the API document is one request of the collection, with the API key
+/// as its bearer token and a JSON body where the operation takes one. (CI also runs it with
+/// newman against a live server.)
+async fn the_postman_collection_has_every_operation(app: TestApp) {
+    let spec = app.send("GET", "/openapi.json", None, None).await.body;
+    let r = app.send("GET", "/postman.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let c = r.body;
+    assert_eq!(c["auth"]["bearer"][0]["value"], "{{api_key}}");
+    let mut expected = Vec::new();
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let postman_path = path
+                .split('/')
+                .map(
+                    |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        Some(name) => format!(":{name}"),
+                        None => s.to_owned(),
+                    },
+                )
+                .collect::<Vec<_>>()
+                .join("/");
+            expected.push((
+                method.to_ascii_uppercase(),
+                postman_path,
+                op.get("requestBody").is_some(),
+            ));
+        }
+    }
+    let mut found = Vec::new();
+    for folder in c["item"].as_array().unwrap() {
+        for item in folder["item"].as_array().unwrap() {
+            let req = &item["request"];
+            let path = req["url"]["path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            found.push((
+                req["method"].as_str().unwrap().to_owned(),
+                format!("/{path}"),
+                req.get("body").is_some(),
+            ));
+            if let Some(raw) = req["body"]["raw"].as_str() {
+                let body: serde_json::Value = serde_json::from_str(raw).expect("a JSON body");
+                assert!(body.is_object(), "{raw}");
+            }
+        }
+    }
+    expected.sort();
+    found.sort();
+    assert_eq!(found, expected);
 }
 
 async fn the_docs_page_is_served(app: TestApp) {
