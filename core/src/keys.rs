@@ -33,6 +33,106 @@ pub const MAX_KEY_LEN: usize = 256;
 /// Name of the tenant created on an empty database.
 pub const DEFAULT_TENANT: &str = "default";
 
+/// One thing a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Start and end calls, connector webhooks, read calls, the agent kit.
+    Calls,
+    /// Look customers up and export them.
+    CustomersRead,
+    /// Erase, unlink and resolve.
+    CustomersWrite,
+    /// Keys, connector secrets, settings, the audit trail.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in the order they are written.
+    pub const ALL: [Scope; 4] = [
+        Scope::Calls,
+        Scope::CustomersRead,
+        Scope::CustomersWrite,
+        Scope::Admin,
+    ];
+
+    /// Its name: `calls`, `customers:read`, `customers:write`, `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Calls => "calls",
+            Self::CustomersRead => "customers:read",
+            Self::CustomersWrite => "customers:write",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The scope named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Self::Calls => 1,
+            Self::CustomersRead => 2,
+            Self::CustomersWrite => 4,
+            Self::Admin => 8,
+        }
+    }
+}
+
+/// The scopes of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// Every scope: keys made before scopes existed, and by default.
+    pub const ALL: Scopes = Scopes(15);
+
+    /// Whether `scope` is among them.
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    /// Whether every one of them is among `other`.
+    pub fn within(self, other: Scopes) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Each scope, in [`Scope::ALL`]'s order.
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+
+    /// As stored: names separated by spaces.
+    pub fn to_text(self) -> String {
+        self.iter().map(Scope::as_str).collect::<Vec<_>>().join(" ")
+    }
+
+    /// From stored text; an unknown name is corrupt data.
+    ///
+    /// # Errors
+    /// An unknown scope name.
+    pub fn from_text(text: &str) -> Result<Self, EngineError> {
+        text.split_whitespace()
+            .map(|n| {
+                Scope::parse(n)
+                    .ok_or_else(|| EngineError::Corrupt(format!("unknown key scope `{n}`")))
+            })
+            .collect()
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
+        Scopes(iter.into_iter().fold(0, |bits, s| bits | s.bit()))
+    }
+}
+
 /// Who a verified key acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthContext {
@@ -40,6 +140,8 @@ pub struct AuthContext {
     pub tenant: TenantId,
     /// The key's public id.
     pub key_id: String,
+    /// What it may do.
+    pub scopes: Scopes,
 }
 
 /// A key as listed (never with its secret).
@@ -51,6 +153,8 @@ pub struct ApiKeyInfo {
     pub prefix: String,
     /// Free text given at creation.
     pub label: Option<String>,
+    /// What it may do.
+    pub scopes: Scopes,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -219,8 +323,8 @@ impl KeyStore {
         Ok(Some(key))
     }
 
-    /// Creates a key for a tenant: `secret` when given (it must be 24–256 printable ASCII
-    /// characters), else a random one.
+    /// Creates a key with every scope for a tenant: `secret` when given (it must be 24–256
+    /// printable ASCII characters), else a random one.
     ///
     /// # Errors
     /// An unacceptable secret, a prefix already in use, or database failures.
@@ -230,6 +334,24 @@ impl KeyStore {
         label: Option<String>,
         secret: Option<String>,
     ) -> Result<NewKey, EngineError> {
+        self.create_scoped_key(tenant, label, secret, Scopes::ALL)
+            .await
+    }
+
+    /// [`KeyStore::create_key`] with only `scopes`.
+    ///
+    /// # Errors
+    /// No scope, an unacceptable secret, a prefix already in use, or database failures.
+    pub async fn create_scoped_key(
+        &self,
+        tenant: TenantId,
+        label: Option<String>,
+        secret: Option<String>,
+        scopes: Scopes,
+    ) -> Result<NewKey, EngineError> {
+        if scopes.is_empty() {
+            return Err(FieldError::new("scopes", "a key needs at least one scope").into());
+        }
         let secret = match secret {
             Some(s) => {
                 validate_supplied_key(&s)?;
@@ -264,12 +386,13 @@ impl KeyStore {
             prefix: Set(prefix),
             secret_hash: Set(self.hash(secret.clone()).await?),
             label: Set(label),
+            scopes: Set(scopes.to_text()),
             created_at: Set(crate::now()),
         }
         .insert(&self.db)
         .await?;
         Ok(NewKey {
-            info: info(row),
+            info: info(row)?,
             secret,
         })
     }
@@ -287,7 +410,7 @@ impl KeyStore {
             .await?
             .into_iter()
             .map(info)
-            .collect())
+            .collect::<Result<_, _>>()?)
     }
 
     /// Deletes a key of the tenant and forgets any cached verification of it.
@@ -377,6 +500,7 @@ impl KeyStore {
         Ok(match row {
             Some(r) if verified => Some(AuthContext {
                 tenant: TenantId(r.tenant_id),
+                scopes: Scopes::from_text(&r.scopes)?,
                 key_id: r.id,
             }),
             _ => None,
@@ -391,11 +515,12 @@ impl KeyStore {
     }
 }
 
-fn info(row: api_key::Model) -> ApiKeyInfo {
-    ApiKeyInfo {
+fn info(row: api_key::Model) -> Result<ApiKeyInfo, EngineError> {
+    Ok(ApiKeyInfo {
+        scopes: Scopes::from_text(&row.scopes)?,
         id: row.id,
         prefix: row.prefix,
         label: row.label,
         created_at: row.created_at,
-    }
+    })
 }

@@ -9,6 +9,7 @@ mod m20261125_000003_customer_contexts;
 mod m20261205_000004_tenant_settings;
 mod m20261205_000005_audit_events;
 mod m20261205_000006_memory_lifecycle;
+mod m20261205_000007_key_scopes;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000004_tenant_settings::Migration),
             Box::new(m20261205_000005_audit_events::Migration),
             Box::new(m20261205_000006_memory_lifecycle::Migration),
+            Box::new(m20261205_000007_key_scopes::Migration),
         ]
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
-use sticky_core::keys::AuthContext;
+use sticky_core::keys::{AuthContext, Scope};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -14,6 +14,29 @@ use crate::state::AppState;
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", checker = "check_key")]
 pub struct ApiKeyAuth(pub AuthContext);
+
+impl ApiKeyAuth {
+    /// The key's context, if it has `scope`.
+    ///
+    /// # Errors
+    /// 403 `insufficient_scope`.
+    pub fn with(&self, scope: Scope) -> Result<&AuthContext, ApiError> {
+        require(&self.0, scope)?;
+        Ok(&self.0)
+    }
+}
+
+/// Whether the key has `scope`.
+///
+/// # Errors
+/// 403 `insufficient_scope`.
+pub fn require(ctx: &AuthContext, scope: Scope) -> Result<(), ApiError> {
+    if ctx.scopes.contains(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::insufficient_scope(scope))
+    }
+}
 
 async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<AuthContext> {
     let state = req.data::<Arc<AppState>>().ok_or_else(|| {

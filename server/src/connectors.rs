@@ -139,7 +139,9 @@ async fn authenticate(
                 .and_then(|name| parameter_credentials(name, req, body))
         })
         .ok_or_else(ApiError::unauthorized)?;
-    authenticate_token(state, req, &token).await
+    let ctx = authenticate_token(state, req, &token).await?;
+    crate::auth::require(&ctx, sticky_core::keys::Scope::Calls)?;
+    Ok(ctx)
 }
 
 /// The URL the platform called: the configured public base URL, or the scheme and host the

@@ -97,6 +97,15 @@ impl ApiError {
         )
     }
 
+    /// 403 `insufficient_scope`.
+    pub fn insufficient_scope(scope: sticky_core::keys::Scope) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this API key lacks the `{}` scope", scope.as_str()),
+        )
+    }
+
     /// The stable code.
     pub fn code(&self) -> &str {
         &self.code
@@ -199,6 +208,10 @@ const DOCUMENTED: &[(u16, &str)] = &[
         "Malformed JSON (`malformed_json`), a wrong type (`invalid_type`), an unknown field (`unknown_field`) or a missing one (`missing_field`).",
     ),
     (401, "Missing or invalid API key (`unauthorized`)."),
+    (
+        403,
+        "The API key lacks the scope this operation needs (`insufficient_scope`).",
+    ),
     (
         404,
         "The named call, customer, intent or key does not exist for this tenant.",

@@ -16,7 +16,7 @@ use sticky_calls_server::{Application, Settings};
 use sticky_core::db;
 use sticky_core::domain::DefaultRegion;
 use sticky_core::engine::{Engine, TenantId};
-use sticky_core::keys::KeyStore;
+use sticky_core::keys::{KeyStore, Scope, Scopes};
 
 /// mimalloc instead of the system allocator: under load glibc's malloc spent over a tenth of the
 /// server's time in its own bookkeeping (`_int_malloc`, `malloc_consolidate`).
@@ -140,6 +140,10 @@ enum KeysCommand {
         /// A label to recognise the key by.
         #[arg(long)]
         label: Option<String>,
+        /// What the key may do, once per scope (default: every scope). A key for platform
+        /// webhooks needs only `calls`.
+        #[arg(long = "scope", value_parser = ["calls", "customers:read", "customers:write", "admin"])]
+        scopes: Vec<String>,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -272,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 KeysCommand::Create {
                     tenant,
                     label,
+                    scopes,
                     database,
                 },
         } => {
@@ -281,7 +286,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .find_tenant(&tenant)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no tenant named `{tenant}`"))?;
-            let key = keys.create_key(found.id, label, None).await?;
+            let scopes = if scopes.is_empty() {
+                Scopes::ALL
+            } else {
+                scopes.iter().filter_map(|s| Scope::parse(s)).collect()
+            };
+            let key = keys
+                .create_scoped_key(found.id, label, None, scopes)
+                .await?;
             println!("{}", key.secret);
         }
         Command::Agent {

@@ -10,6 +10,8 @@ pub struct Model {
     pub prefix: String,
     pub secret_hash: String,
     pub label: Option<String>,
+    /// Space-separated scope names (`calls customers:read ...`).
+    pub scopes: String,
     pub created_at: DateTimeUtc,
 }
 

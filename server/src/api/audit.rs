@@ -14,6 +14,7 @@ use super::ApiTags;
 use crate::auth::ApiKeyAuth;
 use crate::error::ApiError;
 use crate::state::AppState;
+use sticky_core::keys::Scope;
 
 /// Records an action that has succeeded. A failure to record is logged, not returned: the
 /// action itself is done.
@@ -78,6 +79,7 @@ impl AuditApi {
         /// How many, 1 to 500 (100 by default).
         limit: Query<Option<u64>>,
     ) -> Result<AuditResponse, ApiError> {
+        auth.with(Scope::Admin)?;
         let limit = limit.0.unwrap_or(100);
         if !(1..=500).contains(&limit) {
             return Err(ApiError::invalid("limit", "must be 1 to 500"));

@@ -18,6 +18,7 @@ use crate::auth::ApiKeyAuth;
 use crate::error::ApiError;
 use crate::json::{DirectJson, StrictJson};
 use crate::state::AppState;
+use sticky_core::keys::Scope;
 
 /// A call is starting: who is it?
 #[derive(Debug, Clone, Object, Deserialize)]
@@ -313,6 +314,7 @@ impl CallsApi {
         auth: ApiKeyAuth,
         body: StrictJson<StartCallRequest>,
     ) -> Result<StartResponse, ApiError> {
+        auth.with(Scope::Calls)?;
         let agent_format = body.0.agent_format;
         let cmd = StartCall::try_from(body.0)?;
         let outcome = self.state.engine.start_call(auth.0.tenant, cmd).await?;
@@ -336,6 +338,7 @@ impl CallsApi {
         auth: ApiKeyAuth,
         body: StrictJson<EndCallRequest>,
     ) -> Result<EndResponse, ApiError> {
+        auth.with(Scope::Calls)?;
         let withheld = body.0.consent == Some(ConsentDto::None);
         let cmd = EndCall::try_from(body.0)?;
         if withheld {
@@ -376,6 +379,7 @@ impl CallsApi {
         /// The platform's call id (URL-encoded).
         call_id: Path<String>,
     ) -> Result<GetCallResponse, ApiError> {
+        auth.with(Scope::Calls)?;
         let call_id = parse_call_id(&call_id.0)?;
         let call = self.state.engine.get_call(auth.0.tenant, &call_id).await?;
         Ok(GetCallResponse::Ok(Json(call.into())))

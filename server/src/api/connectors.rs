@@ -13,6 +13,7 @@ use crate::connectors::{find, rejection};
 use crate::error::ApiError;
 use crate::json::StrictJson;
 use crate::state::AppState;
+use sticky_core::keys::Scope;
 
 #[derive(ApiResponse)]
 enum SettingsResponse {
@@ -47,6 +48,7 @@ impl ConnectorsApi {
         platform: Path<String>,
         body: StrictJson<Value>,
     ) -> Result<SettingsResponse, ApiError> {
+        auth.with(Scope::Admin)?;
         let connector = find(&self.state, &platform.0)?;
         let secret = connector.parse_settings(&body.0).map_err(rejection)?;
         self.state

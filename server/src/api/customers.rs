@@ -19,6 +19,7 @@ use crate::auth::ApiKeyAuth;
 use crate::error::ApiError;
 use crate::json::StrictJson;
 use crate::state::AppState;
+use sticky_core::keys::Scope;
 
 /// A customer in a look-up.
 #[derive(Debug, Clone, Object)]
@@ -320,6 +321,7 @@ impl CustomersApi {
         /// An external id, `name:value` (`crm_id:crm_12345`).
         external_id: Query<Option<String>>,
     ) -> Result<ListResponse, ApiError> {
+        auth.with(Scope::CustomersRead)?;
         let (ani, ext) = parse_identity(
             self.state.engine.region(),
             ani.0.as_deref(),
@@ -349,6 +351,7 @@ impl CustomersApi {
         /// The caller number, in any common form.
         ani: Query<String>,
     ) -> Result<EraseNumberResponse, ApiError> {
+        auth.with(Scope::CustomersWrite)?;
         let (number, _) = parse_identity(self.state.engine.region(), Some(&ani.0), None, true)?;
         let Some(number) = number else {
             return Err(ApiError::invalid("ani", "give the caller number"));
@@ -389,6 +392,7 @@ impl CustomersApi {
         /// The customer's reference.
         customer_ref: Path<String>,
     ) -> Result<ExportResponse, ApiError> {
+        auth.with(Scope::CustomersRead)?;
         let r = parse_ref(&customer_ref.0)?;
         let e = self.state.engine.export_customer(auth.0.tenant, &r).await?;
         Ok(ExportResponse::Ok(Json(e.into())))
@@ -406,6 +410,7 @@ impl CustomersApi {
         /// The customer's reference.
         customer_ref: Path<String>,
     ) -> Result<EraseResponse, ApiError> {
+        auth.with(Scope::CustomersWrite)?;
         let r = parse_ref(&customer_ref.0)?;
         let report = self.state.engine.erase_customer(auth.0.tenant, &r).await?;
         super::audit::note(
@@ -441,6 +446,7 @@ impl CustomersApi {
         customer_ref: Path<String>,
         body: StrictJson<UnlinkRequest>,
     ) -> Result<UnlinkResult, ApiError> {
+        auth.with(Scope::CustomersWrite)?;
         let r = parse_ref(&customer_ref.0)?;
         let (ani, ext) = parse_identity(
             self.state.engine.region(),
@@ -470,6 +476,7 @@ impl CustomersApi {
         /// The intent's name.
         intent: Path<String>,
     ) -> Result<ResolveResponse, ApiError> {
+        auth.with(Scope::CustomersWrite)?;
         let r = parse_ref(&customer_ref.0)?;
         let name = IntentName::parse(&intent.0).map_err(|e| ApiError::invalid("intent", e.0))?;
         let updated = self

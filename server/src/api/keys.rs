@@ -15,6 +15,7 @@ use crate::auth::ApiKeyAuth;
 use crate::error::ApiError;
 use crate::json::StrictJson;
 use crate::state::AppState;
+use sticky_core::keys::{Scope, Scopes};
 
 /// A new key's options.
 #[derive(Debug, Clone, Default, Object, Deserialize)]
@@ -23,6 +24,52 @@ use crate::state::AppState;
 pub struct CreateKeyRequest {
     /// Free text to recognise the key by (up to 128 characters).
     pub label: Option<String>,
+    /// What the key may do (default: every scope of the key that creates it, which may only
+    /// grant scopes it has). Put a `calls`-only key into platform webhooks.
+    pub scopes: Option<Vec<ScopeDto>>,
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum, Deserialize)]
+pub enum ScopeDto {
+    /// Start and end calls, connector webhooks, read calls.
+    #[oai(rename = "calls")]
+    #[serde(rename = "calls")]
+    Calls,
+    /// Look customers up and export them.
+    #[oai(rename = "customers:read")]
+    #[serde(rename = "customers:read")]
+    CustomersRead,
+    /// Erase customers and numbers, unlink identities, resolve intents.
+    #[oai(rename = "customers:write")]
+    #[serde(rename = "customers:write")]
+    CustomersWrite,
+    /// Keys, connector secrets, settings, the audit trail.
+    #[oai(rename = "admin")]
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl From<ScopeDto> for Scope {
+    fn from(s: ScopeDto) -> Self {
+        match s {
+            ScopeDto::Calls => Self::Calls,
+            ScopeDto::CustomersRead => Self::CustomersRead,
+            ScopeDto::CustomersWrite => Self::CustomersWrite,
+            ScopeDto::Admin => Self::Admin,
+        }
+    }
+}
+
+impl From<Scope> for ScopeDto {
+    fn from(s: Scope) -> Self {
+        match s {
+            Scope::Calls => Self::Calls,
+            Scope::CustomersRead => Self::CustomersRead,
+            Scope::CustomersWrite => Self::CustomersWrite,
+            Scope::Admin => Self::Admin,
+        }
+    }
 }
 
 /// A key, without its secret.
@@ -36,6 +83,8 @@ pub struct ApiKeyDto {
     /// The label given at creation.
     #[oai(nullable)]
     pub label: Option<String>,
+    /// What the key may do.
+    pub scopes: Vec<ScopeDto>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -46,6 +95,7 @@ impl From<ApiKeyInfo> for ApiKeyDto {
             id: k.id,
             prefix: k.prefix,
             label: k.label,
+            scopes: k.scopes.iter().map(Into::into).collect(),
             created_at: k.created_at,
         }
     }
@@ -120,17 +170,29 @@ impl KeysApi {
         auth: ApiKeyAuth,
         body: StrictJson<CreateKeyRequest>,
     ) -> Result<CreateResponse, ApiError> {
+        auth.with(Scope::Admin)?;
+        let own = auth.0.scopes;
+        let scopes = match body.0.scopes {
+            Some(asked) => {
+                let asked: Scopes = asked.into_iter().map(Scope::from).collect();
+                if let Some(missing) = asked.iter().find(|s| !own.contains(*s)) {
+                    return Err(ApiError::insufficient_scope(missing).with_field("scopes"));
+                }
+                asked
+            }
+            None => own,
+        };
         let key = self
             .state
             .keys
-            .create_key(auth.0.tenant, body.0.label, None)
+            .create_scoped_key(auth.0.tenant, body.0.label, None, scopes)
             .await?;
         super::audit::note(
             &self.state,
             auth.0.tenant,
             "api_key_created",
             Some(&key.info.id),
-            serde_json::json!({"by_key": auth.0.key_id}),
+            serde_json::json!({"by_key": auth.0.key_id, "scopes": scopes.to_text()}),
         )
         .await;
         Ok(CreateResponse::Created(Json(CreatedKeyDto {
@@ -142,6 +204,7 @@ impl KeysApi {
     /// List the calling tenant's API keys.
     #[oai(path = "/", method = "get", operation_id = "list_api_keys")]
     async fn list(&self, auth: ApiKeyAuth) -> Result<ListResponse, ApiError> {
+        auth.with(Scope::Admin)?;
         let keys = self.state.keys.list_keys(auth.0.tenant).await?;
         Ok(ListResponse::Ok(Json(ApiKeyListDto {
             api_keys: keys.into_iter().map(Into::into).collect(),
@@ -165,6 +228,7 @@ impl KeysApi {
         /// The key's id (`key_...`).
         id: Path<String>,
     ) -> Result<RevokeResponse, ApiError> {
+        auth.with(Scope::Admin)?;
         self.state.keys.revoke_key(auth.0.tenant, &id.0).await?;
         super::audit::note(
             &self.state,

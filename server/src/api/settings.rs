@@ -13,6 +13,7 @@ use crate::auth::ApiKeyAuth;
 use crate::error::ApiError;
 use crate::json::StrictJson;
 use crate::state::AppState;
+use sticky_core::keys::Scope;
 
 /// The tenant's settings of memory.
 #[derive(Debug, Clone, Object, Deserialize)]
@@ -59,6 +60,7 @@ impl SettingsApi {
     /// The calling tenant's settings.
     #[oai(path = "/", method = "get", operation_id = "get_settings")]
     async fn get(&self, auth: ApiKeyAuth) -> Result<SettingsResponse, ApiError> {
+        auth.with(Scope::Admin)?;
         let s = self.state.engine.settings(auth.0.tenant).await?;
         Ok(SettingsResponse::Ok(Json(SettingsDto::from(s.as_ref()))))
     }
@@ -70,6 +72,7 @@ impl SettingsApi {
         auth: ApiKeyAuth,
         body: StrictJson<SettingsDto>,
     ) -> Result<SettingsResponse, ApiError> {
+        auth.with(Scope::Admin)?;
         let settings = TenantSettings::parse(body.0.sensitive_variables, body.0.retention_days)?;
         self.state
             .engine
