@@ -402,7 +402,7 @@ impl KeyStore {
     /// # Errors
     /// Database failures.
     pub async fn list_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyInfo>, EngineError> {
-        Ok(api_key::Entity::find()
+        api_key::Entity::find()
             .filter(api_key::Column::TenantId.eq(tenant.0))
             .order_by_asc(api_key::Column::CreatedAt)
             .order_by_asc(api_key::Column::Id)
@@ -410,7 +410,7 @@ impl KeyStore {
             .await?
             .into_iter()
             .map(info)
-            .collect::<Result<_, _>>()?)
+            .collect()
     }
 
     /// Deletes a key of the tenant and forgets any cached verification of it.
