@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod billing;
 pub mod coherence;
 pub mod commands;
 pub mod connector;
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod entities;
 pub mod error;
 pub mod keys;
+pub mod plans;
 pub mod scoring;
 pub mod secrets;
 pub mod stats;

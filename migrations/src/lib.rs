@@ -10,6 +10,7 @@ mod m20261205_000004_tenant_settings;
 mod m20261205_000005_audit_events;
 mod m20261205_000006_memory_lifecycle;
 mod m20261205_000007_key_scopes;
+mod m20261205_000008_plans;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000005_audit_events::Migration),
             Box::new(m20261205_000006_memory_lifecycle::Migration),
             Box::new(m20261205_000007_key_scopes::Migration),
+            Box::new(m20261205_000008_plans::Migration),
         ]
     }
 }

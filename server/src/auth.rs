@@ -46,7 +46,33 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<AuthContext> {
             "internal error",
         )
     })?;
-    Ok(authenticate_token(state, req, &bearer.token).await?)
+    let ctx = authenticate_token(state, req, &bearer.token).await?;
+    check_rate(state, ctx.tenant).await?;
+    Ok(ctx)
+}
+
+/// Takes a request from the tenant's rate limit; notes the `RateLimit-*` headers.
+///
+/// # Errors
+/// 429 `rate_limited`, or a database failure reading the tenant's plan.
+pub async fn check_rate(
+    state: &AppState,
+    tenant: sticky_core::engine::TenantId,
+) -> Result<(), ApiError> {
+    match state.limits.rate(tenant).await {
+        Ok(Some(info)) => {
+            crate::middleware::note_rate(info);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(Ok(refusal)) => {
+            if let crate::limits::Refusal::Rate { info, .. } = &refusal {
+                crate::middleware::note_rate(*info);
+            }
+            Err(refusal.into())
+        }
+        Err(Err(e)) => Err(e),
+    }
 }
 
 /// Verifies an API key (shared by the REST API and the connector webhooks). A key not yet

@@ -227,16 +227,38 @@ async fn handle(req: &Request, body: Body, slug: &str, route: Route) -> Result<R
     connector
         .verify(&inbound, secret.as_ref())
         .map_err(rejection)?;
-    let rendered = match connector.parse(route, &inbound).map_err(rejection)? {
-        ConnectorCommand::Start(cmd) => {
-            let outcome = state.engine.start_call(auth.tenant, cmd).await?.decode()?;
-            connector.render_start(&inbound, &outcome)
+    let command = connector.parse(route, &inbound).map_err(rejection)?;
+    // A call over its tenant's limits fails open: the platform gets its valid answer for an
+    // unknown caller (an end is acknowledged and not stored), marked with why, uncounted.
+    let admitted = match &command {
+        ConnectorCommand::Ignore { .. } => None,
+        _ => Some(admit_call(&state, auth.tenant).await?),
+    };
+    let mut refused = None;
+    let rendered = match (command, admitted) {
+        (ConnectorCommand::Start(cmd), Some(Err(refusal))) => {
+            refused = Some(refusal.code());
+            connector.render_start(&inbound, &unknown_caller(cmd.call_id.as_str()))
         }
-        ConnectorCommand::End(cmd) => {
-            let outcome = state.engine.end_call(auth.tenant, cmd).await?;
-            connector.render_end(&inbound, &outcome)
+        (ConnectorCommand::End(_), Some(Err(refusal))) => {
+            refused = Some(refusal.code());
+            connector.render_ignored(&inbound, refusal.code())
         }
-        ConnectorCommand::Ignore { reason } => connector.render_ignored(&inbound, reason),
+        (ConnectorCommand::Start(cmd), ticket) => {
+            let outcome = state.engine.start_call(auth.tenant, cmd).await;
+            settle(&state, ticket, outcome.is_ok()).await;
+            connector.render_start(&inbound, &outcome?.decode()?)
+        }
+        (ConnectorCommand::End(cmd), ticket) => {
+            let outcome = state.engine.end_call(auth.tenant, cmd).await;
+            settle(&state, ticket, outcome.is_ok()).await;
+            connector.render_end(&inbound, &outcome?)
+        }
+        (ConnectorCommand::Ignore { reason }, _) => connector.render_ignored(&inbound, reason),
+    };
+    let rendered = match refused {
+        Some(code) => with_status(rendered, code),
+        None => rendered,
     };
     let mut resp = Response::builder()
         .status(StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::OK))
@@ -245,7 +267,72 @@ async fn handle(req: &Request, body: Body, slug: &str, route: Route) -> Result<R
         "content-type",
         HeaderValue::from_static(rendered.content_type),
     );
+    if let Some(code) = refused {
+        resp.headers_mut()
+            .insert("sticky-status", HeaderValue::from_static(code));
+    }
     Ok(resp)
+}
+
+/// The tenant's rate limit and quota for one platform call: a ticket, or why it is refused.
+async fn admit_call(
+    state: &AppState,
+    tenant: sticky_core::engine::TenantId,
+) -> Result<Result<crate::limits::Ticket, crate::limits::Refusal>, ApiError> {
+    match state.limits.rate(tenant).await {
+        Ok(Some(info)) => crate::middleware::note_rate(info),
+        Ok(None) => {}
+        Err(Ok(refusal)) => return Ok(Err(refusal)),
+        Err(Err(e)) => return Err(e),
+    }
+    match state.limits.admit(tenant).await {
+        Ok(ticket) => Ok(Ok(ticket)),
+        Err(Ok(refusal)) => Ok(Err(refusal)),
+        Err(Err(e)) => Err(e),
+    }
+}
+
+async fn settle(
+    state: &AppState,
+    ticket: Option<Result<crate::limits::Ticket, crate::limits::Refusal>>,
+    succeeded: bool,
+) {
+    if let Some(Ok(ticket)) = ticket {
+        state.limits.settle(ticket, succeeded).await;
+    }
+}
+
+/// The answer for a caller nobody knows: what a platform gets when the call is over its
+/// tenant's limits.
+fn unknown_caller(call_id: &str) -> sticky_core::engine::StartOutcome {
+    sticky_core::engine::StartOutcome {
+        call_id: call_id.to_owned(),
+        customer_ref: None,
+        confidence: 0.0,
+        band: sticky_core::scoring::Band::Low,
+        signals: Vec::new(),
+        candidates: Vec::new(),
+        context: None,
+    }
+}
+
+/// A JSON answer gains `"sticky_status": code` (other formats are left as they are; the
+/// `Sticky-Status` header says it for every format).
+fn with_status(
+    mut rendered: sticky_core::connector::Rendered,
+    code: &str,
+) -> sticky_core::connector::Rendered {
+    if rendered.content_type.starts_with("application/json")
+        && let Ok(serde_json::Value::Object(mut map)) =
+            serde_json::from_slice::<serde_json::Value>(&rendered.body)
+    {
+        map.insert(
+            "sticky_status".into(),
+            serde_json::Value::String(code.to_owned()),
+        );
+        rendered.body = serde_json::to_vec(&map).unwrap_or(rendered.body);
+    }
+    rendered
 }
 
 /// A 401 that invites the platform to retry with the Basic credentials of its webhook URL

@@ -77,6 +77,12 @@ impl ApiError {
         }
     }
 
+    /// Adds a `Retry-After` of `seconds` (at least 1).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
     /// Names the offending field.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
@@ -217,6 +223,10 @@ const DOCUMENTED: &[(u16, &str)] = &[
         "The named call, customer, intent or key does not exist for this tenant.",
     ),
     (409, "Conflicts with existing data."),
+    (
+        429,
+        "Over the plan's rate limit (`rate_limited`), the month's calls used up (`quota_exceeded`), or too many unknown keys from one address (`too_many_attempts`); `Retry-After` says when to retry.",
+    ),
     (413, "The body is over 64 KiB (`payload_too_large`)."),
     (
         422,

@@ -10,6 +10,7 @@ pub mod coherence;
 pub mod connectors;
 pub mod error;
 pub mod json;
+pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod middleware;

@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Add calls to a tenant's current month.
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
     /// The AI-agent kit.
     Agent {
         #[command(subcommand)]
@@ -125,9 +130,62 @@ enum TenantsCommand {
     Create {
         /// Tenant name: a-z, 0-9, `_` and `-`.
         name: String,
+        /// Its plan (default `unlimited`).
+        #[arg(long, default_value = sticky_core::plans::OPERATOR_DEFAULT)]
+        plan: String,
+        #[command(flatten)]
+        plans: PlansArgs,
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Put a tenant on another plan (from now on; this month's count stays).
+    SetPlan {
+        /// The tenant's name.
+        name: String,
+        /// The plan's name.
+        plan: String,
+        #[command(flatten)]
+        plans: PlansArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditsCommand {
+    /// Add calls to a tenant's current month (they do not roll over).
+    Grant {
+        /// The tenant's name.
+        #[arg(long)]
+        tenant: String,
+        /// How many calls.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        calls: u64,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+/// Where the operator's plans are.
+#[derive(clap::Args)]
+struct PlansArgs {
+    /// A TOML file of plans that add to or replace the built-in ones.
+    #[arg(long, env = "STICKY_PLANS_FILE")]
+    plans_file: Option<PathBuf>,
+}
+
+/// The tenant named `name` and the billing store of `database`.
+async fn billing_tenant(
+    database: &DatabaseArgs,
+    name: &str,
+) -> anyhow::Result<(sticky_core::billing::BillingStore, TenantId)> {
+    let conn = db::connect_and_migrate(&database.database_url).await?;
+    let keys = KeyStore::new(conn.clone(), database.bcrypt_cost, Duration::from_secs(1));
+    let tenant = keys
+        .find_tenant(name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no tenant named `{name}`"))?;
+    Ok((sticky_core::billing::BillingStore::new(conn), tenant.id))
 }
 
 #[derive(Subcommand)]
@@ -261,11 +319,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until_stopped().await?;
         }
         Command::Tenants {
-            command: TenantsCommand::Create { name, database },
+            command:
+                TenantsCommand::Create {
+                    name,
+                    plan,
+                    plans,
+                    database,
+                },
         } => {
             init_logging("warn");
+            let catalog = sticky_core::plans::Plans::load(plans.plans_file.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            catalog.require(&plan).map_err(|e| anyhow::anyhow!(e))?;
             let keys = key_store(&database).await?;
             let tenant = keys.create_tenant(&name).await?;
+            if plan != sticky_core::plans::OPERATOR_DEFAULT {
+                let (billing, id) = billing_tenant(&database, &name).await?;
+                billing.set_plan(id, &plan, "cli").await?;
+            }
             let key = keys
                 .create_key(tenant.id, Some("first".into()), None)
                 .await?;
@@ -295,6 +366,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .create_scoped_key(found.id, label, None, scopes)
                 .await?;
             println!("{}", key.secret);
+        }
+        Command::Tenants {
+            command:
+                TenantsCommand::SetPlan {
+                    name,
+                    plan,
+                    plans,
+                    database,
+                },
+        } => {
+            init_logging("warn");
+            let catalog = sticky_core::plans::Plans::load(plans.plans_file.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            catalog.require(&plan).map_err(|e| anyhow::anyhow!(e))?;
+            let (billing, id) = billing_tenant(&database, &name).await?;
+            billing.set_plan(id, &plan, "cli").await?;
+            eprintln!("tenant `{name}` is on plan `{plan}`");
+        }
+        Command::Credits {
+            command:
+                CreditsCommand::Grant {
+                    tenant,
+                    calls,
+                    database,
+                },
+        } => {
+            init_logging("warn");
+            let (billing, id) = billing_tenant(&database, &tenant).await?;
+            let (period, _, _) = sticky_core::plans::period(chrono::Utc::now());
+            billing
+                .add_credits(
+                    id,
+                    &period,
+                    calls,
+                    "credits_granted",
+                    &serde_json::json!({"calls": calls, "period": period, "by": "cli"}),
+                    None,
+                )
+                .await?;
+            eprintln!("added {calls} calls to tenant `{tenant}` for {period}");
         }
         Command::Agent {
             command:

@@ -13,6 +13,14 @@ use crate::error::render;
 
 tokio::task_local! {
     static REQUEST_ID: String;
+    /// The rate limit of the request's tenant, once its key is known (for the `RateLimit-*`
+    /// headers).
+    static RATE: std::cell::Cell<Option<crate::limits::RateInfo>>;
+}
+
+/// Tells the request's answer to carry the `RateLimit-*` headers of `info`.
+pub fn note_rate(info: crate::limits::RateInfo) {
+    let _ = RATE.try_with(|c| c.set(Some(info)));
 }
 
 /// The id of the request being handled ("-" outside of one).
@@ -47,6 +55,11 @@ const LITERAL_SEGMENTS: &[&str] = &[
     "metrics",
     "settings",
     "audit",
+    "usage",
+    "billing",
+    "events",
+    "mcp",
+    "postman.json",
     "agent",
     "prompts",
     "tools",
@@ -89,14 +102,28 @@ pub async fn request_context<E: Endpoint>(next: E, req: Request) -> poem::Result
     let method = req.method().clone();
     let route = loggable_route(req.uri().path());
     let started = Instant::now();
-    let mut response = REQUEST_ID
-        .scope(id.clone(), async move {
-            match next.call(req).await {
-                Ok(r) => r.into_response(),
-                Err(e) => render(e),
-            }
-        })
+    let (mut response, rate) = REQUEST_ID
+        .scope(
+            id.clone(),
+            RATE.scope(std::cell::Cell::new(None), async move {
+                let response = match next.call(req).await {
+                    Ok(r) => r.into_response(),
+                    Err(e) => render(e),
+                };
+                (response, RATE.with(std::cell::Cell::get))
+            }),
+        )
         .await;
+    if let Some(rate) = rate {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("ratelimit-limit", u64::from(rate.limit)),
+            ("ratelimit-remaining", u64::from(rate.remaining)),
+            ("ratelimit-reset", rate.reset),
+        ] {
+            headers.insert(name, HeaderValue::from(value));
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }

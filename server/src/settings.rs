@@ -65,6 +65,9 @@ pub struct ServeArgs {
         default_value = "sticky-calls.secret"
     )]
     pub secret_key_file: PathBuf,
+    /// A TOML file of plans that add to or replace the built-in ones (see docs/plans.md).
+    #[arg(long, env = "STICKY_PLANS_FILE")]
+    pub plans_file: Option<PathBuf>,
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs `STICKY_TLS_KEY`.
     #[arg(long, env = "STICKY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -102,6 +105,8 @@ pub struct Settings {
     pub metrics_token: Option<String>,
     /// Serve HTTPS: the certificate chain's and the private key's PEM files.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The plans file (`None`: the built-in plans only).
+    pub plans_file: Option<PathBuf>,
 }
 
 impl From<ServeArgs> for Settings {
@@ -120,6 +125,7 @@ impl From<ServeArgs> for Settings {
             full_sync: a.sync == "full",
             metrics_token: a.metrics_token.filter(|t| !t.is_empty()),
             tls: a.tls_cert.zip(a.tls_key),
+            plans_file: a.plans_file,
         }
     }
 }

@@ -55,6 +55,8 @@ impl Application {
             None => None,
         };
         let server_key = load_server_key(&settings)?;
+        let plans = sticky_core::plans::Plans::load(settings.plans_file.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?;
         let tcp = TcpListener::bind(settings.bind.as_str())
             .into_acceptor()
             .await
@@ -81,10 +83,17 @@ impl Application {
         let engine = Engine::open(db, settings.default_region)
             .await
             .map_err(|e| anyhow::anyhow!("opening the database for the call path: {e}"))?;
+        let billing = sticky_core::billing::BillingStore::new(engine.db().clone());
+        for (tenant, plan) in billing.all_plans().await? {
+            plans
+                .require(&plan)
+                .map_err(|e| anyhow::anyhow!("tenant `{tenant}`: {e}"))?;
+        }
         let bootstrap_key = keys
             .bootstrap(settings.bootstrap_api_key.clone())
             .await
             .map_err(|e| anyhow::anyhow!("bootstrapping tenant `default`: {e}"))?;
+        let limits = Arc::new(crate::limits::Limits::new(plans, billing));
         let state = Arc::new(AppState {
             engine,
             keys,
@@ -94,6 +103,7 @@ impl Application {
             verifications: crate::state::verification_limiter(),
             counted_keys: crate::state::counted_keys(),
             metrics_token: settings.metrics_token,
+            limits: limits.clone(),
         });
         // Installed before the first request, so that every request is counted.
         if crate::metrics::handle().is_none() {
@@ -101,6 +111,7 @@ impl Application {
         }
         crate::coherence::spawn(&state);
         spawn_retention_sweep(&state);
+        crate::limits::spawn_flusher(limits);
         Ok(Self {
             state,
             acceptor,

@@ -25,6 +25,8 @@ pub struct AppState {
     pub counted_keys: moka::future::Cache<[u8; 32], ()>,
     /// The bearer token `GET /metrics` asks for; `None`: open.
     pub metrics_token: Option<String>,
+    /// Plans, rate limits and quotas.
+    pub limits: std::sync::Arc<crate::limits::Limits>,
 }
 
 /// Keys counted recently (see [`AppState::counted_keys`]).

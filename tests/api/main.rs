@@ -54,6 +54,7 @@ mod identity;
 mod import;
 mod isolation;
 mod keys;
+mod plans;
 mod platforms;
 mod races;
 mod scale_out;

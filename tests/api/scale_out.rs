@@ -14,6 +14,7 @@ postgres_tests!(
     a_key_revoked_on_one_process_stops_working_on_the_other,
     twelve_ends_from_one_new_number_over_both_processes_make_one_customer,
     after_a_lost_notification_connection_the_caches_are_flushed_and_heard_again,
+    two_processes_share_the_end_of_a_quota_exactly,
 );
 
 /// Polls `check` until it holds, for at most five seconds (a notification takes
@@ -205,4 +206,38 @@ async fn after_a_lost_notification_connection_the_caches_are_flushed_and_heard_a
         }
     })
     .await;
+}
+
+/// Both processes serve starts for a `free` tenant (100 calls) that has used 95: exactly 5
+/// more succeed between them, whichever process answers.
+async fn two_processes_share_the_end_of_a_quota_exactly(app: TestApp) {
+    let other = app.second_instance().await;
+    let tenant = app.default_tenant().await;
+    let store = app.state.limits.store();
+    store.set_plan(tenant, "free", "test").await.unwrap();
+    let (period, _, _) = sticky_core::plans::period(chrono::Utc::now());
+    store.add_used(tenant, &period, 95).await.unwrap();
+    app.state.limits.forget(tenant);
+    other.state.limits.forget(tenant);
+    let mut ok = 0;
+    for i in 0..12 {
+        let on = if i % 2 == 0 { &app } else { &other };
+        let r = on
+            .post(
+                "/v1/calls/start",
+                super::plans::start_body(&format!("two-{i}")),
+            )
+            .await;
+        match r.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(r.body["error"]["code"], "quota_exceeded", "{}", r.body);
+            }
+            s => panic!("{s}: {}", r.body),
+        }
+    }
+    assert_eq!(ok, 5);
+    app.state.limits.flush().await;
+    other.state.limits.flush().await;
+    assert_eq!(store.usage(tenant, &period).await.unwrap().used, 100);
 }

@@ -187,6 +187,7 @@ pub fn settings(database_url: &str) -> Settings {
         full_sync: false,
         metrics_token: None,
         tls: None,
+        plans_file: None,
     }
 }
 

@@ -315,16 +315,20 @@ impl CallsApi {
         body: StrictJson<StartCallRequest>,
     ) -> Result<StartResponse, ApiError> {
         auth.with(Scope::Calls)?;
-        let agent_format = body.0.agent_format;
-        let cmd = StartCall::try_from(body.0)?;
-        let outcome = self.state.engine.start_call(auth.0.tenant, cmd).await?;
-        let Some(format) = agent_format else {
-            return Ok(StartResponse::Ok(DirectJson(outcome.into())));
-        };
-        let memory = sticky_core::agent::caller_memory(&outcome.clone().decode()?, format.into());
-        let mut answer = StartCallResponse::from(outcome);
-        answer.agent_context = Some(memory);
-        Ok(StartResponse::Ok(DirectJson(answer)))
+        crate::limits::counted(&self.state, auth.0.tenant, async {
+            let agent_format = body.0.agent_format;
+            let cmd = StartCall::try_from(body.0)?;
+            let outcome = self.state.engine.start_call(auth.0.tenant, cmd).await?;
+            let Some(format) = agent_format else {
+                return Ok(StartResponse::Ok(DirectJson(outcome.into())));
+            };
+            let memory =
+                sticky_core::agent::caller_memory(&outcome.clone().decode()?, format.into());
+            let mut answer = StartCallResponse::from(outcome);
+            answer.agent_context = Some(memory);
+            Ok(StartResponse::Ok(DirectJson(answer)))
+        })
+        .await
     }
 
     /// End a call: remember what happened.
@@ -339,36 +343,39 @@ impl CallsApi {
         body: StrictJson<EndCallRequest>,
     ) -> Result<EndResponse, ApiError> {
         auth.with(Scope::Calls)?;
-        let withheld = body.0.consent == Some(ConsentDto::None);
-        let cmd = EndCall::try_from(body.0)?;
-        if withheld {
-            let ani = cmd
-                .hints
-                .ani
-                .as_deref()
-                .map(|a| sticky_core::domain::Ani::parse(a, self.state.engine.region()));
-            let report = self
-                .state
-                .engine
-                .forget_caller(auth.0.tenant, &cmd.call_id, ani.as_ref())
-                .await?;
-            super::audit::note(
-                &self.state,
-                auth.0.tenant,
-                "caller_forgotten",
-                None,
-                super::customers::counts(&report),
-            )
-            .await;
-            return Ok(EndResponse::Ok(Json(EndCallResponse {
-                call_id: cmd.call_id.as_str().to_owned(),
-                customer_ref: None,
-                provisional: false,
-                merged_from: None,
-            })));
-        }
-        let outcome = self.state.engine.end_call(auth.0.tenant, cmd).await?;
-        Ok(EndResponse::Ok(Json(outcome.into())))
+        crate::limits::counted(&self.state, auth.0.tenant, async {
+            let withheld = body.0.consent == Some(ConsentDto::None);
+            let cmd = EndCall::try_from(body.0)?;
+            if withheld {
+                let ani = cmd
+                    .hints
+                    .ani
+                    .as_deref()
+                    .map(|a| sticky_core::domain::Ani::parse(a, self.state.engine.region()));
+                let report = self
+                    .state
+                    .engine
+                    .forget_caller(auth.0.tenant, &cmd.call_id, ani.as_ref())
+                    .await?;
+                super::audit::note(
+                    &self.state,
+                    auth.0.tenant,
+                    "caller_forgotten",
+                    None,
+                    super::customers::counts(&report),
+                )
+                .await;
+                return Ok(EndResponse::Ok(Json(EndCallResponse {
+                    call_id: cmd.call_id.as_str().to_owned(),
+                    customer_ref: None,
+                    provisional: false,
+                    merged_from: None,
+                })));
+            }
+            let outcome = self.state.engine.end_call(auth.0.tenant, cmd).await?;
+            Ok(EndResponse::Ok(Json(outcome.into())))
+        })
+        .await
     }
 
     /// Read a stored call.

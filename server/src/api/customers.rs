@@ -322,20 +322,23 @@ impl CustomersApi {
         external_id: Query<Option<String>>,
     ) -> Result<ListResponse, ApiError> {
         auth.with(Scope::CustomersRead)?;
-        let (ani, ext) = parse_identity(
-            self.state.engine.region(),
-            ani.0.as_deref(),
-            external_id.0.as_deref(),
-            false,
-        )?;
-        let found = self
-            .state
-            .engine
-            .find_customers(auth.0.tenant, ani.as_ref(), ext.as_ref())
-            .await?;
-        Ok(ListResponse::Ok(Json(CustomerListDto {
-            customers: found.into_iter().map(Into::into).collect(),
-        })))
+        crate::limits::counted(&self.state, auth.0.tenant, async {
+            let (ani, ext) = parse_identity(
+                self.state.engine.region(),
+                ani.0.as_deref(),
+                external_id.0.as_deref(),
+                false,
+            )?;
+            let found = self
+                .state
+                .engine
+                .find_customers(auth.0.tenant, ani.as_ref(), ext.as_ref())
+                .await?;
+            Ok(ListResponse::Ok(Json(CustomerListDto {
+                customers: found.into_iter().map(Into::into).collect(),
+            })))
+        })
+        .await
     }
 
     /// Erase what is kept for a caller number (a caller's request, or no consent).
@@ -393,9 +396,12 @@ impl CustomersApi {
         customer_ref: Path<String>,
     ) -> Result<ExportResponse, ApiError> {
         auth.with(Scope::CustomersRead)?;
-        let r = parse_ref(&customer_ref.0)?;
-        let e = self.state.engine.export_customer(auth.0.tenant, &r).await?;
-        Ok(ExportResponse::Ok(Json(e.into())))
+        crate::limits::counted(&self.state, auth.0.tenant, async {
+            let r = parse_ref(&customer_ref.0)?;
+            let e = self.state.engine.export_customer(auth.0.tenant, &r).await?;
+            Ok(ExportResponse::Ok(Json(e.into())))
+        })
+        .await
     }
 
     /// Erase a customer and everything stored about them (GDPR erasure). Irreversible.

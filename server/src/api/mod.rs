@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod billing;
 pub mod calls;
 pub mod connectors;
 pub mod customers;
@@ -32,6 +33,8 @@ pub enum ApiTags {
     Agent,
     /// The tenant's administrative actions.
     Audit,
+    /// The tenant's plan, usage and billing events.
+    Billing,
 }
 
 /// The API description shown at `/docs` and served at `/openapi.json`.
@@ -46,6 +49,7 @@ pub type Resources = (
     settings::SettingsApi,
     agent::AgentApi,
     audit::AuditApi,
+    billing::BillingApi,
 );
 
 /// Builds the OpenAPI service over all resources.
@@ -70,7 +74,10 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Resources, ()> {
             agent::AgentApi {
                 state: state.clone(),
             },
-            audit::AuditApi { state },
+            audit::AuditApi {
+                state: state.clone(),
+            },
+            billing::BillingApi { state },
         ),
         "Sticky Calls",
         env!("CARGO_PKG_VERSION"),
