@@ -18,6 +18,7 @@ pub mod postman;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod stripe;
 pub mod tls;
 pub mod transfer;
 

@@ -65,6 +65,14 @@ pub struct ServeArgs {
         default_value = "sticky-calls.secret"
     )]
     pub secret_key_file: PathBuf,
+    /// `open`: anyone may create a tenant on the `free` plan with `POST /v1/signup` (limited
+    /// per client address); `closed` (the default): that route answers 404.
+    #[arg(long, env = "STICKY_SIGNUP", default_value = "closed", value_parser = ["open", "closed"])]
+    pub signup: String,
+    /// The signing secret of a Stripe webhook endpoint (`whsec_...`): payments at
+    /// `POST /v1/billing/stripe/webhook` apply plans and calls. Without it that route is 404.
+    #[arg(long, env = "STICKY_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
     /// A TOML file of plans that add to or replace the built-in ones (see docs/plans.md).
     #[arg(long, env = "STICKY_PLANS_FILE")]
     pub plans_file: Option<PathBuf>,
@@ -107,6 +115,10 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The plans file (`None`: the built-in plans only).
     pub plans_file: Option<PathBuf>,
+    /// `POST /v1/signup` is open.
+    pub signup_open: bool,
+    /// Stripe's webhook signing secret.
+    pub stripe_webhook_secret: Option<String>,
 }
 
 impl From<ServeArgs> for Settings {
@@ -126,6 +138,8 @@ impl From<ServeArgs> for Settings {
             metrics_token: a.metrics_token.filter(|t| !t.is_empty()),
             tls: a.tls_cert.zip(a.tls_key),
             plans_file: a.plans_file,
+            signup_open: a.signup == "open",
+            stripe_webhook_secret: a.stripe_webhook_secret.filter(|s| !s.is_empty()),
         }
     }
 }

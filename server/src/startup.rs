@@ -104,6 +104,9 @@ impl Application {
             counted_keys: crate::state::counted_keys(),
             metrics_token: settings.metrics_token,
             limits: limits.clone(),
+            signup_open: settings.signup_open,
+            signups: crate::state::signup_limiter(),
+            stripe_webhook_secret: settings.stripe_webhook_secret,
         });
         // Installed before the first request, so that every request is counted.
         if crate::metrics::handle().is_none() {
@@ -250,6 +253,10 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint + use<> {
         .at("/metrics", poem::get(crate::metrics::endpoint))
         .at("/mcp", crate::mcp::endpoint(&state))
         .at("/postman.json", poem::get(crate::postman::endpoint))
+        .at(
+            "/v1/billing/stripe/webhook",
+            poem::post(crate::stripe::webhook),
+        )
         .data(state)
         .around(request_context)
         .around(move |ep, req| {
@@ -304,6 +311,7 @@ fn allowed_methods(spec: &str) -> Allowed {
         ("/metrics", &["GET"][..]),
         ("/mcp", &["POST"][..]),
         ("/postman.json", &["GET"][..]),
+        ("/v1/billing/stripe/webhook", &["POST"][..]),
         ("/openapi.json", &["GET"][..]),
     ] {
         out.push((

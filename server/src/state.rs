@@ -27,6 +27,20 @@ pub struct AppState {
     pub metrics_token: Option<String>,
     /// Plans, rate limits and quotas.
     pub limits: std::sync::Arc<crate::limits::Limits>,
+    /// `POST /v1/signup` is open.
+    pub signup_open: bool,
+    /// Signups per client address.
+    pub signups: governor::DefaultKeyedRateLimiter<String>,
+    /// Stripe's webhook signing secret (`None`: the webhook is off).
+    pub stripe_webhook_secret: Option<String>,
+}
+
+/// Signups per client address: 3 at once, then one every 20 minutes (3 an hour).
+pub fn signup_limiter() -> governor::DefaultKeyedRateLimiter<String> {
+    use std::num::NonZeroU32;
+    let quota = governor::Quota::per_hour(NonZeroU32::new(3).expect("3 > 0"))
+        .allow_burst(NonZeroU32::new(3).expect("3 > 0"));
+    governor::RateLimiter::keyed(quota)
 }
 
 /// Keys counted recently (see [`AppState::counted_keys`]).

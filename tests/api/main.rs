@@ -46,6 +46,7 @@ macro_rules! postgres_tests {
 mod agent;
 mod audit;
 mod bad_input;
+mod billing;
 mod calls;
 mod connectors;
 mod contexts;

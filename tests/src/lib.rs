@@ -188,6 +188,8 @@ pub fn settings(database_url: &str) -> Settings {
         metrics_token: None,
         tls: None,
         plans_file: None,
+        signup_open: false,
+        stripe_webhook_secret: None,
     }
 }
 
