@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server (migrates the database first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage tenants.
     Tenants {
         #[command(subcommand)]
@@ -302,7 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             init_logging("info");
             let supplied = args.bootstrap_api_key.is_some();
-            let app = Application::build(Settings::from(args)).await?;
+            let app = Application::build(Settings::from(*args)).await?;
             if let Some(key) = app.bootstrap_key() {
                 if supplied {
                     println!(
