@@ -56,6 +56,15 @@ struct Args {
     /// and the ends'), so long series drift: compare builds in alternating runs.
     #[arg(long)]
     reuse: bool,
+    /// The plan of the benchmark's tenant (default `unlimited`: no limits to check). With a
+    /// plan that has limits, every request goes through the rate limiter and every call
+    /// through the quota's count; give limits above the load's rate (in `--plans-file`) to
+    /// measure their cost rather than their refusals.
+    #[arg(long)]
+    plan: Option<String>,
+    /// A plans file for the server (`STICKY_PLANS_FILE`).
+    #[arg(long)]
+    plans_file: Option<PathBuf>,
 }
 
 /// What seeding produced, kept beside a reused SQLite file.
@@ -352,7 +361,23 @@ async fn run_backend(
         warm(&args.out.join("bench.db"), true)?;
     }
 
-    let server = server::Server::start(&server::binary()?, &url, &args.out)?;
+    if let Some(plan) = &args.plan {
+        let db = sticky_core::db::connect_and_migrate(&url).await?;
+        let keys = KeyStore::new(db.clone(), 4, Duration::from_secs(60));
+        let tenant = keys
+            .find_tenant("bench")
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no tenant `bench`"))?;
+        sticky_core::billing::BillingStore::new(db)
+            .set_plan(tenant.id, plan, "bench")
+            .await?;
+    }
+    let server = server::Server::start(
+        &server::binary()?,
+        &url,
+        &args.out,
+        args.plans_file.as_deref(),
+    )?;
     let target = Target::new(format!("http://127.0.0.1:{}", server.port), key, customers);
     let secs = args
         .seconds
@@ -570,10 +595,11 @@ async fn seed_backend(customers: u64, backend: &str, url: &str) -> anyhow::Resul
 
 fn markdown(args: &Args, reports: &[BackendReport]) -> String {
     let mut out = format!(
-        "# Sticky Calls benchmark\n\n{} connections, {} cores, {}.\n",
+        "# Sticky Calls benchmark\n\n{} connections, {} cores, {}, tenant plan `{}`.\n",
         args.concurrency,
         std::thread::available_parallelism().map_or(0, usize::from),
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        args.plan.as_deref().unwrap_or("unlimited")
     );
     for r in reports {
         let trivial = r.results[0].throughput();

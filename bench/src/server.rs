@@ -34,8 +34,13 @@ impl Server {
         binary: &PathBuf,
         database_url: &str,
         dir: &std::path::Path,
+        plans_file: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(file) = plans_file {
+            command.env("STICKY_PLANS_FILE", file);
+        }
+        let mut child = command
             .arg("serve")
             .env("STICKY_DATABASE_URL", database_url)
             .env("STICKY_BIND", "127.0.0.1:0")
