@@ -418,12 +418,21 @@ impl KeyStore {
     /// # Errors
     /// `api_key_not_found`.
     pub async fn revoke_key(&self, tenant: TenantId, id: &str) -> Result<(), EngineError> {
-        let deleted = api_key::Entity::delete_many()
-            .filter(api_key::Column::TenantId.eq(tenant.0))
-            .filter(api_key::Column::Id.eq(id))
-            .exec(&self.db)
-            .await?
-            .rows_affected;
+        // Only what a key id can be reaches the database (PostgreSQL refuses NUL in text).
+        let well_formed = id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let deleted = if !well_formed {
+            0
+        } else {
+            api_key::Entity::delete_many()
+                .filter(api_key::Column::TenantId.eq(tenant.0))
+                .filter(api_key::Column::Id.eq(id))
+                .exec(&self.db)
+                .await?
+                .rows_affected
+        };
         if deleted == 0 {
             return Err(EngineError::NotFound {
                 code: "api_key_not_found",

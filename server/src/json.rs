@@ -27,6 +27,72 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A strictly parsed JSON body.
 pub struct StrictJson<T>(pub T);
 
+/// An enum of the API read from its JSON string alone (serde's derive would also take the
+/// map form `{"variant": null}`), for `#[serde(try_from = "String")]`. The error does not
+/// repeat the value.
+///
+/// # Errors
+/// A string that is none of the enum's values.
+pub fn enum_value<T: poem_openapi::types::ParseFromJSON>(s: String) -> Result<T, String> {
+    T::parse_from_json(Some(serde_json::Value::String(s)))
+        .map_err(|_| "is not one of the allowed values".to_owned())
+}
+
+/// Implements `TryFrom<String>` through [`enum_value`] for enums of the API.
+#[macro_export]
+macro_rules! string_enum {
+    ($($t:ty),* $(,)?) => {
+        $(
+            impl TryFrom<String> for $t {
+                type Error = String;
+                fn try_from(s: String) -> Result<Self, String> {
+                    $crate::json::enum_value(s)
+                }
+            }
+        )*
+    };
+}
+
+/// For an optional nested object (`#[serde(default, deserialize_with = "...")]`): `null` or
+/// an object, never the array form serde's derive would also read a struct from.
+///
+/// # Errors
+/// Anything but `null` or an object.
+pub fn optional_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use std::marker::PhantomData;
+    struct Outer<T>(PhantomData<T>);
+    struct Inner<T>(PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Inner<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Outer<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object or null")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_map(Inner(PhantomData)).map(Some)
+        }
+    }
+    d.deserialize_option(Outer(PhantomData))
+}
+
 /// Classifies a serde error into a stable code and the field it concerns.
 pub fn classify(path: &str, err: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;

@@ -9,6 +9,7 @@ backend_tests!(
     bad_requests_get_a_stable_code_and_write_nothing,
     requests_without_a_valid_key_are_unauthorized,
     unknown_routes_and_methods_get_our_error_body,
+    an_impossible_key_id_is_not_found,
 );
 
 struct Case {
@@ -54,6 +55,46 @@ async fn bad_requests_get_a_stable_code_and_write_nothing(app: TestApp) {
             None,
         ),
         case("empty body", START, "", 400, "malformed_json", None),
+        case(
+            "identity hints as an array",
+            START,
+            r#"{"call_id": "a", "identity_hints": [null, null, null, null]}"#,
+            400,
+            "invalid_type",
+            Some("identity_hints"),
+        ),
+        case(
+            "an enum in its map form",
+            START,
+            r#"{"call_id": "a", "agent_format": {"claude": null}}"#,
+            400,
+            "invalid_type",
+            Some("agent_format"),
+        ),
+        case(
+            "an unknown enum value",
+            END,
+            r#"{"call_id": "a", "consent": "maybe"}"#,
+            422,
+            "invalid_value",
+            Some("consent"),
+        ),
+        case(
+            "an attestation as a number",
+            START,
+            r#"{"call_id": "a", "identity_hints": {"attestation": 1}}"#,
+            400,
+            "invalid_type",
+            Some("identity_hints.attestation"),
+        ),
+        case(
+            "a due time past year 9999 in UTC",
+            END,
+            r#"{"call_id": "a", "intent": "callback", "intent_due_at": "9999-12-31T23:59:59-23:59"}"#,
+            422,
+            "invalid_value",
+            Some("intent_due_at"),
+        ),
         case("not an object", START, "[]", 400, "invalid_type", None),
         case(
             "number as call_id",
@@ -369,4 +410,14 @@ async fn unknown_routes_and_methods_get_our_error_body(app: TestApp) {
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.body["error"]["code"], "method_not_allowed");
+}
+
+/// A key id that no key can have (a NUL, which PostgreSQL refuses in text) is simply not
+/// found, on both databases.
+async fn an_impossible_key_id_is_not_found(app: TestApp) {
+    for id in ["%00", "key_%00abc", "a%20b"] {
+        let r = app.delete(&format!("/v1/api-keys/{id}")).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{id}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "api_key_not_found", "{}", r.body);
+    }
 }

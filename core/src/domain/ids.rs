@@ -250,9 +250,13 @@ impl IntentStatus {
 /// # Errors
 /// When the value is not such a time.
 pub fn parse_due_at(value: &str) -> Result<chrono::DateTime<chrono::Utc>, InvalidValue> {
+    use chrono::Datelike;
     chrono::DateTime::parse_from_rfc3339(value.trim())
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|_| {
+        .ok()
+        // Years that RFC 3339 can write back (an offset can push 9999 into 10000).
+        .filter(|t| (1..=9999).contains(&t.year()))
+        .ok_or_else(|| {
             InvalidValue(
                 "intent_due_at must be an RFC 3339 time with its offset, such as \
                  `2026-12-05T15:00:00Z`"
@@ -264,6 +268,14 @@ pub fn parse_due_at(value: &str) -> Result<chrono::DateTime<chrono::Utc>, Invali
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_due_time_must_stay_within_years_1_to_9999_in_utc() {
+        assert!(parse_due_at("2026-12-05T15:00:00Z").is_ok());
+        assert!(parse_due_at("9999-12-31T23:59:59-23:59").is_err());
+        assert!(parse_due_at("0001-01-01T00:00:00+01:00").is_err());
+        assert!(parse_due_at("tomorrow").is_err());
+    }
 
     #[test]
     fn a_call_id_must_be_1_to_128_characters() {

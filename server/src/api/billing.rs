@@ -26,6 +26,7 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
     /// Its name: 1 to 64 of a-z, 0-9, `_` and `-` (default: one is made up).
+    #[oai(nullable)]
     pub name: Option<String>,
 }
 

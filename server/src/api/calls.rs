@@ -29,11 +29,15 @@ pub struct StartCallRequest {
     /// returns the same answer and records nothing new.
     pub call_id: String,
     /// What the platform knows about the caller.
+    #[oai(nullable)]
+    #[serde(default, deserialize_with = "crate::json::optional_object")]
     pub identity_hints: Option<IdentityHintsDto>,
     /// The platform the call comes from (`generic` when absent).
+    #[oai(nullable)]
     pub platform: Option<String>,
     /// Also answer with `agent_context`: the caller's memory framed for an AI agent's prompt
     /// in this format.
+    #[oai(nullable)]
     pub agent_format: Option<AgentFormatDto>,
 }
 
@@ -110,6 +114,7 @@ pub struct StartCallResponse {
 
 /// How an agent's prompt frames the caller's memory (see `GET /v1/agent/prompts/{format}`).
 #[derive(Debug, Clone, Copy, poem_openapi::Enum, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 #[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum AgentFormatDto {
@@ -120,6 +125,8 @@ pub enum AgentFormatDto {
     /// Plain text with BEGIN/END markers.
     Generic,
 }
+
+crate::string_enum!(AgentFormatDto, ConsentDto);
 
 impl From<AgentFormatDto> for sticky_core::agent::AgentFormat {
     fn from(f: AgentFormatDto) -> Self {
@@ -166,31 +173,40 @@ pub struct EndCallRequest {
     pub call_id: String,
     /// Who the caller turned out to be. A provisional customer this call was linked to, or
     /// matched at medium or high confidence, is merged into it.
+    #[oai(nullable)]
     pub customer_ref: Option<String>,
     /// What the call was about (`refund_request`).
     pub intent: Option<String>,
     /// `open` (default with an intent) or `resolved`.
+    #[oai(nullable)]
     pub intent_status: Option<String>,
     /// When the intent is a promised callback, when it is due (RFC 3339 with its offset,
     /// `2026-12-05T15:00:00Z`). Needs `intent`. The next start lists the intent with a
     /// `state` of `due` (from an hour before) or `overdue`, those first.
+    #[oai(nullable)]
     pub intent_due_at: Option<String>,
     /// Variables to merge into the customer's saved ones (latest wins; `null` removes a key).
     /// At most 100; names up to 64 characters; values up to 4 KiB as JSON.
+    #[oai(nullable)]
     pub variables: Option<BTreeMap<String, Value>>,
     /// A time to live, in seconds from now, for variables this end saves
     /// (`{"otp_verified": 900}`): once it has passed, starts and exports leave the variable out
     /// and an hourly sweep deletes it. Saving the variable again without one keeps it for good.
+    #[oai(nullable)]
     pub variable_ttl_seconds: Option<BTreeMap<String, u64>>,
     /// The call's summary (up to 8 KiB); when absent, `variables.summary` is used.
     pub summary: Option<String>,
     /// Hints known at the end; they complete the start's.
+    #[oai(nullable)]
+    #[serde(default, deserialize_with = "crate::json::optional_object")]
     pub identity_hints: Option<IdentityHintsDto>,
     /// The platform (used when the end is the first we hear of the call).
+    #[oai(nullable)]
     pub platform: Option<String>,
     /// `none` when the caller did not consent to being remembered: nothing of this call is
     /// stored, and what was kept for its number is erased (as `DELETE /v1/customers?ani=`
     /// does). Default `granted`.
+    #[oai(nullable)]
     pub consent: Option<ConsentDto>,
 }
 
@@ -238,6 +254,7 @@ impl TryFrom<EndCallRequest> for EndCall {
 
 /// Whether the caller agreed to be remembered.
 #[derive(Debug, Clone, Copy, poem_openapi::Enum, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 #[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentDto {

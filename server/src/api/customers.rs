@@ -215,6 +215,7 @@ enum EraseNumberResponse {
 #[serde(deny_unknown_fields)]
 pub struct UnlinkRequest {
     /// A caller number, in any form `identity_hints.ani` accepts.
+    #[oai(nullable)]
     pub ani: Option<String>,
     /// An external id, `name:value`.
     pub external_id: Option<String>,

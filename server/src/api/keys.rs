@@ -23,14 +23,17 @@ use sticky_core::keys::{Scope, Scopes};
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// Free text to recognise the key by (up to 128 characters).
+    #[oai(nullable, validator(max_length = 128))]
     pub label: Option<String>,
     /// What the key may do (default: every scope of the key that creates it, which may only
     /// grant scopes it has). Put a `calls`-only key into platform webhooks.
+    #[oai(nullable, validator(min_items = 1))]
     pub scopes: Option<Vec<ScopeDto>>,
 }
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum, Deserialize)]
+#[serde(try_from = "String")]
 pub enum ScopeDto {
     /// Start and end calls, connector webhooks, read calls.
     #[oai(rename = "calls")]
@@ -49,6 +52,8 @@ pub enum ScopeDto {
     #[serde(rename = "admin")]
     Admin,
 }
+
+crate::string_enum!(ScopeDto);
 
 impl From<ScopeDto> for Scope {
     fn from(s: ScopeDto) -> Self {

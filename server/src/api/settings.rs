@@ -29,6 +29,7 @@ pub struct SettingsDto {
     /// Calls (with their summaries) older than this many days are deleted by a background
     /// sweep; `null` (the default) keeps them. 1 to 3650.
     #[oai(default)]
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "3650")))]
     #[serde(default)]
     pub retention_days: Option<u32>,
 }

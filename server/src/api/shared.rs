@@ -24,20 +24,24 @@ pub struct IdentityHintsDto {
     /// Caller number (ANI) in any common form: E.164, national digits (read in the configured
     /// default region), `tel:` or `sip:` URI. Withheld values (`anonymous`, Twilio's sentinel
     /// numbers ...) are recognised and never used as an identity.
+    #[oai(nullable)]
     pub ani: Option<String>,
     /// Dialled number (DNIS).
     pub dnis: Option<String>,
     /// Ids from other systems, by kind: `{"crm_id": "crm_12345"}`.
+    #[oai(nullable)]
     pub external_ids: Option<BTreeMap<String, String>>,
     /// The carrier's STIR/SHAKEN verdict on the caller number, when the platform passes it
     /// (Twilio's `StirVerstat` `TN-Validation-Passed-B` is `B`). `A` keeps the number's full
     /// weight, `B` and `C` lower it (one recent call is then `medium`, not `high`), `failed`
     /// makes the number no evidence at all.
+    #[oai(nullable)]
     pub attestation: Option<AttestationDto>,
 }
 
 /// STIR/SHAKEN attestation of the caller number.
 #[derive(Debug, Clone, Copy, Enum, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum AttestationDto {
     /// Full: the carrier vouches for the caller's right to the number.
     #[oai(rename = "A")]
@@ -56,6 +60,8 @@ pub enum AttestationDto {
     #[serde(rename = "failed")]
     Failed,
 }
+
+crate::string_enum!(AttestationDto);
 
 impl From<AttestationDto> for sticky_core::domain::Attestation {
     fn from(a: AttestationDto) -> Self {
