@@ -16,10 +16,11 @@
 //! - A tenant's plan and counts are read again from the database every few seconds, so a plan
 //!   change or a grant made by another process (or the CLI) applies within [`REFRESH`].
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -30,6 +31,7 @@ use poem::http::StatusCode;
 use sticky_core::billing::{BillingStore, PeriodUsage};
 use sticky_core::engine::TenantId;
 use sticky_core::plans::{Plan, Plans, period};
+use sticky_core::stats::Sharded;
 
 use crate::error::ApiError;
 
@@ -51,10 +53,13 @@ pub struct TenantState {
     used: AtomicU64,
     /// Credits of the period, as last read.
     credits: AtomicU64,
-    /// Calls counted here and not yet written.
-    pending: AtomicU64,
+    /// Calls counted here and not yet written (by thread: no shared cache line per call).
+    pending: Sharded,
     limiter: Option<Limiter>,
-    loaded: Mutex<Instant>,
+    /// 1 + when it was read from the database, in [`millis`]; 0: to read again.
+    loaded: AtomicU64,
+    /// Replaced by a newer state (another plan or period): threads that kept it look again.
+    retired: AtomicBool,
 }
 
 impl TenantState {
@@ -64,7 +69,7 @@ impl TenantState {
         let counted = self
             .used
             .load(Ordering::Relaxed)
-            .saturating_add(self.pending.load(Ordering::Relaxed));
+            .saturating_add(self.pending.sum());
         Some(allowed.saturating_sub(counted))
     }
 }
@@ -163,20 +168,39 @@ pub struct Usage {
     pub counts: PeriodUsage,
 }
 
+/// Milliseconds since the process started using limits.
+fn millis() -> u64 {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+static NEXT_LIMITS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Each thread's copy of the states it used, by (limits instance, tenant): the request
+    /// path reads no lock that other threads write.
+    static LOCAL: RefCell<HashMap<(u64, i64), Arc<TenantState>>> = RefCell::new(HashMap::new());
+}
+
 /// The plans and every tenant's standing.
 pub struct Limits {
+    id: u64,
     plans: Plans,
     store: BillingStore,
     tenants: RwLock<HashMap<i64, Arc<TenantState>>>,
+    /// States replaced while threads may still count on them: flushed once more.
+    retired: Mutex<Vec<(i64, Arc<TenantState>)>>,
 }
 
 impl Limits {
     /// Limits with `plans`, stored through `store`.
     pub fn new(plans: Plans, store: BillingStore) -> Self {
         Self {
+            id: NEXT_LIMITS.fetch_add(1, Ordering::Relaxed),
             plans,
             store,
             tenants: RwLock::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -193,17 +217,45 @@ impl Limits {
     /// The tenant's standing, read again when older than [`REFRESH`] or of a past period.
     async fn tenant(&self, tenant: TenantId) -> Result<Arc<TenantState>, ApiError> {
         let now = Utc::now();
+        // `loaded` is 1 + the millisecond it was read at; 0: to read again.
+        let fresh = |st: &TenantState| {
+            let loaded = st.loaded.load(Ordering::Relaxed);
+            loaded != 0
+                && !st.retired.load(Ordering::Relaxed)
+                && now < st.period_end
+                && millis().saturating_sub(loaded - 1)
+                    < u64::try_from(REFRESH.as_millis()).unwrap_or(u64::MAX)
+        };
+        let key = (self.id, tenant.0);
+        if let Some(st) = LOCAL.with_borrow(|l| l.get(&key).cloned())
+            && fresh(&st)
+        {
+            return Ok(st);
+        }
         let current = self
             .tenants
             .read()
             .ok()
             .and_then(|m| m.get(&tenant.0).cloned());
         if let Some(st) = &current
-            && now < st.period_end
-            && st.loaded.lock().is_ok_and(|l| l.elapsed() < REFRESH)
+            && fresh(st)
         {
+            LOCAL.with_borrow_mut(|l| l.insert(key, st.clone()));
             return Ok(st.clone());
         }
+        let st = self.load(tenant, current, now).await?;
+        LOCAL.with_borrow_mut(|l| l.insert(key, st.clone()));
+        Ok(st)
+    }
+
+    /// Reads the tenant's plan and counts again: refreshes `current` in place, or replaces
+    /// it when its plan or period changed.
+    async fn load(
+        &self,
+        tenant: TenantId,
+        current: Option<Arc<TenantState>>,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<TenantState>, ApiError> {
         let name = self.store.plan_of(tenant).await?.ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no such tenant")
         })?;
@@ -223,17 +275,22 @@ impl Limits {
         {
             st.used.store(counts.used, Ordering::Relaxed);
             st.credits.store(counts.credits, Ordering::Relaxed);
-            if let Ok(mut l) = st.loaded.lock() {
-                *l = Instant::now();
-            }
+            st.loaded.store(millis() + 1, Ordering::Relaxed);
             return Ok(st.clone());
         }
         // New, or its plan or period changed: calls counted here and not yet written move
-        // over when the period is the same.
-        let pending = current
-            .as_ref()
-            .filter(|st| st.period == key)
-            .map_or(0, |st| st.pending.swap(0, Ordering::Relaxed));
+        // over when the period is the same; the old state is flushed once more for what
+        // threads still counted on it.
+        let pending = Sharded::new();
+        if let Some(old) = &current {
+            old.retired.store(true, Ordering::Relaxed);
+            if old.period == key {
+                pending.add(old.pending.take());
+            }
+            if let Ok(mut r) = self.retired.lock() {
+                r.push((tenant.0, old.clone()));
+            }
+        }
         let limiter = plan
             .requests_per_minute
             .and_then(NonZeroU32::new)
@@ -248,9 +305,10 @@ impl Limits {
             period_end: end,
             used: AtomicU64::new(counts.used),
             credits: AtomicU64::new(counts.credits),
-            pending: AtomicU64::new(pending),
+            pending,
             limiter,
-            loaded: Mutex::new(Instant::now()),
+            loaded: AtomicU64::new(millis() + 1),
+            retired: AtomicBool::new(false),
         });
         if let Ok(mut m) = self.tenants.write() {
             m.insert(tenant.0, st.clone());
@@ -356,7 +414,7 @@ impl Limits {
         match ticket {
             Ticket::Count(st) => {
                 if succeeded {
-                    st.pending.fetch_add(1, Ordering::Relaxed);
+                    st.pending.add(1);
                 }
             }
             Ticket::Reserved(st, tenant) => {
@@ -377,13 +435,16 @@ impl Limits {
 
     /// Writes the calls counted here since the last time.
     pub async fn flush(&self) {
-        let states: Vec<(i64, Arc<TenantState>)> = self
+        let mut states: Vec<(i64, Arc<TenantState>)> = self
             .tenants
             .read()
             .map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect())
             .unwrap_or_default();
+        if let Ok(mut r) = self.retired.lock() {
+            states.append(&mut r);
+        }
         for (tenant, st) in states {
-            let n = st.pending.swap(0, Ordering::Relaxed);
+            let n = st.pending.take();
             if n == 0 {
                 continue;
             }
@@ -393,7 +454,7 @@ impl Limits {
                     st.credits.store(counts.credits, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    st.pending.fetch_add(n, Ordering::Relaxed);
+                    st.pending.add(n);
                     tracing::warn!(error = %e, "usage counts not written; retrying");
                 }
             }
@@ -409,9 +470,7 @@ impl Limits {
         let p = period(Utc::now());
         let mut counts = self.store.usage(tenant, &p.0).await?;
         if st.period == p.0 {
-            counts.used = counts
-                .used
-                .saturating_add(st.pending.load(Ordering::Relaxed));
+            counts.used = counts.used.saturating_add(st.pending.sum());
         }
         Ok(Usage {
             plan: st.plan.clone(),
@@ -425,11 +484,8 @@ impl Limits {
     pub fn forget(&self, tenant: TenantId) {
         if let Ok(m) = self.tenants.read()
             && let Some(st) = m.get(&tenant.0)
-            && let Ok(mut l) = st.loaded.lock()
         {
-            *l = Instant::now()
-                .checked_sub(REFRESH)
-                .unwrap_or_else(Instant::now);
+            st.loaded.store(0, Ordering::Relaxed);
         }
     }
 }
