@@ -264,6 +264,32 @@ pub fn render(err: poem::Error) -> Response {
     if err.is::<ApiError>() {
         return err.into_response();
     }
+    // A path or query parameter poem-openapi could not read, or whose declared constraint
+    // failed: named, with the codes a body field would get.
+    if let Some(p) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        let api = if p.reason.contains("expects an input value") {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing_field",
+                format!("`{}` is required", p.name),
+            )
+        } else if p.reason.contains("verification failed") {
+            ApiError::invalid(
+                p.name,
+                format!(
+                    "`{}` is outside what the API document allows for it",
+                    p.name
+                ),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_type",
+                format!("`{}` has the wrong type", p.name),
+            )
+        };
+        return poem::error::ResponseError::as_response(&api.with_field(p.name));
+    }
     let status = err.status();
     let api = match status {
         StatusCode::UNAUTHORIZED => ApiError::unauthorized(),

@@ -10,6 +10,7 @@ backend_tests!(
     requests_without_a_valid_key_are_unauthorized,
     unknown_routes_and_methods_get_our_error_body,
     an_impossible_key_id_is_not_found,
+    bad_parameters_are_named_with_stable_codes,
 );
 
 struct Case {
@@ -419,5 +420,24 @@ async fn an_impossible_key_id_is_not_found(app: TestApp) {
         let r = app.delete(&format!("/v1/api-keys/{id}")).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{id}: {}", r.body);
         assert_eq!(r.body["error"]["code"], "api_key_not_found", "{}", r.body);
+    }
+}
+
+/// Path and query parameters get the codes body fields get, with the parameter named.
+async fn bad_parameters_are_named_with_stable_codes(app: TestApp) {
+    for (path, status, code, field) in [
+        ("/v1/audit?limit=0", 422, "invalid_value", "limit"),
+        ("/v1/audit?limit=abc", 400, "invalid_type", "limit"),
+        ("/v1/billing/events?limit=501", 422, "invalid_value", "limit"),
+        ("/v1/agent/tools", 400, "missing_field", "format"),
+        ("/v1/agent/tools?format=gemini", 422, "invalid_value", "format"),
+        ("/v1/agent/prompts/llama", 422, "invalid_value", "format"),
+        ("/v1/customers?external_id=nocolon", 422, "invalid_value", "external_id"),
+        ("/v1/customers?ani=", 422, "invalid_value", "ani"),
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status.as_u16(), status, "{path}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], code, "{path}: {}", r.body);
+        assert_eq!(r.body["error"]["field"], field, "{path}: {}", r.body);
     }
 }

@@ -165,6 +165,7 @@ impl AgentApi {
         _auth: ApiKeyAuth,
         req: &Request,
         /// `claude`, `chatgpt` or `generic`.
+        #[oai(validator(pattern = r"^(claude|chatgpt|generic)$"))]
         format: Path<String>,
     ) -> Result<PromptResponse, ApiError> {
         prompt(&format.0, &crate::connectors::public_base(&self.state, req))
@@ -179,6 +180,7 @@ impl AgentApi {
         &self,
         _auth: ApiKeyAuth,
         /// `openai` or `anthropic`.
+        #[oai(validator(pattern = r"^(openai|anthropic)$"))]
         format: Query<String>,
     ) -> Result<ToolsResponse, ApiError> {
         let spec: Value = serde_json::from_str(&super::service(self.state.clone()).spec())

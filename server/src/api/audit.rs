@@ -77,6 +77,7 @@ impl AuditApi {
         &self,
         auth: ApiKeyAuth,
         /// How many, 1 to 500 (100 by default).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
     ) -> Result<AuditResponse, ApiError> {
         auth.with(Scope::Admin)?;

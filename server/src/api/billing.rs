@@ -294,6 +294,7 @@ impl BillingApi {
         &self,
         auth: ApiKeyAuth,
         /// How many, 1 to 500 (100 by default).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
     ) -> Result<EventsResponse, ApiError> {
         auth.with(Scope::Admin)?;

@@ -318,8 +318,10 @@ impl CustomersApi {
         &self,
         auth: ApiKeyAuth,
         /// A caller number in any common form.
+        #[oai(validator(min_length = 1))]
         ani: Query<Option<String>>,
         /// An external id, `name:value` (`crm_id:crm_12345`).
+        #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,64}:[^\x00-\x1F\x7F-\x9F]{1,256}$"))]
         external_id: Query<Option<String>>,
     ) -> Result<ListResponse, ApiError> {
         auth.with(Scope::CustomersRead)?;
@@ -353,6 +355,7 @@ impl CustomersApi {
         &self,
         auth: ApiKeyAuth,
         /// The caller number, in any common form.
+        #[oai(validator(min_length = 1))]
         ani: Query<String>,
     ) -> Result<EraseNumberResponse, ApiError> {
         auth.with(Scope::CustomersWrite)?;
