@@ -147,10 +147,12 @@ async fn offers_carry_the_tenants_id_and_stripe_payments_apply_once(app: TestApp
          checkout_url = \"https://pay.example/big?locale=en\"\n",
     );
     let app = restarted_with(app, |s| {
-        s.plans_file = Some(file);
+        s.plans_file = Some(file.clone());
         s.stripe_webhook_secret = Some(SECRET.into());
     })
     .await;
+    // Read at start only.
+    let _ = std::fs::remove_file(&file);
     let offers = app.get("/v1/billing/offers").await;
     assert_eq!(offers.status, StatusCode::OK, "{}", offers.body);
     assert_eq!(offers.body["current_plan"], "unlimited");

@@ -23,8 +23,10 @@ async fn with_plans(app: TestApp, plans: &str, plan: &str) -> (TestApp, TenantId
     std::fs::write(&file, plans).unwrap();
     let stopped = app.stop();
     let mut settings = stopped.settings();
-    settings.plans_file = Some(file);
+    settings.plans_file = Some(file.clone());
     let app = stopped.start_with(settings).await;
+    // Read at start only.
+    let _ = std::fs::remove_file(&file);
     let tenant = app.default_tenant().await;
     app.state
         .limits
