@@ -428,11 +428,26 @@ async fn bad_parameters_are_named_with_stable_codes(app: TestApp) {
     for (path, status, code, field) in [
         ("/v1/audit?limit=0", 422, "invalid_value", "limit"),
         ("/v1/audit?limit=abc", 400, "invalid_type", "limit"),
-        ("/v1/billing/events?limit=501", 422, "invalid_value", "limit"),
+        (
+            "/v1/billing/events?limit=501",
+            422,
+            "invalid_value",
+            "limit",
+        ),
         ("/v1/agent/tools", 400, "missing_field", "format"),
-        ("/v1/agent/tools?format=gemini", 422, "invalid_value", "format"),
+        (
+            "/v1/agent/tools?format=gemini",
+            422,
+            "invalid_value",
+            "format",
+        ),
         ("/v1/agent/prompts/llama", 422, "invalid_value", "format"),
-        ("/v1/customers?external_id=nocolon", 422, "invalid_value", "external_id"),
+        (
+            "/v1/customers?external_id=nocolon",
+            422,
+            "invalid_value",
+            "external_id",
+        ),
         ("/v1/customers?ani=", 422, "invalid_value", "ani"),
     ] {
         let r = app.get(path).await;
