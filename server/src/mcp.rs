@@ -161,7 +161,7 @@ struct Tools {
 impl Tools {
     fn new(state: &Arc<AppState>) -> Self {
         let service = crate::api::service(state.clone());
-        let spec: Value = serde_json::from_str(&service.spec()).unwrap_or_default();
+        let spec = crate::api::contract::document(state.clone());
         let entries = TOOLS
             .iter()
             .filter_map(|(name, operation_id, description)| {

@@ -263,8 +263,7 @@ pub fn collection(spec: &Value, base_url: &str) -> Value {
 /// (or `STICKY_PUBLIC_BASE_URL`).
 #[handler]
 pub fn endpoint(state: Data<&Arc<AppState>>, req: &Request) -> Json<Value> {
-    let spec: Value =
-        serde_json::from_str(&crate::api::service(state.clone()).spec()).unwrap_or_default();
+    let spec: Value = crate::api::contract::document(state.clone());
     Json(collection(
         &spec,
         &crate::connectors::public_base(&state, req),

@@ -183,8 +183,7 @@ impl AgentApi {
         #[oai(validator(pattern = r"^(openai|anthropic)$"))]
         format: Query<String>,
     ) -> Result<ToolsResponse, ApiError> {
-        let spec: Value = serde_json::from_str(&super::service(self.state.clone()).spec())
-            .map_err(|_| ApiError::invalid("format", "the API document could not be read"))?;
+        let spec = super::contract::document(self.state.clone());
         tools(&spec, &format.0)
             .map(|t| ToolsResponse::Ok(Json(t)))
             .ok_or_else(|| ApiError::invalid("format", "`openai` or `anthropic`"))

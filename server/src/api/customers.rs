@@ -274,7 +274,7 @@ fn parse_identity(
     ani: Option<&str>,
     external_id: Option<&str>,
     require_one: bool,
-) -> Result<(Option<PhoneNumber>, Option<ExternalId>), ApiError> {
+) -> Result<Option<(Option<PhoneNumber>, Option<ExternalId>)>, ApiError> {
     if ani.is_none() && external_id.is_none() {
         return Err(ApiError::invalid(
             "ani",
@@ -287,13 +287,17 @@ fn parse_identity(
             "give either `ani` or `external_id`, not both",
         ));
     }
-    let ani = ani
-        .map(|a| PhoneNumber::parse(a, region).map_err(|r| ApiError::invalid("ani", r.describe())))
-        .transpose()?;
+    // A number that is not a usable phone number can be no one's (`None`): the callers
+    // answer as for a number nobody has (an empty look-up, nothing erased, no such identity).
+    let ani = match ani.map(|a| PhoneNumber::parse(a, region)) {
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return Ok(None),
+        None => None,
+    };
     let external_id = external_id
         .map(|e| ExternalId::parse_pair(e).map_err(|err| ApiError::invalid("external_id", err.0)))
         .transpose()?;
-    Ok((ani, external_id))
+    Ok(Some((ani, external_id)))
 }
 
 /// An erasure's counts, for the audit trail.
@@ -326,12 +330,17 @@ impl CustomersApi {
     ) -> Result<ListResponse, ApiError> {
         auth.with(Scope::CustomersRead)?;
         crate::limits::counted(&self.state, auth.0.tenant, async {
-            let (ani, ext) = parse_identity(
+            let Some((ani, ext)) = parse_identity(
                 self.state.engine.region(),
                 ani.0.as_deref(),
                 external_id.0.as_deref(),
                 false,
-            )?;
+            )?
+            else {
+                return Ok(ListResponse::Ok(Json(CustomerListDto {
+                    customers: Vec::new(),
+                })));
+            };
             let found = self
                 .state
                 .engine
@@ -359,9 +368,19 @@ impl CustomersApi {
         ani: Query<String>,
     ) -> Result<EraseNumberResponse, ApiError> {
         auth.with(Scope::CustomersWrite)?;
-        let (number, _) = parse_identity(self.state.engine.region(), Some(&ani.0), None, true)?;
-        let Some(number) = number else {
-            return Err(ApiError::invalid("ani", "give the caller number"));
+        let Some((Some(number), _)) =
+            parse_identity(self.state.engine.region(), Some(&ani.0), None, true)?
+        else {
+            // Not a phone number: nothing can be kept for it.
+            return Ok(EraseNumberResponse::Ok(Json(NumberErasureDto {
+                deleted: DeletedCountsDto {
+                    customers: 0,
+                    identities: 0,
+                    variables: 0,
+                    intents: 0,
+                    calls: 0,
+                },
+            })));
         };
         let report = self
             .state
@@ -458,12 +477,19 @@ impl CustomersApi {
     ) -> Result<UnlinkResult, ApiError> {
         auth.with(Scope::CustomersWrite)?;
         let r = parse_ref(&customer_ref.0)?;
-        let (ani, ext) = parse_identity(
+        let Some((ani, ext)) = parse_identity(
             self.state.engine.region(),
             body.0.ani.as_deref(),
             body.0.external_id.as_deref(),
             true,
-        )?;
+        )?
+        else {
+            return Err(ApiError::new(
+                poem::http::StatusCode::NOT_FOUND,
+                "identity_not_found",
+                "the customer has no such identity",
+            ));
+        };
         let removed = self
             .state
             .engine

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod billing;
 pub mod calls;
 pub mod connectors;
+pub mod contract;
 pub mod customers;
 pub mod keys;
 pub mod settings;
