@@ -269,12 +269,15 @@ fn parse_ref(raw: &str) -> Result<CustomerRef, ApiError> {
 }
 
 /// Parses the one identity of a look-up or an unlink.
+/// A number, an external id, or both, as a request names an identity.
+type Identity = (Option<PhoneNumber>, Option<ExternalId>);
+
 fn parse_identity(
     region: sticky_core::domain::DefaultRegion,
     ani: Option<&str>,
     external_id: Option<&str>,
     require_one: bool,
-) -> Result<Option<(Option<PhoneNumber>, Option<ExternalId>)>, ApiError> {
+) -> Result<Option<Identity>, ApiError> {
     if ani.is_none() && external_id.is_none() {
         return Err(ApiError::invalid(
             "ani",
