@@ -401,6 +401,11 @@ impl CallsApi {
         &self,
         auth: ApiKeyAuth,
         /// The platform's call id (URL-encoded).
+        #[oai(validator(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+        ))]
         call_id: Path<String>,
     ) -> Result<GetCallResponse, ApiError> {
         auth.with(Scope::Calls)?;

@@ -419,6 +419,7 @@ impl CustomersApi {
         &self,
         auth: ApiKeyAuth,
         /// The customer's reference.
+        #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:@+-]+$"))]
         customer_ref: Path<String>,
     ) -> Result<ExportResponse, ApiError> {
         auth.with(Scope::CustomersRead)?;
@@ -440,6 +441,7 @@ impl CustomersApi {
         &self,
         auth: ApiKeyAuth,
         /// The customer's reference.
+        #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:@+-]+$"))]
         customer_ref: Path<String>,
     ) -> Result<EraseResponse, ApiError> {
         auth.with(Scope::CustomersWrite)?;
@@ -475,6 +477,7 @@ impl CustomersApi {
         &self,
         auth: ApiKeyAuth,
         /// The customer's reference.
+        #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:@+-]+$"))]
         customer_ref: Path<String>,
         body: StrictJson<UnlinkRequest>,
     ) -> Result<UnlinkResult, ApiError> {
@@ -511,8 +514,10 @@ impl CustomersApi {
         &self,
         auth: ApiKeyAuth,
         /// The customer's reference.
+        #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:@+-]+$"))]
         customer_ref: Path<String>,
         /// The intent's name.
+        #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$"))]
         intent: Path<String>,
     ) -> Result<ResolveResponse, ApiError> {
         auth.with(Scope::CustomersWrite)?;
