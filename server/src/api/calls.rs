@@ -176,6 +176,7 @@ pub struct EndCallRequest {
     #[oai(nullable)]
     pub customer_ref: Option<String>,
     /// What the call was about (`refund_request`).
+    #[oai(nullable)]
     pub intent: Option<String>,
     /// `open` (default with an intent) or `resolved`.
     #[oai(nullable)]
@@ -195,6 +196,7 @@ pub struct EndCallRequest {
     #[oai(nullable)]
     pub variable_ttl_seconds: Option<BTreeMap<String, u64>>,
     /// The call's summary (up to 8 KiB); when absent, `variables.summary` is used.
+    #[oai(nullable)]
     pub summary: Option<String>,
     /// Hints known at the end; they complete the start's.
     #[oai(nullable)]

@@ -29,6 +29,28 @@ const EXTERNAL_ID: &str = "^[A-Za-z0-9_.-]{1,64}:[^\\x00-\\x1F\\x7F-\\x9F]{1,256
 /// A Twilio auth token.
 const TWILIO_TOKEN: &str = "^[A-Za-z0-9]{16,128}$";
 
+/// No control characters (`char::is_control`: Unicode Cc).
+const NO_CONTROL: &str = "^[^\\x00-\\x1F\\x7F-\\x9F]*$";
+/// A summary: control characters other than tab and line breaks refused.
+const SUMMARY: &str = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$";
+/// A customer reference.
+const CUSTOMER_REF: &str = "^[A-Za-z0-9_.:@+-]+$";
+/// An intent's name.
+const INTENT: &str = "^[A-Za-z0-9_.:-]+$";
+/// A platform's slug.
+const PLATFORM: &str = "^[a-z0-9_-]+$";
+/// A map key that names a variable or an external id: 1 to 64 of `A-Za-z0-9_.-`.
+const KEY: &str = "^[A-Za-z0-9_.-]{1,64}$";
+
+/// Merges `extra` into the schema at `pointer`.
+fn add(doc: &mut Value, pointer: &str, extra: Value) {
+    if let Some(Value::Object(schema)) = doc.pointer_mut(pointer)
+        && let Value::Object(extra) = extra
+    {
+        schema.extend(extra);
+    }
+}
+
 /// The API document as served.
 pub fn document(state: Arc<AppState>) -> Value {
     let mut doc: Value = serde_json::from_str(&super::service(state).spec()).unwrap_or_default();
@@ -45,6 +67,87 @@ pub fn tighten(doc: &mut Value) {
             obj.insert("additionalProperties".into(), json!(false));
         }
     }
+    let props =
+        |schema: &str, field: &str| format!("/components/schemas/{schema}/properties/{field}");
+    let call_id = json!({"minLength": 1, "maxLength": 128, "pattern": NO_CONTROL});
+    let platform = json!({"minLength": 1, "maxLength": 32, "pattern": PLATFORM});
+    for schema in ["StartCallRequest", "EndCallRequest"] {
+        add(doc, &props(schema, "call_id"), call_id.clone());
+        add(doc, &props(schema, "platform"), platform.clone());
+    }
+    add(
+        doc,
+        &props("EndCallRequest", "customer_ref"),
+        json!({"minLength": 1, "maxLength": 128, "pattern": CUSTOMER_REF}),
+    );
+    add(
+        doc,
+        &props("EndCallRequest", "intent"),
+        json!({"minLength": 1, "maxLength": 128, "pattern": INTENT}),
+    );
+    add(
+        doc,
+        &props("EndCallRequest", "intent_status"),
+        json!({"enum": ["open", "resolved", null]}),
+    );
+    add(
+        doc,
+        &props("EndCallRequest", "intent_due_at"),
+        json!({"format": "date-time"}),
+    );
+    add(
+        doc,
+        &props("EndCallRequest", "summary"),
+        json!({"maxLength": 8192, "pattern": SUMMARY}),
+    );
+    add(
+        doc,
+        &props("EndCallRequest", "variables"),
+        json!({
+            "maxProperties": 100, "additionalProperties": false,
+            "patternProperties": {KEY: {}},
+        }),
+    );
+    add(
+        doc,
+        &props("EndCallRequest", "variable_ttl_seconds"),
+        json!({
+            "maxProperties": 100, "additionalProperties": false,
+            "patternProperties": {KEY: {"type": "integer", "minimum": 1, "maximum": 315_360_000}},
+        }),
+    );
+    add(
+        doc,
+        &props("IdentityHintsDto", "ani"),
+        json!({"maxLength": 256}),
+    );
+    add(
+        doc,
+        &props("IdentityHintsDto", "dnis"),
+        json!({"maxLength": 64, "pattern": NO_CONTROL}),
+    );
+    add(
+        doc,
+        &props("IdentityHintsDto", "external_ids"),
+        json!({
+            "maxProperties": 20, "additionalProperties": false,
+            "patternProperties": {KEY: {"type": "string", "minLength": 1, "maxLength": 256, "pattern": NO_CONTROL}},
+        }),
+    );
+    add(
+        doc,
+        &props("CreateKeyRequest", "label"),
+        json!({"pattern": NO_CONTROL}),
+    );
+    // A callback's due time is the due time of an intent given with it.
+    add(
+        doc,
+        "/components/schemas/EndCallRequest",
+        json!({"anyOf": [
+            {"properties": {"intent_due_at": {"enum": [null]}}},
+            {"required": ["intent"], "properties": {"intent": {"type": "string"}}},
+        ]}),
+    );
     if let Some(unlink) = doc.pointer_mut("/components/schemas/UnlinkRequest")
         && let Some(obj) = unlink.as_object_mut()
     {

@@ -218,6 +218,7 @@ pub struct UnlinkRequest {
     #[oai(nullable)]
     pub ani: Option<String>,
     /// An external id, `name:value`.
+    #[oai(nullable)]
     pub external_id: Option<String>,
 }
 

@@ -27,6 +27,7 @@ pub struct IdentityHintsDto {
     #[oai(nullable)]
     pub ani: Option<String>,
     /// Dialled number (DNIS).
+    #[oai(nullable)]
     pub dnis: Option<String>,
     /// Ids from other systems, by kind: `{"crm_id": "crm_12345"}`.
     #[oai(nullable)]
