@@ -227,22 +227,10 @@ impl BillingStore {
         external_id: Option<&str>,
     ) -> Result<bool, EngineError> {
         let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
-        let inserted = txn
-            .execute_raw(statement(
-                &self.db,
-                "INSERT INTO billing_events (tenant_id, kind, detail, external_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (external_id) DO NOTHING",
-                vec![
-                    tenant.0.into(),
-                    kind.into(),
-                    detail.to_string().into(),
-                    external_id.map(str::to_owned).into(),
-                    crate::now().into(),
-                ],
-            ))
+        if !self
+            .insert_event(&txn, tenant, kind, detail, external_id)
             .await?
-            .rows_affected();
-        if inserted == 0 {
+        {
             txn.rollback().await?;
             return Ok(false);
         }
@@ -268,8 +256,60 @@ impl BillingStore {
         detail: &serde_json::Value,
         external_id: Option<&str>,
     ) -> Result<bool, EngineError> {
-        let inserted = self
-            .db
+        self.insert_event(&self.db, tenant, kind, detail, external_id)
+            .await
+    }
+
+    /// Puts the tenant on `plan` for a payment recorded with `external_id`, all or nothing:
+    /// `false` when that payment was applied before.
+    ///
+    /// # Errors
+    /// Database failures (nothing is written then, and a retry applies it).
+    pub async fn pay_for_plan(
+        &self,
+        tenant: TenantId,
+        plan: &str,
+        detail: &serde_json::Value,
+        external_id: &str,
+    ) -> Result<bool, EngineError> {
+        let before = self.plan_of(tenant).await?;
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        if !self
+            .insert_event(&txn, tenant, "payment", detail, Some(external_id))
+            .await?
+        {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        txn.execute_raw(statement(
+            &self.db,
+            "UPDATE tenants SET plan = $1 WHERE id = $2",
+            vec![plan.into(), tenant.0.into()],
+        ))
+        .await?;
+        self.insert_event(
+            &txn,
+            tenant,
+            "plan_changed",
+            &json!({"from": before, "to": plan, "by": "stripe"}),
+            None,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Inserts a billing event through `conn`; `false` when `external_id` was recorded
+    /// before.
+    async fn insert_event(
+        &self,
+        conn: &impl ConnectionTrait,
+        tenant: TenantId,
+        kind: &str,
+        detail: &serde_json::Value,
+        external_id: Option<&str>,
+    ) -> Result<bool, EngineError> {
+        let inserted = conn
             .execute_raw(statement(
                 &self.db,
                 "INSERT INTO billing_events (tenant_id, kind, detail, external_id, created_at) \

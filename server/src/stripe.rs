@@ -142,12 +142,7 @@ pub async fn webhook(
             .map_err(|m| ApiError::invalid("data.object.metadata.plan", m))?;
         let mut detail = detail;
         detail["plan"] = json!(plan);
-        if store.record(tenant, "payment", &detail, Some(id)).await? {
-            store.set_plan(tenant, plan, "stripe").await?;
-            true
-        } else {
-            false
-        }
+        store.pay_for_plan(tenant, plan, &detail, id).await?
     } else if let Some(calls) = metadata["calls"]
         .as_str()
         .and_then(|c| c.parse::<u64>().ok())
