@@ -138,12 +138,14 @@ impl VariableChanges {
         Ok(Self(out, BTreeMap::new()))
     }
 
-    /// Gives variables set by these changes a time to live, in seconds from `now`; `field`
-    /// names the map in errors (`variable_ttl_seconds`).
+    /// Gives variables a time to live, in seconds from `now`; `field` names the map in errors
+    /// (`variable_ttl_seconds`). A variable these changes save expires with its new value; one
+    /// they do not mention keeps its saved value and is given the new expiry
+    /// ([`Self::retimed`]); one they remove is removed.
     ///
     /// # Errors
-    /// A [`FieldError`] naming the first entry whose variable is not set by these changes, or
-    /// whose time is not a whole number of seconds from 1 to [`MAX_VARIABLE_TTL_SECONDS`].
+    /// A [`FieldError`] naming the first entry with a bad name, or whose time is not a whole
+    /// number of seconds from 1 to [`MAX_VARIABLE_TTL_SECONDS`].
     pub fn with_ttls(
         mut self,
         field: &str,
@@ -153,12 +155,6 @@ impl VariableChanges {
         for (name, seconds) in ttls {
             let at = format!("{field}.{name}");
             let parsed = VariableName::parse(&name).map_err(|e| FieldError::new(&at, e.0))?;
-            if !matches!(self.0.get(&parsed), Some(Some(_))) {
-                return Err(FieldError::new(
-                    at,
-                    "a time to live is given only to a variable this request saves",
-                ));
-            }
             if !(1..=MAX_VARIABLE_TTL_SECONDS).contains(&seconds) {
                 return Err(FieldError::new(
                     at,
@@ -173,6 +169,14 @@ impl VariableChanges {
                 .insert(parsed, now + chrono::Duration::seconds(seconds));
         }
         Ok(self)
+    }
+
+    /// Variables given only a time to live: their saved values get these expiries.
+    pub fn retimed(&self) -> impl Iterator<Item = (&VariableName, DateTime<Utc>)> {
+        self.1
+            .iter()
+            .filter(|(name, _)| !self.0.contains_key(*name))
+            .map(|(name, at)| (name, *at))
     }
 
     /// When the variable `name` this request saves expires (none: it is kept).

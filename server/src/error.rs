@@ -222,7 +222,10 @@ const DOCUMENTED: &[(u16, &str)] = &[
         404,
         "The named call, customer, intent or key does not exist for this tenant.",
     ),
-    (409, "Conflicts with existing data."),
+    (
+        409,
+        "Conflicts with stored data: a name taken, a concurrent creation (`conflict`), or an `intent_status` for a call without an intent (`no_intent`).",
+    ),
     (
         429,
         "Over the plan's rate limit (`rate_limited`), the month's calls used up (`quota_exceeded`), or too many unknown keys from one address (`too_many_attempts`); `Retry-After` says when to retry.",

@@ -266,12 +266,12 @@ async fn bad_requests_get_a_stable_code_and_write_nothing(app: TestApp) {
             Some("intent_due_at"),
         ),
         case(
-            "end: time to live for a variable the end does not save",
+            "end: time to live for a bad variable name",
             END,
-            r#"{"call_id": "a", "variables": {"otp": true}, "variable_ttl_seconds": {"pin": 60}}"#,
+            r#"{"call_id": "a", "variable_ttl_seconds": {"has space": 60}}"#,
             422,
             "invalid_value",
-            Some("variable_ttl_seconds.pin"),
+            Some("variable_ttl_seconds.has space"),
         ),
         case(
             "end: time to live of zero",

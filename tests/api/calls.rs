@@ -19,6 +19,7 @@ backend_tests!(
     a_resolved_intent_leaves_the_open_list,
     callbacks_are_listed_first_with_where_they_stand,
     a_variable_with_a_time_to_live_is_forgotten_when_it_expires,
+    a_time_to_live_alone_gives_a_saved_variable_an_expiry,
     a_null_variable_removes_the_key,
     a_withheld_number_is_never_linked_or_matched,
     a_number_shared_by_two_customers_is_medium_with_candidates,
@@ -551,8 +552,17 @@ async fn an_intent_status_without_any_intent_is_rejected_and_nothing_is_written(
                                        "variables": {"x": 1}}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.body["error"]["field"], "intent_status");
+    // Well-formed, but this call has no intent to take a status: a conflict with its state.
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "no_intent");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`intent_status`"),
+        "{}",
+        r.body
+    );
     assert_eq!(
         app.count_rows("customers").await,
         0,
@@ -585,7 +595,7 @@ async fn a_rejected_end_among_concurrent_ends_leaves_the_others_committed(app: T
         let expected = if i % 2 == 0 {
             StatusCode::OK
         } else {
-            StatusCode::UNPROCESSABLE_ENTITY
+            StatusCode::CONFLICT
         };
         assert_eq!(status, expected, "end of c{i}");
     }
@@ -933,4 +943,68 @@ async fn a_variable_with_a_time_to_live_is_forgotten_when_it_expires(app: TestAp
         .await;
     assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
     assert!(theirs.body["context"].is_null(), "{}", theirs.body);
+}
+
+async fn a_time_to_live_alone_gives_a_saved_variable_an_expiry(app: TestApp) {
+    let ani = "+14155550433";
+    app.end_call(json!({"call_id": "rt-1", "customer_ref": "kim",
+        "identity_hints": {"ani": ani},
+        "variables": {"otp_verified": true, "offer": "10off", "tier": "gold"}}))
+        .await;
+    // Another tenant's customer of the same reference: its time to live touches only its own.
+    let other = app.new_tenant("other-rt").await;
+    let theirs = app
+        .post_as(
+            &other,
+            "/v1/calls/end",
+            json!({"call_id": "rt-9", "customer_ref": "kim",
+                "variable_ttl_seconds": {"tier": 1, "offer": 1}}),
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
+    // A later end names only times to live: `otp_verified` (saved) expires, `ghost` (never
+    // saved) is nothing to expire, `offer` is removed by the same end and stays removed.
+    app.end_call(json!({"call_id": "rt-2", "customer_ref": "kim",
+        "variables": {"offer": null},
+        "variable_ttl_seconds": {"otp_verified": 1, "ghost": 60, "offer": 60}}))
+        .await;
+    let fresh = app.start_call(start("rt-3", ani)).await;
+    assert_eq!(
+        fresh["context"]["variables"],
+        json!({"otp_verified": true, "tier": "gold"}),
+        "{fresh}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = app.start_call(start("rt-4", ani)).await;
+    assert_eq!(
+        later["context"]["variables"],
+        json!({"tier": "gold"}),
+        "{later}"
+    );
+    let kim = app.get("/v1/customers/kim").await.body;
+    assert_eq!(kim["variables"], json!({"tier": "gold"}), "{kim}");
+    assert_eq!(
+        app.state
+            .engine
+            .context_documents_out_of_date(app.default_tenant().await)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    // An earlier call's end that arrives late does not re-time what a later call saved.
+    app.start_call(start("rt-5", ani)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    app.start_call(start("rt-6", ani)).await;
+    app.end_call(json!({"call_id": "rt-6", "customer_ref": "kim", "variables": {"pin": "ok"}}))
+        .await;
+    app.end_call(json!({"call_id": "rt-5", "customer_ref": "kim",
+        "variable_ttl_seconds": {"pin": 1}}))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let kept = app.get("/v1/customers/kim").await.body;
+    assert_eq!(
+        kept["variables"],
+        json!({"tier": "gold", "pin": "ok"}),
+        "{kept}"
+    );
 }

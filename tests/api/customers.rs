@@ -9,6 +9,7 @@ backend_tests!(
     erasure_removes_everything_and_nothing_is_matched_afterwards,
     customers_can_be_looked_up_by_number_or_external_id,
     a_lookup_needs_a_usable_identity,
+    all_customers_are_listed_a_page_at_a_time,
     an_unlinked_number_no_longer_matches,
     an_intent_can_be_resolved_outside_a_call,
 );
@@ -124,7 +125,13 @@ async fn a_lookup_needs_a_usable_identity(app: TestApp) {
         assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.body);
         assert_eq!(r.body["customers"], json!([]), "{query}");
     }
-    for (query, field) in [("", "ani"), ("?external_id=nocolon", "external_id")] {
+    for (query, field) in [
+        ("?ani=", "ani"),
+        ("?external_id=nocolon", "external_id"),
+        ("?limit=0", "limit"),
+        ("?limit=101", "limit"),
+        ("?after=a%20b", "after"),
+    ] {
         let r = app.get(&format!("/v1/customers{query}")).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
         assert_eq!(r.body["error"]["code"], "invalid_value", "{query}");
@@ -175,4 +182,68 @@ async fn an_intent_can_be_resolved_outside_a_call(app: TestApp) {
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.body["error"]["code"], "intent_not_found");
+}
+
+async fn all_customers_are_listed_a_page_at_a_time(app: TestApp) {
+    let refs = ["carol", "alice", "dave", "bob", "erin"];
+    for (i, r) in refs.iter().enumerate() {
+        app.end_call(json!({"call_id": format!("l{i}"), "customer_ref": r,
+            "identity_hints": {"ani": format!("+1415555020{i}")}}))
+            .await;
+    }
+    // A customer of another tenant is never listed.
+    let other = app.new_tenant("other-list").await;
+    let theirs = app
+        .post_as(
+            &other,
+            "/v1/calls/end",
+            json!({"call_id": "x", "customer_ref": "aaron"}),
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
+
+    let mut seen = Vec::new();
+    let mut query = "/v1/customers?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = app.get(&query).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let customers = page.body["customers"].as_array().unwrap();
+        assert!(customers.len() <= 2, "{}", page.body);
+        seen.extend(
+            customers
+                .iter()
+                .map(|c| c["customer_ref"].as_str().unwrap().to_owned()),
+        );
+        pages += 1;
+        match page.body["next_after"].as_str() {
+            Some(after) => query = format!("/v1/customers?limit=2&after={after}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["alice", "bob", "carol", "dave", "erin"]);
+    assert_eq!(pages, 3);
+    let all = app.get("/v1/customers").await.body;
+    assert_eq!(all["customers"].as_array().unwrap().len(), 5, "{all}");
+    assert_eq!(all["next_after"], Value::Null, "{all}");
+    assert_eq!(all["customers"][1]["call_count"], 1, "{all}");
+    let mine = app
+        .send("GET", "/v1/customers", Some(&other), None)
+        .await
+        .body;
+    assert_eq!(mine["customers"][0]["customer_ref"], "aaron", "{mine}");
+    assert_eq!(mine["customers"].as_array().unwrap().len(), 1, "{mine}");
+    // With a filter, `after` and `limit` narrow the matches (alice called from 0201).
+    let by_number = app
+        .get("/v1/customers?ani=%2B14155550201&after=aaa&limit=1")
+        .await;
+    assert_eq!(
+        by_number.body["customers"][0]["customer_ref"], "alice",
+        "{}",
+        by_number.body
+    );
+    let past = app
+        .get("/v1/customers?ani=%2B14155550201&after=alice")
+        .await;
+    assert_eq!(past.body["customers"], json!([]), "{}", past.body);
 }

@@ -196,6 +196,29 @@ impl Engine {
         Ok(found.iter().map(summary).collect())
     }
 
+    /// A page of the tenant's customers in `customer_ref` order: up to `limit` of those whose
+    /// reference sorts after `after` (from the first when `None`).
+    ///
+    /// # Errors
+    /// Database failures only.
+    pub async fn list_customers(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<CustomerSummary>, EngineError> {
+        let mut q = customer::Entity::find().filter(customer::Column::TenantId.eq(tenant.0));
+        if let Some(after) = after {
+            q = q.filter(customer::Column::CustomerRef.gt(after));
+        }
+        let page = q
+            .order_by_asc(customer::Column::CustomerRef)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(page.iter().map(summary).collect())
+    }
+
     /// A page of the tenant's customers, in the order they were created: up to `limit` ids
     /// and references after the id `after` (0 for the first page).
     ///

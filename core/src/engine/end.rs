@@ -29,8 +29,8 @@ impl Engine {
     /// into what earlier ends saved.
     ///
     /// # Errors
-    /// [`EngineError::Invalid`] for an `intent_status` with no intent to apply it to; database
-    /// failures otherwise.
+    /// [`EngineError::Conflict`] (`no_intent`) for an `intent_status` with no intent to apply it
+    /// to; database failures otherwise.
     pub async fn end_call(
         &self,
         tenant: TenantId,
@@ -174,11 +174,13 @@ pub(super) async fn end_call_in(
         .map(|i| i.as_str().to_owned())
         .or_else(|| existing.as_ref().and_then(|c| c.intent.clone()));
     if cmd.intent_status.is_some() && intent_name.is_none() {
-        return Err(FieldError::new(
-            "intent_status",
-            "needs an intent: give `intent`, or end a call that already has one",
-        )
-        .into());
+        // A well-formed request that this call's state cannot take: a conflict, not bad input.
+        return Err(EngineError::Conflict {
+            code: "no_intent",
+            message: "`intent_status` needs an intent: give `intent`, or end a call that \
+                      already has one"
+                .to_owned(),
+        });
     }
 
     // The call's hints: what its start recorded, completed by what the end gives.
@@ -385,6 +387,8 @@ pub(super) async fn end_call_in(
             }
         }
         in_order &= set_variables(tx, tenant, t.id, &cmd.variables, call_time).await?;
+        // New expiries of saved variables: the customer's document is rebuilt from the rows.
+        in_order &= cmd.variables.retimed().next().is_none();
     }
 
     let intent_status = match (cmd.intent_status, &cmd.intent) {
@@ -625,6 +629,29 @@ async fn set_variables(
         );
         let written = c.execute(&sql, &args).await?;
         all_applied &= usize::try_from(written).is_ok_and(|n| n == saved.len());
+    }
+    let retimed: Vec<_> = changes.retimed().collect();
+    if !retimed.is_empty() {
+        // A new expiry for a saved value, unless a later call saved the variable since.
+        let mut args: Vec<Arg<'_>> = vec![customer_id.into(), now.into()];
+        let mut cases = String::new();
+        let mut names = Vec::new();
+        for (name, at) in &retimed {
+            let n = args.len();
+            cases.push_str(&format!(" WHEN ${} THEN ${}", n + 1, n + 2));
+            names.push(format!("${}", n + 1));
+            args.push(name.as_str().into());
+            args.push(Some(*at).into());
+        }
+        c.execute(
+            &format!(
+                "UPDATE variables SET expires_at = CASE name{cases} END \
+                 WHERE customer_id = $1 AND updated_at <= $2 AND name IN ({})",
+                names.join(", ")
+            ),
+            &args,
+        )
+        .await?;
     }
     if !removed.is_empty() {
         let list: Vec<String> = (0..removed.len()).map(|i| format!("${}", i + 3)).collect();

@@ -190,9 +190,12 @@ pub struct EndCallRequest {
     /// At most 100; names up to 64 characters; values up to 4 KiB as JSON.
     #[oai(nullable)]
     pub variables: Option<BTreeMap<String, Value>>,
-    /// A time to live, in seconds from now, for variables this end saves
+    /// A time to live, in seconds from now, for the customer's variables
     /// (`{"otp_verified": 900}`): once it has passed, starts and exports leave the variable out
-    /// and an hourly sweep deletes it. Saving the variable again without one keeps it for good.
+    /// and an hourly sweep deletes it. A variable this end saves expires with its new value; a
+    /// saved one it does not mention keeps its value and gets the new expiry (unless a later
+    /// call saved it since); one it removes, or that was never saved, has nothing to expire.
+    /// Saving the variable again without one keeps it for good.
     #[oai(nullable)]
     pub variable_ttl_seconds: Option<BTreeMap<String, u64>>,
     /// The call's summary (up to 8 KiB); when absent, `variables.summary` is used.

@@ -51,12 +51,17 @@ impl From<CustomerSummary> for CustomerSummaryDto {
     }
 }
 
-/// Customers linked to the given identity, most recently seen first.
+/// Customers: those linked to the given identity, most recently seen first, or a page of
+/// all of them in `customer_ref` order.
 #[derive(Debug, Clone, Object)]
 #[oai(rename_all = "snake_case")]
 pub struct CustomerListDto {
-    /// The customers (at most 100).
+    /// The customers (at most `limit`).
     pub customers: Vec<CustomerSummaryDto>,
+    /// When listing without `ani` or `external_id` and more customers follow: the `after` that
+    /// asks for the next page.
+    #[oai(nullable)]
+    pub next_after: Option<String>,
 }
 
 /// An identity linked to a customer.
@@ -312,6 +317,9 @@ pub fn counts(r: &sticky_core::engine::ErasureReport) -> serde_json::Value {
     })
 }
 
+/// The most customers one answer lists.
+const MAX_PAGE: u64 = 100;
+
 /// Customer endpoints.
 pub struct CustomersApi {
     /// Shared state.
@@ -320,7 +328,12 @@ pub struct CustomersApi {
 
 #[OpenApi(prefix_path = "/v1/customers", tag = "ApiTags::Customers")]
 impl CustomersApi {
-    /// Look customers up by number or external id, without starting a call.
+    /// Look customers up by number or external id without starting a call, or list them all.
+    ///
+    /// With `ani` or `external_id` (or both): the customers linked to either, most recently
+    /// seen first. With neither: every customer of the tenant, in `customer_ref` order, a page
+    /// at a time (`next_after` asks for the next one). `limit` caps the answer in both cases;
+    /// `after` keeps only customers whose reference sorts after it.
     #[oai(path = "/", method = "get", operation_id = "find_customers")]
     async fn find(
         &self,
@@ -331,27 +344,55 @@ impl CustomersApi {
         /// An external id, `name:value` (`crm_id:crm_12345`).
         #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,64}:[^\x00-\x1F\x7F-\x9F]{1,256}$"))]
         external_id: Query<Option<String>>,
+        /// At most this many customers (1 to 100, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u64>>,
+        /// Only customers whose reference sorts after this one (the previous page's
+        /// `next_after`).
+        #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:@+-]+$"))]
+        after: Query<Option<String>>,
     ) -> Result<ListResponse, ApiError> {
         auth.with(Scope::CustomersRead)?;
+        let limit = limit.0.unwrap_or(MAX_PAGE);
+        let after = after.0;
         crate::limits::counted(&self.state, auth.0.tenant, async {
-            let Some((ani, ext)) = parse_identity(
-                self.state.engine.region(),
+            let engine = &self.state.engine;
+            if ani.0.is_none() && external_id.0.is_none() {
+                let mut page = engine
+                    .list_customers(auth.0.tenant, after.as_deref(), limit + 1)
+                    .await?;
+                let more = page.len() as u64 > limit;
+                page.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                let next_after = more
+                    .then(|| page.last().map(|c| c.customer_ref.clone()))
+                    .flatten();
+                return Ok(ListResponse::Ok(Json(CustomerListDto {
+                    customers: page.into_iter().map(Into::into).collect(),
+                    next_after,
+                })));
+            }
+            let found = match parse_identity(
+                engine.region(),
                 ani.0.as_deref(),
                 external_id.0.as_deref(),
                 false,
-            )?
-            else {
-                return Ok(ListResponse::Ok(Json(CustomerListDto {
-                    customers: Vec::new(),
-                })));
+            )? {
+                Some((ani, ext)) => {
+                    engine
+                        .find_customers(auth.0.tenant, ani.as_ref(), ext.as_ref())
+                        .await?
+                }
+                None => Vec::new(),
             };
-            let found = self
-                .state
-                .engine
-                .find_customers(auth.0.tenant, ani.as_ref(), ext.as_ref())
-                .await?;
+            let customers = found
+                .into_iter()
+                .filter(|c| after.as_deref().is_none_or(|a| c.customer_ref.as_str() > a))
+                .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                .map(Into::into)
+                .collect();
             Ok(ListResponse::Ok(Json(CustomerListDto {
-                customers: found.into_iter().map(Into::into).collect(),
+                customers,
+                next_after: None,
             })))
         })
         .await
