@@ -13,6 +13,7 @@ postgres_tests!(
     an_erasure_on_one_process_never_makes_the_other_answer_5xx,
     a_key_revoked_on_one_process_stops_working_on_the_other,
     twelve_ends_from_one_new_number_over_both_processes_make_one_customer,
+    concurrent_ends_naming_one_customer_merge_and_count_every_call,
     after_a_lost_notification_connection_the_caches_are_flushed_and_heard_again,
     two_processes_share_the_end_of_a_quota_exactly,
 );
@@ -240,4 +241,71 @@ async fn two_processes_share_the_end_of_a_quota_exactly(app: TestApp) {
     app.state.limits.flush().await;
     other.state.limits.flush().await;
     assert_eq!(store.usage(tenant, &period).await.unwrap().used, 100);
+}
+
+/// Ends of one tenant run side by side on PostgreSQL, each locking what it touches; those that
+/// merge a provisional customer into a named one take the tenant's lock. Mixed at once over
+/// both processes: ends naming one new reference from new numbers, ends of calls whose
+/// provisional customer is merged into it, and plain ends of its known number.
+async fn concurrent_ends_naming_one_customer_merge_and_count_every_call(a: TestApp) {
+    let b = a.second_instance().await;
+    // Four provisional customers, one per number, each from an unnamed call.
+    for i in 0..4 {
+        let r = a
+            .post(
+                "/v1/calls/end",
+                json!({"call_id": format!("p-{i}"), "identity_hints": {"ani": format!("+1415555093{i}")}}),
+            )
+            .await;
+        assert_eq!(r.body["provisional"], true, "{}", r.body);
+    }
+    let ends = (0..16).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let body = match i % 4 {
+            // A new number naming zoe.
+            0 => json!({"call_id": format!("n-{i}"), "customer_ref": "zoe",
+                        "identity_hints": {"ani": format!("+141555509{:02}", 40 + i)},
+                        "variables": {format!("v{i}"): i}}),
+            // A new call from a provisional number naming zoe: a merge.
+            1 => json!({"call_id": format!("m-{i}"), "customer_ref": "zoe",
+                        "identity_hints": {"ani": format!("+1415555093{}", i / 4)},
+                        "intent": "billing"}),
+            // The provisional customer's own first call, named at a second end: a merge.
+            2 => json!({"call_id": format!("p-{}", i / 4), "customer_ref": "zoe"}),
+            // An unnamed call from a number zoe will have, or from nobody yet.
+            _ => json!({"call_id": format!("u-{i}"),
+                        "identity_hints": {"ani": format!("+141555509{:02}", 40 + i - 3)}}),
+        };
+        async move { app.post("/v1/calls/end", body).await }
+    });
+    for r in futures::future::join_all(ends).await {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let zoe = a.get("/v1/customers/zoe").await;
+    assert_eq!(zoe.status, StatusCode::OK, "{}", zoe.body);
+    // Every provisional customer was merged into zoe: one customer per number is left.
+    for i in 0..4 {
+        let found = a
+            .get(&format!("/v1/customers?ani=%2B1415555093{i}"))
+            .await
+            .body;
+        let refs: Vec<&str> = found["customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["customer_ref"].as_str().unwrap())
+            .collect();
+        assert_eq!(refs, ["zoe"], "number {i}: {found}");
+    }
+    // zoe's calls: 4 new numbers, 4 merged-in calls, 4 provisional first calls, and the
+    // unnamed ends that found her number (counted once each, whatever the order).
+    let calls = zoe.body["calls"].as_array().unwrap().len();
+    assert!(calls >= 12, "{}", zoe.body);
+    assert_eq!(
+        zoe.body["call_count"].as_u64().unwrap(),
+        u64::try_from(calls).unwrap(),
+        "the count is the calls linked: {}",
+        zoe.body
+    );
+    assert_eq!(zoe.body["intents"][0]["intent"], "billing", "{}", zoe.body);
 }

@@ -1,6 +1,8 @@
 //! Call end: link the call's identities to a customer (named, resolved, or a new provisional
 //! one), merge provisional customers into named ones, and save variables, intent and summary.
-//! Everything happens in one serialised transaction: an end is applied whole or not at all.
+//! Everything happens in one transaction: an end is applied whole or not at all. On SQLite it
+//! runs on the one writer; on PostgreSQL beside the tenant's other ends, locking what it
+//! touches (`locks.rs`), or under the tenant's lock when it merges or moves a call.
 //!
 //! The statements are upserts keyed by the unique indexes, so a typical end (a known customer,
 //! two identities, a few variables, an intent) is about ten statements whatever the history.
@@ -8,10 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use sea_orm::{DbBackend, TransactionTrait};
 use serde_json::Value;
 
 use super::cache::Caches;
 use super::context;
+use super::locks::{self, LockKey, Locking};
 use super::sql::{Arg, Conn, Row};
 use super::store::{
     CUSTOMER_COLUMNS, IdentityKey, customer_from_row, customers_by_id, find_call, find_customer,
@@ -51,14 +55,68 @@ impl Engine {
             // The writer thread commits it (with others) and updates the caches first.
             lite.end_call(tenant, cmd, numbers).await?
         } else {
-            let (_writer, tx) = self.begin_write(tenant).await?;
-            let (outcome, touched) = end_call_in(Conn::Tx(&tx), &numbers, tenant, &cmd).await?;
-            self.commit(tx, touched).await?;
-            outcome
+            match self.end_beside_others(tenant, &cmd, &numbers).await? {
+                Some(outcome) => outcome,
+                None => {
+                    let (_writer, tx) = self.begin_write(tenant).await?;
+                    let (outcome, touched) =
+                        end_call_in(Conn::Tx(&tx), &numbers, tenant, &cmd, Locking::Exclusive)
+                            .await?
+                            .ok_or_else(exclusive_asked)?;
+                    self.commit(tx, touched).await?;
+                    outcome
+                }
+            }
         };
         metrics::counter!("sticky_call_ends_total").increment(1);
         Ok(outcome)
     }
+}
+
+impl Engine {
+    /// On PostgreSQL, an end beside the tenant's other ends: the tenant's lock shared, then
+    /// what the end touches (see `locks.rs`). `None` when it needs the tenant to itself (a merge,
+    /// a call moving between customers), or elsewhere than on PostgreSQL.
+    async fn end_beside_others(
+        &self,
+        tenant: TenantId,
+        cmd: &EndCall,
+        numbers: &EndNumbers,
+    ) -> Result<Option<EndOutcome>, EngineError> {
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tx = self.db.begin().await?;
+            let ended = async {
+                locks::begin_end(Conn::Tx(&tx), tenant, cmd.call_id.as_str()).await?;
+                end_call_in(Conn::Tx(&tx), numbers, tenant, cmd, Locking::Fine).await
+            }
+            .await;
+            match ended {
+                Ok(Some((outcome, touched))) => {
+                    self.commit(tx, touched).await?;
+                    return Ok(Some(outcome));
+                }
+                Ok(None) => {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                Err(e) if attempt < 3 && locks::retryable(&e) => {
+                    metrics::counter!("sticky_end_retries_total").increment(1);
+                    tx.rollback().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// An end run under an exclusive lock asked for it again: a bug.
+fn exclusive_asked() -> EngineError {
+    EngineError::Corrupt("an end holding its tenant's lock asked for it".into())
 }
 
 /// An end's number and dialled number, parsed before the write: parsing a number costs more
@@ -151,12 +209,18 @@ impl Touched {
 
 /// Applies an end inside the caller's write transaction.
 #[allow(clippy::too_many_lines)]
+///
+/// With [`Locking::Fine`] it locks what it touches as it goes, and answers `None`, having
+/// written nothing, when it would touch two customers: the caller runs it again with the
+/// tenant's lock held exclusively.
 pub(super) async fn end_call_in(
     tx: Conn<'_>,
     numbers: &EndNumbers,
     tenant: TenantId,
     cmd: &EndCall,
-) -> Result<(EndOutcome, Touched), EngineError> {
+    locking: Locking,
+) -> Result<Option<(EndOutcome, Touched)>, EngineError> {
+    let fine = locking == Locking::Fine;
     let now = crate::now();
     let existing = find_call(tx, tenant, cmd.call_id.as_str()).await?;
     // What an end saves about the customer (variables, an intent's status) takes the time of
@@ -229,6 +293,19 @@ pub(super) async fn end_call_in(
         _ => BTreeSet::new(),
     };
 
+    if fine {
+        let mut keys: Vec<LockKey> = identities
+            .iter()
+            .map(|(kind, value)| LockKey::identity(tenant, kind, value))
+            .collect();
+        keys.extend(
+            cmd.customer_ref
+                .as_ref()
+                .map(|r| LockKey::customer_ref(tenant, r.as_str())),
+        );
+        locks::lock(tx, keys).await?;
+    }
+
     // Who the call belongs to.
     let mut linked_before = existing.as_ref().and_then(|c| c.customer_id);
     let mut merged_from = None;
@@ -250,6 +327,8 @@ pub(super) async fn end_call_in(
             None => None,
         };
         Some(match (provisional, named) {
+            // Two customers: under the tenant's lock only.
+            (Some(_), Some(_)) if fine => return Ok(None),
             (Some(p), Some(n)) => {
                 merge_customers(tx, &p, &n, now).await?;
                 if linked_before == Some(p.id) {
@@ -262,6 +341,14 @@ pub(super) async fn end_call_in(
                     .ok_or_else(|| EngineError::Corrupt("merge target vanished".into()))?
             }
             (Some(p), None) => {
+                // Read again under its lock: an end beside this one may have named it.
+                let p = match fine {
+                    true => match lock_customer(tx, tenant, p.id).await? {
+                        Some(p) if p.provisional => p,
+                        _ => return Ok(None),
+                    },
+                    false => p,
+                };
                 tx.execute(
                     "UPDATE customers SET customer_ref = $1, provisional = $2, updated_at = $3 \
                      WHERE id = $4",
@@ -341,6 +428,16 @@ pub(super) async fn end_call_in(
     // Link identities and count the call once per customer. `target` stays the customer's row
     // as now stored (their document is written from it).
     let mut target = target;
+    if fine && let Some(t) = &mut target {
+        if linked_before.is_some_and(|before| before != t.id) {
+            // The call moves from one customer to another: under the tenant's lock only.
+            return Ok(None);
+        }
+        // The customer's row as now stored, locked until the commit.
+        *t = lock_customer(tx, tenant, t.id).await?.ok_or_else(|| {
+            EngineError::Corrupt("a customer vanished under a shared tenant lock".into())
+        })?;
+    }
     if let Some(t) = &mut target {
         let newly_linked = linked_before != Some(t.id);
         for (kind, value) in &identities {
@@ -518,7 +615,7 @@ pub(super) async fn end_call_in(
         merged: merged_from.is_some(),
         merged_ids,
     };
-    Ok((
+    Ok(Some((
         EndOutcome {
             call_id: cmd.call_id.as_str().to_owned(),
             customer_ref: target.as_ref().map(|t| t.customer_ref.clone()),
@@ -526,7 +623,23 @@ pub(super) async fn end_call_in(
             merged_from,
         },
         touched,
-    ))
+    )))
+}
+
+/// A customer's row, read and locked until the commit (PostgreSQL).
+async fn lock_customer(
+    c: Conn<'_>,
+    tenant: TenantId,
+    id: i64,
+) -> Result<Option<customer::Model>, EngineError> {
+    c.query_one(
+        &format!(
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1 AND tenant_id = $2 FOR UPDATE"
+        ),
+        &[id.into(), tenant.0.into()],
+        customer_from_row,
+    )
+    .await
 }
 
 pub(super) async fn create_customer(

@@ -40,6 +40,7 @@ use super::cache::{CachedCustomer, Caches};
 use super::context;
 use super::end::{EndNumbers, end_call_in};
 use super::import::{ImportReport, ImportedCustomer, import_in};
+use super::locks::Locking;
 use super::open_calls::{Limits, OpenCalls, Opened};
 use super::sql::{Conn, LiteConn};
 use super::start::{Recorded, after_conflict, insert_start};
@@ -1020,7 +1021,9 @@ async fn end_moving(
         move_row(c, row).await?;
         moved.push((tenant.0, cmd.call_id.as_str().to_owned()));
     }
-    let (outcome, touched) = end_call_in(c, numbers, tenant, cmd).await?;
+    let (outcome, touched) = end_call_in(c, numbers, tenant, cmd, Locking::Exclusive)
+        .await?
+        .ok_or_else(|| EngineError::Corrupt("the writer's end asked for a lock".into()))?;
     if let Some((from, into)) = touched.merged_ids() {
         for mut row in open.matching(tenant.0, from)? {
             row.matched_customer_id = Some(into);

@@ -17,6 +17,7 @@ mod end;
 mod import;
 mod lifecycle;
 mod lite;
+mod locks;
 mod open_calls;
 pub mod settings;
 mod sql;
