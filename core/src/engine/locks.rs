@@ -15,11 +15,10 @@
 //! erasures, unlinks, imports and settings. Those are rare; the usual end never waits for
 //! another end of the same tenant unless they share a call, an identity or a customer.
 //!
-//! Keys of steps 1 and 2 are the first 8 bytes of a SHA-256 over the tenant and the thing,
-//! in PostgreSQL's two-key advisory space, which never meets the one-key space of the tenant
-//! locks. A collision only makes two unrelated ends wait for each other.
-
-use sha2::{Digest, Sha256};
+//! Keys of steps 1 and 2 are the first 8 bytes of the caches' digest of the tenant and the
+//! thing (`cache::identity_digest`, SHA-256), in PostgreSQL's two-key advisory space, which
+//! never meets the one-key space of the tenant locks. A collision only makes two unrelated
+//! ends wait for each other.
 
 use super::TenantId;
 use super::sql::{Arg, Conn};
@@ -41,12 +40,7 @@ pub(super) struct LockKey(i32, i32);
 
 impl LockKey {
     fn of(tenant: TenantId, kind: &str, value: &str) -> Self {
-        let mut h = Sha256::new();
-        h.update(tenant.0.to_be_bytes());
-        h.update(kind.as_bytes());
-        h.update([0]);
-        h.update(value.as_bytes());
-        let d = h.finalize();
+        let d = super::cache::identity_digest(tenant, kind, value);
         Self(
             i32::from_be_bytes([d[0], d[1], d[2], d[3]]),
             i32::from_be_bytes([d[4], d[5], d[6], d[7]]),
