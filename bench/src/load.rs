@@ -50,11 +50,13 @@ impl Scenario {
     }
 }
 
-/// The server under load.
+/// The service under load: one server process, or several on one database.
 #[derive(Clone)]
 pub struct Target {
-    /// `http://127.0.0.1:PORT`
-    pub base: String,
+    /// `http://127.0.0.1:PORT` of each process.
+    bases: Arc<Vec<String>>,
+    /// The process this handle sends to (an index into `bases`).
+    node: usize,
     /// API key.
     pub key: String,
     /// Seeded customers.
@@ -63,19 +65,29 @@ pub struct Target {
 }
 
 impl Target {
-    /// A client for the server at `base`.
-    pub fn new(base: String, key: String, customers: u64) -> Self {
+    /// A client for the server processes at `bases` (at least one), sending to the first.
+    pub fn new(bases: Vec<String>, key: String, customers: u64) -> Self {
+        assert!(!bases.is_empty(), "no server to send to");
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
             .build(connector);
         Self {
-            base,
+            bases: Arc::new(bases),
+            node: 0,
             key,
             customers,
             client,
         }
+    }
+
+    /// The same service, sending to its processes in turn: the `worker`-th connection goes to
+    /// process `worker % processes` (what a load balancer spreading connections does).
+    pub fn for_worker(&self, worker: u64) -> Self {
+        let mut t = self.clone();
+        t.node = usize::try_from(worker).unwrap_or(0) % self.bases.len();
+        t
     }
 
     /// Sends one request; `Ok(body)` for a 2xx.
@@ -87,7 +99,7 @@ impl Target {
     ) -> anyhow::Result<Bytes> {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(format!("{}{path}", self.bases[self.node]))
             .header("authorization", format!("Bearer {}", self.key));
         if body.is_some() {
             req = req.header("content-type", "application/json");
@@ -164,6 +176,8 @@ pub struct Measured {
     pub scenario: Scenario,
     /// Intended rate for an open-loop run.
     pub rate: Option<f64>,
+    /// Which of consecutive windows of one paced load this is (1-based), and how many.
+    pub window: Option<(u32, u32)>,
     /// Successful requests.
     pub ok: u64,
     /// Failed requests.
@@ -251,7 +265,7 @@ pub async fn run(
     let schedule = rate.map(|r| pacer(started, deadline, Duration::from_secs_f64(1.0 / r)));
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
-        let target = target.clone();
+        let target = target.for_worker(worker);
         let counter = counter.clone();
         let schedule = schedule.clone();
         tasks.push(tokio::spawn(async move {
@@ -300,6 +314,7 @@ pub async fn run(
     Measured {
         scenario,
         rate,
+        window: None,
         ok,
         errors,
         elapsed: started.elapsed(),

@@ -65,6 +65,11 @@ struct Args {
     /// A plans file for the server (`STICKY_PLANS_FILE`).
     #[arg(long)]
     plans_file: Option<PathBuf>,
+    /// Server processes on the PostgreSQL database, each connection of the load sent to one of
+    /// them in turn (as a load balancer spreads connections). SQLite always runs one: its file
+    /// has one writing process.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+    nodes: u64,
 }
 
 /// What seeding produced, kept beside a reused SQLite file.
@@ -94,6 +99,8 @@ impl Seeded {
 
 struct BackendReport {
     backend: &'static str,
+    /// Server processes.
+    nodes: usize,
     customers: u64,
     seed_secs: f64,
     rows: sticky_core::engine::ImportReport,
@@ -106,21 +113,60 @@ struct BackendReport {
 /// Requests per second of the light, fixed-rate run of known callers' starts.
 const LIGHT_RATE: f64 = 1000.0;
 
-/// Runs a load and records the server's CPU time and storage reads during it.
-async fn measure(server: &server::Server, run: impl Future<Output = Measured>) -> Measured {
-    let before = (server.cpu_time(), server.storage_reads());
+/// Runs a load and records the servers' CPU time and storage reads during it.
+async fn measure(servers: &server::Servers, run: impl Future<Output = Measured>) -> Measured {
+    let mut m = measure_unsettled(servers, run).await;
+    m.after = settle(servers).await;
+    m
+}
+
+/// [`measure`] without waiting for the servers to settle afterwards.
+async fn measure_unsettled(
+    servers: &server::Servers,
+    run: impl Future<Output = Measured>,
+) -> Measured {
+    let before = (servers.cpu_time(), servers.storage_reads());
     let mut m = run.await;
     m.server_cpu = before
         .0
-        .zip(server.cpu_time())
+        .zip(servers.cpu_time())
         .map(|(b, a)| a.saturating_sub(b));
     m.storage_reads = before
         .1
-        .zip(server.storage_reads())
+        .zip(servers.storage_reads())
         .map(|(b, a)| a.saturating_sub(b));
-    m.after = settle(server).await;
     m
 }
+
+/// Consecutive windows of one paced load, each measured on its own, so that a stall shows in
+/// one window's p99 instead of being averaged away over a longer run; the servers settle only
+/// after the last one.
+async fn paced_windows(
+    servers: &server::Servers,
+    target: &Target,
+    scenario: Scenario,
+    concurrency: u64,
+    window: Duration,
+    rate: f64,
+) -> Vec<Measured> {
+    let mut out = Vec::new();
+    for k in 1..=PACED_WINDOWS {
+        let mut m = measure_unsettled(
+            servers,
+            load::run(target, scenario, concurrency, window, Some(rate)),
+        )
+        .await;
+        m.window = Some((k, PACED_WINDOWS));
+        out.push(m);
+    }
+    if let Some(last) = out.last_mut() {
+        last.after = settle(servers).await;
+    }
+    out
+}
+
+/// Consecutive windows of the known callers' starts at half their throughput.
+const PACED_WINDOWS: u32 = 3;
 
 /// Waits until the server has done the work a scenario left behind, so that the next one
 /// does not pay for it, and says what that work cost: the open calls' journal retiring the
@@ -129,7 +175,7 @@ async fn measure(server: &server::Server, run: impl Future<Output = Measured>) -
 /// what was written. The server counts as quiet once it used under 5% of a core in each
 /// [`SETTLE_LOOK`] of [`SETTLE_QUIET`] (past the 0.2 s at most after which the server counts
 /// as idle).
-async fn settle(server: &server::Server) -> Option<load::After> {
+async fn settle(server: &server::Servers) -> Option<load::After> {
     let started = Instant::now();
     let first = server.cpu_time()?;
     let mut last = first;
@@ -372,13 +418,27 @@ async fn run_backend(
             .set_plan(tenant.id, plan, "bench")
             .await?;
     }
-    let server = server::Server::start(
-        &server::binary()?,
-        &url,
-        &args.out,
-        args.plans_file.as_deref(),
-    )?;
-    let target = Target::new(format!("http://127.0.0.1:{}", server.port), key, customers);
+    // Several processes only on PostgreSQL; started one after the other (each migrates).
+    let nodes = if admin.is_some() { args.nodes } else { 1 };
+    let mut started = Vec::new();
+    for _ in 0..nodes {
+        started.push(server::Server::start(
+            &server::binary()?,
+            &url,
+            &args.out,
+            args.plans_file.as_deref(),
+        )?);
+    }
+    let server = server::Servers(started);
+    let target = Target::new(
+        server
+            .0
+            .iter()
+            .map(|s| format!("http://127.0.0.1:{}", s.port))
+            .collect(),
+        key,
+        customers,
+    );
     let secs = args
         .seconds
         .unwrap_or(if customers <= 100_000 { 4 } else { 10 });
@@ -438,21 +498,20 @@ async fn run_backend(
     {
         rewarm()?;
         eprintln!(
-            "   start: known caller at half of its throughput ({:.0}/s) ...",
+            "   start: known caller at half of its throughput ({:.0}/s), {PACED_WINDOWS} windows ...",
             known / 2.0
         );
-        let paced = measure(
-            &server,
-            load::run(
+        results.extend(
+            paced_windows(
+                &server,
                 &target,
                 Scenario::StartKnownAni,
                 args.concurrency,
                 d,
-                Some(known / 2.0),
-            ),
-        )
-        .await;
-        results.push(paced);
+                known / 2.0,
+            )
+            .await,
+        );
         // The same start at a fixed, light rate: its latency without queueing, comparable
         // between runs of different sizes (the growth from 10k to 1M customers).
         rewarm()?;
@@ -528,6 +587,7 @@ async fn run_backend(
     };
     Ok(BackendReport {
         backend,
+        nodes: usize::try_from(nodes).unwrap_or(1),
         customers,
         seed_secs,
         rows,
@@ -604,10 +664,11 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
     for r in reports {
         let trivial = r.results[0].throughput();
         out.push_str(&format!(
-            "\n## {}, {} customers\n\nSeed: {:.1} s ({} customers, {} identities, {} variables, {} calls, {} intents). \
-             Database: {}. Server peak RSS: {}. Read-your-writes: {} violations in {} end→start pairs.\n\n",
+            "\n## {}, {} customers{}\n\nSeed: {:.1} s ({} customers, {} identities, {} variables, {} calls, {} intents). \
+             Database: {}. Server peak RSS{}: {}. Read-your-writes: {} violations in {} end→start pairs.\n\n",
             r.backend,
             r.customers,
+            if r.nodes > 1 { format!(", {} server processes", r.nodes) } else { String::new() },
             r.seed_secs,
             r.rows.customers,
             r.rows.identities,
@@ -615,15 +676,21 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
             r.rows.calls,
             r.rows.intents,
             r.db_bytes.map_or("?".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+            if r.nodes > 1 { " (summed)" } else { "" },
             r.peak_rss.map_or("?".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
             r.ryw.1,
             r.ryw.0,
         ));
         out.push_str("| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | vs trivial | server CPU µs/req | CPU after, µs/req | storage reads KB/req |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for m in &r.results {
-            let name = match m.rate {
-                Some(rate) => format!("{} at {:.0}/s (paced)", m.scenario.name(), rate),
-                None => m.scenario.name().to_owned(),
+            let name = match (m.rate, m.window) {
+                (Some(rate), Some((k, of))) => format!(
+                    "{} at {:.0}/s (paced, window {k} of {of})",
+                    m.scenario.name(),
+                    rate
+                ),
+                (Some(rate), None) => format!("{} at {:.0}/s (paced)", m.scenario.name(), rate),
+                (None, _) => m.scenario.name().to_owned(),
             };
             let h = &m.latency;
             out.push_str(&format!(
@@ -645,6 +712,23 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
                     .map_or("?".into(), |kb| format!("{kb:.1}")),
             ));
         }
+        let windows: Vec<f64> = r
+            .results
+            .iter()
+            .filter(|m| m.window.is_some())
+            .map(|m| ms(m.latency.value_at_quantile(0.99)))
+            .collect();
+        if let Some(worst) = windows.iter().copied().reduce(f64::max) {
+            out.push_str(&format!(
+                "\nKnown callers' starts at half their throughput, p99 of each of {} consecutive windows: {} ms (worst {worst:.2} ms).\n",
+                windows.len(),
+                windows
+                    .iter()
+                    .map(|p| format!("{p:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
     }
     out
 }
@@ -654,6 +738,7 @@ fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
         "concurrency": args.concurrency,
         "backends": reports.iter().map(|r| json!({
             "backend": r.backend,
+            "server_processes": r.nodes,
             "customers": r.customers,
             "seed_seconds": r.seed_secs,
             "rows": {"customers": r.rows.customers, "identities": r.rows.identities, "variables": r.rows.variables, "calls": r.rows.calls, "intents": r.rows.intents},
@@ -663,6 +748,7 @@ fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
             "scenarios": r.results.iter().map(|m| json!({
                 "scenario": m.scenario.name(),
                 "paced_rate": m.rate,
+                "window": m.window.map(|(k, of)| json!({"index": k, "of": of})),
                 "requests_per_second": m.throughput(),
                 "ok": m.ok,
                 "errors": m.errors,

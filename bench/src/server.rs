@@ -107,6 +107,27 @@ impl Server {
     }
 }
 
+/// The server processes of one run (one, or several on one PostgreSQL database), measured
+/// together: their CPU time and storage reads summed, their peak memory summed.
+pub struct Servers(pub Vec<Server>);
+
+impl Servers {
+    /// Summed [`Server::cpu_time`]: `None` when one of them is unreadable.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        self.0.iter().map(Server::cpu_time).sum()
+    }
+
+    /// Summed [`Server::storage_reads`].
+    pub fn storage_reads(&self) -> Option<u64> {
+        self.0.iter().map(Server::storage_reads).sum()
+    }
+
+    /// Summed [`Server::peak_rss`] (each process's own peak, which need not have coincided).
+    pub fn peak_rss(&self) -> Option<u64> {
+        self.0.iter().map(Server::peak_rss).sum()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
