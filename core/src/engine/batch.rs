@@ -10,13 +10,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryTrait,
-};
+use sea_orm::DatabaseConnection;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::sql::Conn;
+use super::store::insert_calls;
 use crate::entities::call;
 use crate::error::EngineError;
 
@@ -25,7 +23,7 @@ const MAX_BATCH: usize = 256;
 
 struct Pending {
     key: (i64, String),
-    row: call::ActiveModel,
+    row: call::Model,
     reply: oneshot::Sender<Result<bool, String>>,
 }
 
@@ -34,32 +32,27 @@ pub(super) struct CallWriter {
     queue: mpsc::UnboundedSender<Pending>,
 }
 
+/// Inserts the rows of a batch (one statement, as a start inserts its own); the keys of those
+/// inserted.
 async fn insert_batch(
     db: &DatabaseConnection,
-    rows: Vec<call::ActiveModel>,
-) -> Result<HashSet<(i64, String)>, DbErr> {
-    let mut stmt = call::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([call::Column::TenantId, call::Column::CallId])
-                .do_nothing()
-                .to_owned(),
-        )
-        .into_query();
-    stmt.returning(
-        sea_orm::sea_query::Query::returning()
-            .columns([call::Column::TenantId, call::Column::CallId]),
-    );
-    let backend = db.get_database_backend();
-    let inserted = db.query_all_raw(backend.build(&stmt)).await?;
-    inserted
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get_by_index::<i64>(0)?,
-                r.try_get_by_index::<String>(1)?,
-            ))
-        })
-        .collect()
+    batch: &[Pending],
+) -> Result<HashSet<(i64, String)>, EngineError> {
+    let rows: Vec<&call::Model> = batch.iter().map(|p| &p.row).collect();
+    Ok(insert_calls(Conn::Pool(db), &rows)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// What a start is told of a failed insert: the database's own message, which the start reads
+/// (a foreign-key violation: its match named a customer erased meanwhile). Not logged: it may
+/// quote the row.
+fn reply_text(e: &EngineError) -> String {
+    match e {
+        EngineError::Database(db) => db.to_string(),
+        other => other.to_string(),
+    }
 }
 
 impl CallWriter {
@@ -92,10 +85,9 @@ impl CallWriter {
                         deferred.push(p);
                     }
                 }
-                let rows = batch.iter().map(|p| p.row.clone()).collect();
                 let result = {
                     let _writer = writes.lock().await;
-                    insert_batch(&db, rows).await
+                    insert_batch(&db, &batch).await
                 };
                 match result {
                     Ok(inserted) => {
@@ -109,19 +101,19 @@ impl CallWriter {
                         for p in batch {
                             let result = {
                                 let _writer = writes.lock().await;
-                                insert_batch(&db, vec![p.row.clone()]).await
+                                insert_batch(&db, std::slice::from_ref(&p)).await
                             };
                             let _ = p.reply.send(
                                 result
                                     .map(|inserted| inserted.contains(&p.key))
-                                    .map_err(|e| e.to_string()),
+                                    .map_err(|e| reply_text(&e)),
                             );
                         }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "call insert failed");
                         for p in batch {
-                            let _ = p.reply.send(Err(e.to_string()));
+                            let _ = p.reply.send(Err(reply_text(&e)));
                         }
                     }
                 }
@@ -133,18 +125,16 @@ impl CallWriter {
     /// Inserts a call row unless its call id exists; `true` when it was inserted.
     pub(super) async fn insert(&self, row: &call::Model) -> Result<bool, EngineError> {
         let (reply, answer) = oneshot::channel();
-        let mut active = call::ActiveModel::from(row.clone()).reset_all();
-        active.id = ActiveValue::NotSet;
         self.queue
             .send(Pending {
                 key: (row.tenant_id, row.call_id.clone()),
-                row: active,
+                row: row.clone(),
                 reply,
             })
             .map_err(|_| EngineError::Corrupt("the call writer has stopped".into()))?;
         answer
             .await
             .map_err(|_| EngineError::Corrupt("the call writer has stopped".into()))?
-            .map_err(|e| EngineError::Database(DbErr::Custom(e)))
+            .map_err(|e| EngineError::Database(sea_orm::DbErr::Custom(e)))
     }
 }

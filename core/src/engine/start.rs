@@ -10,7 +10,7 @@ use super::cache::CustomerAnswer;
 use super::context;
 use super::end::Touched;
 use super::sql::Conn;
-use super::store::{customers_by_id, evidence, find_call, identity_keys, load_links};
+use super::store::{customers_by_id, evidence, find_call, identity_keys, insert_calls, load_links};
 use super::{Candidate, Engine, ReadConn, StartAnswer, TenantId};
 use crate::commands::StartCall;
 use crate::domain::{Ani, DefaultRegion};
@@ -76,42 +76,7 @@ pub(super) enum Recorded {
 /// Inserts a start's call row unless its call id exists (`false`): then [`after_conflict`]
 /// tells a retried start from a start that came after its call's end.
 pub(super) async fn insert_start(c: Conn<'_>, row: &call::Model) -> Result<bool, EngineError> {
-    let inserted = c
-        .execute(
-            "INSERT INTO calls (tenant_id, call_id, platform, ani, ani_withheld, dnis, \
-             external_ids, matched_customer_id, confidence, band, recommended_action, signals, \
-             candidates, customer_id, status, intent, intent_status, summary, variables, \
-             started_at, ended_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-             $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
-             ON CONFLICT (tenant_id, call_id) DO NOTHING",
-            &[
-                row.tenant_id.into(),
-                (&row.call_id).into(),
-                (&row.platform).into(),
-                (&row.ani).into(),
-                row.ani_withheld.into(),
-                (&row.dnis).into(),
-                (&row.external_ids).into(),
-                row.matched_customer_id.into(),
-                row.confidence.into(),
-                (&row.band).into(),
-                (&row.recommended_action).into(),
-                (&row.signals).into(),
-                (&row.candidates).into(),
-                row.customer_id.into(),
-                (&row.status).into(),
-                (&row.intent).into(),
-                (&row.intent_status).into(),
-                (&row.summary).into(),
-                (&row.variables).into(),
-                row.started_at.into(),
-                row.ended_at.into(),
-                row.created_at.into(),
-                row.updated_at.into(),
-            ],
-        )
-        .await?;
-    Ok(inserted == 1)
+    Ok(!insert_calls(c, &[row]).await?.is_empty())
 }
 
 /// A start whose call id exists: replay a retried start, or add the match to an ended call

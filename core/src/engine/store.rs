@@ -3,6 +3,7 @@
 //! whatever the size of the customer's history.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -16,11 +17,106 @@ use crate::entities::{call, customer, identity};
 use crate::error::EngineError;
 use crate::scoring::{AniEvidence, Evidence, ExternalEvidence, IdentityLink};
 
+/// The columns of `calls` a row is written with: all but `id`, in [`call::Model`]'s order.
+/// The one list of them: reads ([`CALL_COLUMNS`]), a start's row ([`insert_calls`]) and the
+/// bulk import all use it.
+macro_rules! call_written_columns {
+    () => {
+        "tenant_id, call_id, platform, ani, ani_withheld, dnis, external_ids, \
+         matched_customer_id, confidence, band, recommended_action, signals, candidates, \
+         customer_id, status, intent, intent_status, summary, variables, started_at, ended_at, \
+         created_at, updated_at"
+    };
+}
+
 /// The columns of `calls`, in [`call::Model`]'s order (see [`call_from_row`]).
-pub(super) const CALL_COLUMNS: &str = "id, tenant_id, call_id, platform, ani, ani_withheld, dnis, \
-    external_ids, matched_customer_id, confidence, band, recommended_action, signals, candidates, \
-    customer_id, status, intent, intent_status, summary, variables, started_at, ended_at, \
-    created_at, updated_at";
+pub(super) const CALL_COLUMNS: &str = concat!("id, ", call_written_columns!());
+
+/// See [`call_written_columns`].
+pub(super) const CALL_WRITTEN_COLUMNS: &str = call_written_columns!();
+
+/// How many columns [`call_args`] binds.
+pub(super) const CALL_WIDTH: usize = 23;
+
+/// A call row's values for [`CALL_WRITTEN_COLUMNS`].
+pub(super) fn call_args(row: &call::Model) -> [Arg<'_>; CALL_WIDTH] {
+    [
+        row.tenant_id.into(),
+        (&row.call_id).into(),
+        (&row.platform).into(),
+        (&row.ani).into(),
+        row.ani_withheld.into(),
+        (&row.dnis).into(),
+        (&row.external_ids).into(),
+        row.matched_customer_id.into(),
+        row.confidence.into(),
+        (&row.band).into(),
+        (&row.recommended_action).into(),
+        (&row.signals).into(),
+        (&row.candidates).into(),
+        row.customer_id.into(),
+        (&row.status).into(),
+        (&row.intent).into(),
+        (&row.intent_status).into(),
+        (&row.summary).into(),
+        (&row.variables).into(),
+        row.started_at.into(),
+        row.ended_at.into(),
+        row.created_at.into(),
+        row.updated_at.into(),
+    ]
+}
+
+/// `VALUES` placeholders for `rows` rows of `width` values: `($1, $2), ($3, $4)`, or `(?, ?),
+/// (?, ?)` when `positional` (SQLite through sqlx, which looks every `$n` up by name: quadratic
+/// in the number of parameters of a large insert).
+pub(super) fn placeholders(rows: usize, width: usize, positional: bool) -> String {
+    let mut sql = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for k in 0..width {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            if positional {
+                sql.push('?');
+            } else {
+                sql.push('$');
+                sql.push_str(&(r * width + k + 1).to_string());
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Inserts call rows unless their call id exists; the `(tenant, call id)` of those inserted.
+/// Numbered placeholders: this is the start's statement (prepared once per connection for one
+/// row), and a PostgreSQL batch of starts.
+pub(super) async fn insert_calls(
+    c: Conn<'_>,
+    rows: &[&call::Model],
+) -> Result<Vec<(i64, String)>, EngineError> {
+    static ONE: LazyLock<String> = LazyLock::new(|| insert_calls_sql(1));
+    let many;
+    let sql = if rows.len() == 1 {
+        ONE.as_str()
+    } else {
+        many = insert_calls_sql(rows.len());
+        many.as_str()
+    };
+    let args: Vec<Arg<'_>> = rows.iter().flat_map(|r| call_args(r)).collect();
+    c.query(sql, &args, |r| Ok((r.int_req(0)?, r.text_req(1)?)))
+        .await
+}
+
+fn insert_calls_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO calls ({CALL_WRITTEN_COLUMNS}) VALUES {} \
+         ON CONFLICT (tenant_id, call_id) DO NOTHING RETURNING tenant_id, call_id",
+        placeholders(rows, CALL_WIDTH, false)
+    )
+}
 
 pub(super) fn call_from_row(r: &dyn Row) -> Result<call::Model, EngineError> {
     Ok(call::Model {
