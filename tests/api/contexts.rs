@@ -49,6 +49,10 @@ async fn out_of_date(app: &TestApp) -> Vec<String> {
 /// A customer whose history is out of order and longer than a context shows: calls ending
 /// in another order than they started, more open intents than a context carries, variables
 /// of every JSON type, times with nanoseconds.
+fn awkward_name(i: u32) -> String {
+    format!("Awkward {i}\t\\N \\ \\t x\r\ny,\"é\"")
+}
+
 fn awkward_customer(i: u32) -> ImportedCustomer {
     let base = sticky_core::now() - Duration::days(30) + Duration::nanoseconds(123_456_789);
     ImportedCustomer {
@@ -60,7 +64,9 @@ fn awkward_customer(i: u32) -> ImportedCustomer {
             ImportedIdentity::External(ExternalId::new("crm_id", &format!("A{i}")).unwrap()),
         ],
         variables: [
-            ("name".to_owned(), json!(format!("Awkward {i}"))),
+            // What the text formats of bulk loading escape: tab, newline, return,
+            // backslash, and what reads as null.
+            ("name".to_owned(), json!(awkward_name(i))),
             ("balance".to_owned(), json!(12.375)),
             ("vip".to_owned(), json!(true)),
             ("tags".to_owned(), json!(["a", {"b": null}])),
@@ -77,7 +83,7 @@ fn awkward_customer(i: u32) -> ImportedCustomer {
                     + Duration::minutes(if k % 2 == 0 { 90 } else { 5 }),
                 intent: (k % 3 == 0).then(|| IntentName::parse("billing").unwrap()),
                 intent_status: (k % 3 == 0).then_some("resolved"),
-                summary: (k != 7).then(|| format!("call {k}")),
+                summary: (k != 7).then(|| format!("call {k}\t\\N\n\\")),
             })
             .collect(),
         open_intents: (0..23)
@@ -105,6 +111,11 @@ async fn context_documents_follow_every_write(app: TestApp) {
     assert_eq!(r["context"]["recent_calls"].as_array().unwrap().len(), 5);
     assert_eq!(r["context"]["open_intents"].as_array().unwrap().len(), 20);
     assert_eq!(r["context"]["variables"]["tags"], json!(["a", {"b": null}]));
+    assert_eq!(r["context"]["variables"]["name"], awkward_name(0).as_str());
+    assert_eq!(
+        r["context"]["recent_calls"][0]["summary"], "call 6\t\\N\n\\",
+        "{r}"
+    );
 
     // An end saving variables and an intent.
     app.end_call(

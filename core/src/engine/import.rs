@@ -7,13 +7,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::DbBackend;
+use sea_orm::sqlx::{self, PgConnection};
 use serde_json::Value;
 
 use super::cache::CachedCustomer;
 use super::context;
 use super::end::Touched;
 use super::sql::{Arg, Conn};
+use super::store::{CALL_WIDTH, CALL_WRITTEN_COLUMNS, CUSTOMER_COLUMNS, call_args, placeholders};
 use super::{
     CustomerContext, Engine, OPEN_INTENTS, OpenIntent, RECENT_CALLS, RecentCall, TenantId,
 };
@@ -83,41 +85,23 @@ pub struct ImportReport {
 /// table (calls, 23 columns).
 const ROWS_PER_INSERT: usize = 1000;
 
-/// Inserts rows given as consecutive groups of `columns.len()` values, in statements of
-/// [`ROWS_PER_INSERT`] rows (the same text each time: prepared once per connection).
-async fn insert_rows(
-    c: Conn<'_>,
-    table: &str,
-    columns: &[&str],
-    values: &[Arg<'_>],
-) -> Result<u64, EngineError> {
-    let width = columns.len();
+/// Inserts a table's rows in statements of [`ROWS_PER_INSERT`] rows (the same text each
+/// time: prepared once per connection).
+async fn insert_rows(c: Conn<'_>, table: &Table<'_>) -> Result<(), EngineError> {
+    debug_assert_eq!(table.columns.split(',').count(), table.width);
     // SQLite takes positional `?`: sqlx looks each `$n` up by name, which is quadratic in
     // the number of parameters (thousands here).
     let positional = c.backend() == DbBackend::Sqlite;
-    let mut written = 0;
-    for chunk in values.chunks(ROWS_PER_INSERT * width) {
-        let rows = chunk.len() / width;
-        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
-        for r in 0..rows {
-            sql.push_str(if r == 0 { "(" } else { ", (" });
-            for k in 0..width {
-                if k > 0 {
-                    sql.push_str(", ");
-                }
-                if positional {
-                    sql.push('?');
-                } else {
-                    sql.push('$');
-                    sql.push_str(&(r * width + k + 1).to_string());
-                }
-            }
-            sql.push(')');
-        }
+    for chunk in table.values.chunks(ROWS_PER_INSERT * table.width) {
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            table.name,
+            table.columns,
+            placeholders(chunk.len() / table.width, table.width, positional)
+        );
         c.execute(&sql, chunk).await?;
-        written += rows as u64;
     }
-    Ok(written)
+    Ok(())
 }
 
 /// An identity row: customer, kind, value, call count, first and last seen.
@@ -129,7 +113,7 @@ struct Batch {
     identities: Vec<IdentityRow>,
     variables: Vec<(i64, String, String, DateTime<Utc>)>,
     intents: Vec<(i64, String, DateTime<Utc>, Option<String>)>,
-    calls: Vec<(i64, Option<String>, ImportedCall)>,
+    calls: Vec<call::Model>,
 }
 
 fn batch_rows(
@@ -202,13 +186,163 @@ fn batch_rows(
             ImportedIdentity::External(_) => None,
         });
         for k in c.calls {
-            out.calls.push((id, ani.clone(), k));
+            out.calls.push(call::Model {
+                id: 0,
+                tenant_id: tenant.0,
+                call_id: k.call_id,
+                platform: k.platform,
+                ani: ani.clone(),
+                ani_withheld: false,
+                dnis: None,
+                external_ids: "{}".to_owned(),
+                matched_customer_id: Some(id),
+                confidence: None,
+                band: None,
+                recommended_action: None,
+                signals: "[]".to_owned(),
+                candidates: "[]".to_owned(),
+                customer_id: Some(id),
+                status: call::STATUS_ENDED.to_owned(),
+                intent: k.intent.map(|i| i.as_str().to_owned()),
+                intent_status: k.intent_status.map(str::to_owned),
+                summary: k.summary,
+                variables: "{}".to_owned(),
+                started_at: Some(k.started_at),
+                ended_at: Some(k.ended_at),
+                created_at: now,
+                updated_at: now,
+            });
         }
     }
     Ok(out)
 }
 
-/// Writes a batch inside the caller's write transaction.
+/// One table's rows of a batch, bound: `width` values per row, one per column of `columns`.
+struct Table<'a> {
+    name: &'static str,
+    columns: &'static str,
+    width: usize,
+    values: Vec<Arg<'a>>,
+}
+
+impl Table<'_> {
+    fn rows(&self) -> u64 {
+        (self.values.len() / self.width) as u64
+    }
+}
+
+/// A batch's rows, table by table, in the order they are written (parents first).
+fn tables(b: &Batch, tenant: TenantId, now: DateTime<Utc>) -> [Table<'_>; 6] {
+    let t = tenant.0;
+    let mut customers: Vec<Arg<'_>> = Vec::with_capacity(b.customers.len() * 9);
+    let mut documents: Vec<Arg<'_>> = Vec::with_capacity(b.customers.len() * 4);
+    for (m, document) in &b.customers {
+        customers.extend::<[Arg<'_>; _]>([
+            m.id.into(),
+            t.into(),
+            m.customer_ref.as_str().into(),
+            false.into(),
+            m.call_count.into(),
+            m.first_seen_at.into(),
+            m.last_seen_at.into(),
+            now.into(),
+            now.into(),
+        ]);
+        documents.extend::<[Arg<'_>; _]>([
+            m.id.into(),
+            t.into(),
+            context::FORMAT.into(),
+            document.into(),
+        ]);
+    }
+    let mut identities: Vec<Arg<'_>> = Vec::with_capacity(b.identities.len() * 7);
+    for (id, kind, value, count, first, last) in &b.identities {
+        identities.extend::<[Arg<'_>; _]>([
+            t.into(),
+            (*id).into(),
+            (*kind).into(),
+            value.into(),
+            (*count).into(),
+            (*first).into(),
+            (*last).into(),
+        ]);
+    }
+    let mut variables: Vec<Arg<'_>> = Vec::with_capacity(b.variables.len() * 5);
+    for (id, name, value, at) in &b.variables {
+        variables.extend::<[Arg<'_>; _]>([
+            t.into(),
+            (*id).into(),
+            name.into(),
+            value.into(),
+            (*at).into(),
+        ]);
+    }
+    let mut intents: Vec<Arg<'_>> = Vec::with_capacity(b.intents.len() * 8);
+    for (id, name, at, last_call) in &b.intents {
+        intents.extend::<[Arg<'_>; _]>([
+            t.into(),
+            (*id).into(),
+            name.into(),
+            "open".into(),
+            (*at).into(),
+            (*at).into(),
+            Option::<DateTime<Utc>>::None.into(),
+            last_call.into(),
+        ]);
+    }
+    [
+        Table {
+            name: "customers",
+            columns: CUSTOMER_COLUMNS,
+            width: 9,
+            values: customers,
+        },
+        Table {
+            name: "identities",
+            columns: "tenant_id, customer_id, kind, value, call_count, first_seen_at, last_seen_at",
+            width: 7,
+            values: identities,
+        },
+        Table {
+            name: "variables",
+            columns: "tenant_id, customer_id, name, value, updated_at",
+            width: 5,
+            values: variables,
+        },
+        Table {
+            name: "intents",
+            columns: "tenant_id, customer_id, intent, status, opened_at, updated_at, resolved_at, \
+                      last_call_id",
+            width: 8,
+            values: intents,
+        },
+        Table {
+            name: "calls",
+            columns: CALL_WRITTEN_COLUMNS,
+            width: CALL_WIDTH,
+            values: b.calls.iter().flat_map(call_args).collect(),
+        },
+        Table {
+            name: "customer_contexts",
+            columns: "customer_id, tenant_id, format, body",
+            width: 4,
+            values: documents,
+        },
+    ]
+}
+
+fn report(tables: &[Table<'_>; 6]) -> ImportReport {
+    ImportReport {
+        customers: tables[0].rows(),
+        identities: tables[1].rows(),
+        variables: tables[2].rows(),
+        intents: tables[3].rows(),
+        calls: tables[4].rows(),
+    }
+}
+
+/// Writes a batch inside the caller's write transaction, in multi-row `INSERT`s (SQLite;
+/// PostgreSQL imports with [`import_copy`]).
 pub(super) async fn import_in(
     c: Conn<'_>,
     tenant: TenantId,
@@ -220,200 +354,112 @@ pub(super) async fn import_in(
         .await?
         .flatten();
     let b = batch_rows(tenant, max.unwrap_or(0) + 1, customers, now)?;
-    let t = tenant.0;
-
-    let mut v: Vec<Arg<'_>> = Vec::with_capacity(b.customers.len() * 9);
-    for (m, _) in &b.customers {
-        v.extend::<[Arg<'_>; _]>([
-            m.id.into(),
-            t.into(),
-            m.customer_ref.as_str().into(),
-            false.into(),
-            m.call_count.into(),
-            m.first_seen_at.into(),
-            m.last_seen_at.into(),
-            now.into(),
-            now.into(),
-        ]);
+    let tables = tables(&b, tenant, now);
+    for table in &tables {
+        insert_rows(c, table).await?;
     }
-    let customers = insert_rows(
-        c,
-        "customers",
-        &[
-            "id",
-            "tenant_id",
-            "customer_ref",
-            "provisional",
-            "call_count",
-            "first_seen_at",
-            "last_seen_at",
-            "created_at",
-            "updated_at",
-        ],
-        &v,
-    )
-    .await?;
+    Ok(report(&tables))
+}
 
-    let mut v: Vec<Arg<'_>> = Vec::with_capacity(b.identities.len() * 7);
-    for (id, kind, value, count, first, last) in &b.identities {
-        v.extend::<[Arg<'_>; _]>([
-            t.into(),
-            (*id).into(),
-            (*kind).into(),
-            value.into(),
-            (*count).into(),
-            (*first).into(),
-            (*last).into(),
-        ]);
+/// Writes a batch inside the caller's PostgreSQL transaction with `COPY ... FROM STDIN`: the
+/// same rows as [`import_in`], without a statement to parse and plan per thousand rows nor
+/// thousands of bound parameters (about twice as fast as the multi-row inserts here).
+async fn import_copy(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    customers: Vec<ImportedCustomer>,
+) -> Result<ImportReport, EngineError> {
+    let now = crate::now();
+    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM customers")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sqlx_err)?;
+    let b = batch_rows(tenant, max.unwrap_or(0) + 1, customers, now)?;
+    let tables = tables(&b, tenant, now);
+    for table in &tables {
+        let mut copy = conn
+            .copy_in_raw(&format!(
+                "COPY {} ({}) FROM STDIN",
+                table.name, table.columns
+            ))
+            .await
+            .map_err(sqlx_err)?;
+        let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+        let mut sent = Ok(());
+        for row in table.values.chunks(table.width) {
+            copy_row(&mut buf, row);
+            if buf.len() >= COPY_CHUNK {
+                if let Err(e) = copy.send(std::mem::take(&mut buf)).await {
+                    sent = Err(e);
+                    break;
+                }
+                buf.reserve(COPY_CHUNK + 4096);
+            }
+        }
+        if sent.is_ok() && !buf.is_empty() {
+            sent = copy.send(buf).await.map(|_| ());
+        }
+        match sent {
+            Ok(()) => {
+                copy.finish().await.map_err(sqlx_err)?;
+            }
+            Err(e) => {
+                // The connection must leave copy mode before the transaction rolls back.
+                let _ = copy.abort("the import failed").await;
+                return Err(sqlx_err(e));
+            }
+        }
     }
-    let identities = insert_rows(
-        c,
-        "identities",
-        &[
-            "tenant_id",
-            "customer_id",
-            "kind",
-            "value",
-            "call_count",
-            "first_seen_at",
-            "last_seen_at",
-        ],
-        &v,
-    )
-    .await?;
+    Ok(report(&tables))
+}
 
-    let mut v: Vec<Arg<'_>> = Vec::with_capacity(b.variables.len() * 5);
-    for (id, name, value, at) in &b.variables {
-        v.extend::<[Arg<'_>; _]>([
-            t.into(),
-            (*id).into(),
-            name.into(),
-            value.into(),
-            (*at).into(),
-        ]);
+/// Bytes of `COPY` data sent at a time.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// One row in `COPY`'s text format: tab-separated fields, `\N` for null, backslash escapes.
+fn copy_row(buf: &mut Vec<u8>, row: &[Arg<'_>]) {
+    use std::io::Write;
+    for (k, arg) in row.iter().enumerate() {
+        if k > 0 {
+            buf.push(b'\t');
+        }
+        match *arg {
+            Arg::Int(Some(v)) => {
+                let _ = write!(buf, "{v}");
+            }
+            Arg::Real(Some(v)) => {
+                let _ = write!(buf, "{v:?}");
+            }
+            Arg::Text(Some(v)) => copy_text(buf, v),
+            Arg::Time(Some(v)) => {
+                let _ = write!(buf, "{}", v.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+            }
+            Arg::Flag(v) => buf.push(if v { b't' } else { b'f' }),
+            Arg::Int(None) | Arg::Real(None) | Arg::Text(None) | Arg::Time(None) => {
+                buf.extend_from_slice(b"\\N");
+            }
+        }
     }
-    let variables = insert_rows(
-        c,
-        "variables",
-        &["tenant_id", "customer_id", "name", "value", "updated_at"],
-        &v,
-    )
-    .await?;
+    buf.push(b'\n');
+}
 
-    let mut v: Vec<Arg<'_>> = Vec::with_capacity(b.intents.len() * 8);
-    for (id, name, at, last_call) in &b.intents {
-        v.extend::<[Arg<'_>; _]>([
-            t.into(),
-            (*id).into(),
-            name.into(),
-            "open".into(),
-            (*at).into(),
-            (*at).into(),
-            Option::<DateTime<Utc>>::None.into(),
-            last_call.into(),
-        ]);
+/// Text escaped for `COPY`'s text format.
+fn copy_text(buf: &mut Vec<u8>, text: &str) {
+    for &byte in text.as_bytes() {
+        match byte {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            _ => buf.push(byte),
+        }
     }
-    let intents = insert_rows(
-        c,
-        "intents",
-        &[
-            "tenant_id",
-            "customer_id",
-            "intent",
-            "status",
-            "opened_at",
-            "updated_at",
-            "resolved_at",
-            "last_call_id",
-        ],
-        &v,
-    )
-    .await?;
+}
 
-    let mut v: Vec<Arg<'_>> = Vec::with_capacity(b.calls.len() * 23);
-    for (id, ani, k) in &b.calls {
-        v.extend::<[Arg<'_>; _]>([
-            t.into(),
-            k.call_id.as_str().into(),
-            k.platform.as_str().into(),
-            ani.into(),
-            false.into(),
-            Option::<&str>::None.into(),
-            "{}".into(),
-            Some(*id).into(),
-            Option::<f64>::None.into(),
-            Option::<&str>::None.into(),
-            Option::<&str>::None.into(),
-            "[]".into(),
-            "[]".into(),
-            Some(*id).into(),
-            call::STATUS_ENDED.into(),
-            k.intent.as_ref().map(IntentName::as_str).into(),
-            k.intent_status.into(),
-            k.summary.as_deref().into(),
-            "{}".into(),
-            Some(k.started_at).into(),
-            Some(k.ended_at).into(),
-            now.into(),
-            now.into(),
-        ]);
-    }
-    let calls = insert_rows(
-        c,
-        "calls",
-        &[
-            "tenant_id",
-            "call_id",
-            "platform",
-            "ani",
-            "ani_withheld",
-            "dnis",
-            "external_ids",
-            "matched_customer_id",
-            "confidence",
-            "band",
-            "recommended_action",
-            "signals",
-            "candidates",
-            "customer_id",
-            "status",
-            "intent",
-            "intent_status",
-            "summary",
-            "variables",
-            "started_at",
-            "ended_at",
-            "created_at",
-            "updated_at",
-        ],
-        &v,
-    )
-    .await?;
-
-    let mut v: Vec<Arg<'_>> = Vec::with_capacity(b.customers.len() * 4);
-    for (m, document) in &b.customers {
-        v.extend::<[Arg<'_>; _]>([
-            m.id.into(),
-            t.into(),
-            context::FORMAT.into(),
-            document.into(),
-        ]);
-    }
-    insert_rows(
-        c,
-        "customer_contexts",
-        &["customer_id", "tenant_id", "format", "body"],
-        &v,
-    )
-    .await?;
-
-    Ok(ImportReport {
-        customers,
-        identities,
-        variables,
-        calls,
-        intents,
-    })
+fn sqlx_err(e: sqlx::Error) -> EngineError {
+    EngineError::Database(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
+        std::sync::Arc::new(e),
+    )))
 }
 
 /// The context of a customer the import creates, as `load_context` would read it from the
@@ -482,18 +528,100 @@ impl Engine {
             // The writer thread runs it (and makes the caches forget everything).
             return lite.import(tenant, batch).await;
         }
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            return self.import_postgres(tenant, batch).await;
+        }
         let (_writer, tx) = self.begin_write(tenant).await?;
         let report = import_in(Conn::Tx(&tx), tenant, batch).await?;
-        if tx.get_database_backend() == DbBackend::Postgres {
-            // Ids were assigned here: move the sequence past them.
-            tx.execute_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT setval(pg_get_serial_sequence('customers', 'id'), (SELECT MAX(id) FROM customers))",
-            ))
-            .await?;
-        }
         // Numbers that were unknown until now may be cached as "nobody".
         self.commit(tx, Touched::widely(tenant)).await?;
         Ok(report)
+    }
+
+    /// [`Self::import_customers`] on PostgreSQL: on one of sqlx's connections (`COPY` needs
+    /// it), under the same locks as [`Self::begin_write`], with the same notification and
+    /// forgetting as [`Self::commit`]. In a task of its own, like a commit: a request that
+    /// goes away cannot stop it between the commit and the caches' forgetting.
+    async fn import_postgres(
+        &self,
+        tenant: TenantId,
+        batch: Vec<ImportedCustomer>,
+    ) -> Result<ImportReport, EngineError> {
+        let writes = self.writes.clone();
+        let pool = self.db.get_postgres_connection_pool().clone();
+        let caches = self.caches.clone();
+        tokio::spawn(async move {
+            let _writer = writes.lock().await;
+            let mut tx = pool.begin().await.map_err(sqlx_err)?;
+            sqlx::query(super::TENANT_LOCK)
+                .bind(tenant.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_err)?;
+            let report = import_copy(&mut tx, tenant, batch).await?;
+            // Ids were assigned here: move the sequence past them.
+            sqlx::query(
+                "SELECT setval(pg_get_serial_sequence('customers', 'id'), \
+                 (SELECT MAX(id) FROM customers))",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
+            // Numbers that were unknown until now may be cached as "nobody", here and in
+            // the other processes.
+            let touched = Touched::widely(tenant);
+            if let Some(change) = touched.change(caches.origin()) {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(crate::coherence::CHANNEL)
+                    .bind(change.payload())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sqlx_err)?;
+            }
+            tx.commit().await.map_err(sqlx_err)?;
+            touched.forget(&caches).await;
+            Ok(report)
+        })
+        .await
+        .map_err(|e| EngineError::Corrupt(format!("an import did not finish: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(args: &[Arg<'_>]) -> String {
+        let mut buf = Vec::new();
+        copy_row(&mut buf, args);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn copy_rows_escape_what_the_text_format_reads_specially() {
+        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            row(&[
+                7.into(),
+                "a\tb\nc\rd\\e \\N é".into(),
+                Option::<&str>::None.into(),
+                true.into(),
+                false.into(),
+                at.into(),
+                Option::<f64>::Some(0.5).into(),
+                Option::<i64>::None.into(),
+            ]),
+            "7\ta\\tb\\nc\\rd\\\\e \\\\N é\t\\N\tt\tf\t2026-01-02T03:04:05.123456Z\t0.5\t\\N\n"
+        );
+        // A whole second keeps its six digits; an empty text is not null.
+        let whole = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            row(&[whole.into(), "".into()]),
+            "2026-01-02T03:04:05.000000Z\t\n"
+        );
     }
 }

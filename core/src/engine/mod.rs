@@ -67,6 +67,10 @@ pub struct Engine {
 /// Distinct dialled numbers remembered; past it the memory starts over.
 const DIALLED_NUMBERS: usize = 1024;
 
+/// Takes the tenant's advisory lock exclusively until the transaction ends (PostgreSQL): what
+/// every write but a fine end holds (an end takes it shared: `locks.rs`).
+const TENANT_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
 /// A connection for the call path's reads.
 enum ReadConn<'a> {
     Lite(lite::Reader<'a>),
@@ -523,7 +527,7 @@ impl Engine {
                 if backend == DbBackend::Postgres {
                     tx.execute_raw(Statement::from_sql_and_values(
                         DbBackend::Postgres,
-                        "SELECT pg_advisory_xact_lock($1)",
+                        TENANT_LOCK,
                         [tenant.0.into()],
                     ))
                     .await?;
