@@ -1,8 +1,9 @@
 //! The bulk path: importing customers with their history in large batches (a CRM migration, the
 //! benchmark's seed). One serialised transaction per batch (on a SQLite file, a job of the
-//! writer thread, on its direct connection), multi-row `INSERT`s of a fixed size (so the
-//! database reuses its prepared statements), customer ids assigned up front so children need
-//! no read-back, and each customer's context document written with it.
+//! writer thread, on its direct connection), the rows of a batch built once ([`tables`]) and
+//! written with multi-row `INSERT`s of a fixed size on SQLite (so the database reuses its
+//! prepared statements) or `COPY ... FROM STDIN` on PostgreSQL, customer ids assigned up front
+//! so children need no read-back, and each customer's context document written with it.
 
 use std::collections::BTreeMap;
 
