@@ -52,6 +52,27 @@ pub enum EngineError {
     /// Stored data could not be read back (a bug or a manual edit).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The server's own storage refused a write: `full` when the disk (or the quota) is full,
+    /// which the operator must fix; nothing of the request was stored.
+    #[error("{}: {detail}", if *.full { "the disk is full" } else { "storage failed" })]
+    Storage {
+        /// The disk or the quota is full.
+        full: bool,
+        /// What was being written, and the system's error.
+        detail: String,
+    },
+}
+
+impl EngineError {
+    /// A failed write or read of the server's own files (`what` names it).
+    #[must_use]
+    pub fn storage(what: &str, e: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        Self::Storage {
+            full: matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded),
+            detail: format!("{what}: {e}"),
+        }
+    }
 }
 
 impl EngineError {
@@ -66,5 +87,27 @@ impl EngineError {
 impl From<serde_json::Error> for EngineError {
     fn from(e: serde_json::Error) -> Self {
         Self::Corrupt(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_full_disk_or_quota_is_told_apart_from_other_storage_failures() {
+        for kind in [ErrorKind::StorageFull, ErrorKind::QuotaExceeded] {
+            let e = EngineError::storage("journal: append", &Error::from(kind));
+            assert!(matches!(e, EngineError::Storage { full: true, .. }));
+            assert!(
+                e.to_string()
+                    .starts_with("the disk is full: journal: append"),
+                "{e}"
+            );
+        }
+        let e = EngineError::storage("journal: create", &Error::from(ErrorKind::PermissionDenied));
+        assert!(matches!(e, EngineError::Storage { full: false, .. }));
+        assert!(e.to_string().starts_with("storage failed: "), "{e}");
     }
 }

@@ -177,6 +177,25 @@ impl From<EngineError> for ApiError {
                     "internal error",
                 )
             }
+            EngineError::Storage { full: true, detail } => {
+                tracing::error!(error = %detail, "the disk is full: requests that write are refused");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_full",
+                    "the server's disk is full; nothing of this request was stored: retry later",
+                )
+            }
+            EngineError::Storage {
+                full: false,
+                detail,
+            } => {
+                tracing::error!(error = %detail, "storage error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "internal error",
+                )
+            }
         }
     }
 }
@@ -323,4 +342,29 @@ pub fn render(err: poem::Error) -> Response {
         }
     };
     poem::error::ResponseError::as_response(&api)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_503_storage_full_and_another_storage_failure_an_opaque_500() {
+        let full = ApiError::from(EngineError::Storage {
+            full: true,
+            detail: "open calls journal: append: No space left on device".into(),
+        });
+        assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(full.code, "storage_full");
+        assert!(
+            !full.message.contains("journal"),
+            "no internals in the answer"
+        );
+        let other = ApiError::from(EngineError::Storage {
+            full: false,
+            detail: "open calls journal: create: Permission denied".into(),
+        });
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(other.code, "internal_error");
+    }
 }

@@ -42,7 +42,7 @@ use super::end::{EndNumbers, end_call_in};
 use super::import::{ImportReport, ImportedCustomer, import_in};
 use super::locks::Locking;
 use super::open_calls::{Limits, OpenCalls, Opened};
-use super::sql::{Conn, LiteConn};
+use super::sql::{Conn, LiteConn, lite_err};
 use super::start::{Recorded, after_conflict, insert_start};
 use super::{EndOutcome, TenantId};
 use crate::commands::EndCall;
@@ -135,7 +135,7 @@ impl Reader<'_> {
         conn.prepare_cached("BEGIN")
             .and_then(|mut begin| begin.execute([]))
             .map(drop)
-            .map_err(open_err)
+            .map_err(lite_err)
     }
 }
 
@@ -195,10 +195,6 @@ async fn stored(c: Conn<'_>, call: &call::Model) -> Result<bool, EngineError> {
     .is_some())
 }
 
-fn open_err(e: rusqlite::Error) -> EngineError {
-    EngineError::Database(sea_orm::DbErr::Custom(format!("sqlite: {e}")))
-}
-
 fn rolled_back() -> EngineError {
     EngineError::Corrupt("SQLite rolled the write transaction back".into())
 }
@@ -234,17 +230,17 @@ impl Lite {
         let Some(path) = database_file(db).await else {
             return Ok(None);
         };
-        let writer = open(&path, false).map_err(open_err)?;
+        let writer = open(&path, false).map_err(lite_err)?;
         // Checkpoints run on their own thread (see the module documentation).
         writer
             .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(open_err)?;
+            .map_err(lite_err)?;
         // The writer's page cache survives its own commits (readers' caches do not: SQLite
         // drops a connection's cache whenever another one committed), so it is the one worth
         // making large: it holds the inner pages of every index an end walks.
         writer
             .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
-            .map_err(open_err)?;
+            .map_err(lite_err)?;
         // SQLite keeps the pages a savepoint (or a statement of several rows) changes in a
         // sub-journal, to roll it back alone. By default that journal moves to a temporary
         // file past 64 KiB, which one end reaches: profiled at 1M customers, when every job
@@ -253,7 +249,7 @@ impl Lite {
         // emptied at its release.
         writer
             .pragma_update(None, "temp_store", "MEMORY")
-            .map_err(open_err)?;
+            .map_err(lite_err)?;
         let open_calls = Arc::new(OpenCalls::open(&path, limits, |tenant, call_id| {
             writer
                 .query_row(
@@ -263,10 +259,10 @@ impl Lite {
                 )
                 .or_else(|e| match e {
                     rusqlite::Error::QueryReturnedNoRows => Ok(false),
-                    e => Err(open_err(e)),
+                    e => Err(lite_err(e)),
                 })
         })?);
-        let checkpointer = open(&path, false).map_err(open_err)?;
+        let checkpointer = open(&path, false).map_err(lite_err)?;
         // For the checkpoint thread's flush (`fdatasync` flushes the file, whichever descriptor;
         // Windows wants one opened for writing). Nothing is written through it.
         let database = std::fs::OpenOptions::new()
@@ -316,7 +312,7 @@ impl Lite {
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let conn = match pooled {
             Some(c) => c,
-            None => Mutex::new(open(&self.path, true).map_err(open_err)?),
+            None => Mutex::new(open(&self.path, true).map_err(lite_err)?),
         };
         Ok(Reader {
             lite: self,

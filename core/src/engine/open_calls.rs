@@ -147,7 +147,7 @@ fn encode(row: &call::Model) -> Result<Vec<u8>, EngineError> {
 }
 
 fn io(what: &str, e: &std::io::Error) -> EngineError {
-    EngineError::Corrupt(format!("open calls journal: {what}: {e}"))
+    EngineError::storage(&format!("open calls journal: {what}"), e)
 }
 
 /// Where one open call's record is.
@@ -775,6 +775,38 @@ mod tests {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// A full disk refuses the start with an error that says so; nothing of it is kept, and
+    /// the next start goes to a fresh segment (`/dev/full` answers every write with ENOSPC).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_is_an_error_that_says_so_and_keeps_nothing() {
+        let dir = TempDir::new("full");
+        let open = OpenCalls::open(&dir.database(), LIMITS, NOTHING_STARTED).unwrap();
+        {
+            let mut inner = open.lock().unwrap();
+            let current = inner.current;
+            inner.segments.get_mut(&current).unwrap().file =
+                OpenOptions::new().append(true).open("/dev/full").unwrap();
+        }
+        match open.insert(&row(1, "a", None)) {
+            Err(EngineError::Storage { full: true, detail }) => {
+                assert!(detail.contains("open calls journal"), "{detail}");
+            }
+            Err(e) => panic!("not a full-disk error: {e}"),
+            Ok(_) => panic!("a write to a full disk succeeded"),
+        }
+        assert_eq!(open.get(1, "a").unwrap(), None);
+        assert_eq!(open.len(), 0);
+        // Room again: the retried start is a new one, in a new segment.
+        assert!(matches!(
+            open.insert(&row(1, "a", None)).unwrap(),
+            Opened::New
+        ));
+        drop(open);
+        let reopened = OpenCalls::open(&dir.database(), LIMITS, NOTHING_STARTED).unwrap();
+        assert_eq!(reopened.len(), 1);
     }
 
     #[test]

@@ -166,7 +166,14 @@ fn null_column(i: usize) -> EngineError {
     EngineError::Corrupt(format!("unexpected NULL in result column {i}"))
 }
 
-fn lite_err(e: rusqlite::Error) -> EngineError {
+/// A SQLite error of the direct connections: a full disk is [`EngineError::Storage`].
+pub(super) fn lite_err(e: rusqlite::Error) -> EngineError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return EngineError::Storage {
+            full: true,
+            detail: format!("sqlite: {e}"),
+        };
+    }
     EngineError::Database(sea_orm::DbErr::Custom(format!("sqlite: {e}")))
 }
 
