@@ -20,9 +20,14 @@
 //!   exporting a customer moves the open calls that matched them, a merge moves those that
 //!   matched the merged customer (and they take its new id), and reading one call looks here.
 //! - On opening, the journal is read back: every record whose call has no started row in
-//!   `calls` is open again. A record cut short by a crash is skipped (its checksum).
+//!   `calls` is open again. A record cut short by a crash is skipped (its checksum), and so are
+//!   blocks of zeros a crash of the machine left: reading goes on at the next whole record, so
+//!   nothing after them is lost. Appends go to a new segment, never after such bytes.
+//! - A full disk refuses the start with [`EngineError::Storage`] (503 `storage_full`), not as
+//!   corrupt data; nothing of it is kept, and the next start goes to a new segment.
 //!
-//! Each record is `length (u32 LE) | crc32 of the body (u32 LE) | body (JSON)`.
+//! Each record is `length (u32 LE) | crc32 of the body (u32 LE) | body (JSON)`; the body holds
+//! its `format` ([`FORMAT`]), and a journal of a later format than this build's is refused.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -82,6 +87,17 @@ struct Record {
     signals: String,
     candidates: String,
     started_at: DateTime<Utc>,
+    /// The record's format ([`FORMAT`]); records written before it was kept are format 1.
+    #[serde(default = "first_format")]
+    format: u32,
+}
+
+/// The format of the records this build writes. A journal holding a later one (written by a
+/// newer build, then downgraded) is refused rather than read wrongly.
+const FORMAT: u32 = 1;
+
+fn first_format() -> u32 {
+    1
 }
 
 impl Record {
@@ -101,6 +117,7 @@ impl Record {
             signals: row.signals.clone(),
             candidates: row.candidates.clone(),
             started_at: row.started_at.unwrap_or(row.created_at),
+            format: FORMAT,
         }
     }
 
@@ -244,12 +261,20 @@ impl OpenCalls {
             let mut live = 0;
             let mut offset = 0;
             let mut first_start = None;
-            while let Some((record, len)) = decode(&data[offset..]) {
-                let start = offset as u64;
-                offset += HEADER + len as usize;
-                let Ok(record) = serde_json::from_slice::<Record>(record) else {
-                    continue;
-                };
+            let mut skipped = 0;
+            while let Some((at, record, len)) = next_record(&data, offset) {
+                skipped += at - offset;
+                let start = at as u64;
+                offset = at + HEADER + len as usize;
+                if record.format > FORMAT {
+                    return Err(EngineError::Corrupt(format!(
+                        "the open calls journal ({}) holds records of format {}, written by a \
+                         newer version of Sticky Calls than this one (format {FORMAT}): run \
+                         that version again",
+                        path.display(),
+                        record.format
+                    )));
+                }
                 first_start.get_or_insert(record.started_at);
                 if started(record.tenant_id, &record.call_id)? {
                     continue;
@@ -275,11 +300,13 @@ impl OpenCalls {
                 std::fs::remove_file(&path).map_err(|e| io("remove", &e))?;
                 continue;
             }
-            if offset < data.len() {
+            skipped += data.len() - offset;
+            if skipped > 0 {
                 tracing::warn!(
                     segment = seq,
-                    skipped = data.len() - offset,
-                    "the open calls journal ends with a cut record, skipped"
+                    skipped,
+                    "the open calls journal holds cut or zeroed bytes (a crash of the machine), \
+                     skipped; the records around them are kept"
                 );
             }
             inner.bytes += data.len() as u64;
@@ -623,6 +650,18 @@ impl Inner {
 }
 
 /// The first record of `data` and its body's length, when it is whole and intact.
+/// The first whole record at or after `from`: where it starts, what it holds, its body's
+/// length. Damage (a record cut short, or zeroed blocks that a crash of the machine left
+/// before records that reached the disk) is passed over a byte at a time until a record whose
+/// checksum holds and whose body reads as a record: nothing after it is lost.
+fn next_record(data: &[u8], from: usize) -> Option<(usize, Record, u32)> {
+    (from..data.len()).find_map(|at| {
+        let (body, len) = decode(&data[at..])?;
+        let record = serde_json::from_slice::<Record>(body).ok()?;
+        Some((at, record, len))
+    })
+}
+
 fn decode(data: &[u8]) -> Option<(&[u8], u32)> {
     let len = u32::from_le_bytes(data.get(0..4)?.try_into().ok()?);
     let crc = u32::from_le_bytes(data.get(4..8)?.try_into().ok()?);
@@ -754,6 +793,7 @@ mod tests {
             signals: r#"[{"signal":"ani_match","contribution":4.0,"detail":"x"}]"#.to_owned(),
             candidates: "[]".to_owned(),
             started_at: at,
+            format: FORMAT,
         }
         .into_row()
     }
@@ -775,6 +815,69 @@ mod tests {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// Writes a segment file of the journal beside `dir`'s database by hand.
+    fn write_segment(dir: &TempDir, seq: u64, bytes: &[u8]) {
+        let mut base = dir.database().into_os_string();
+        base.push("-starts");
+        std::fs::write(segment_path(Path::new(&base), seq), bytes).unwrap();
+    }
+
+    /// What a crash of the machine can leave (blocks of zeros where a record did not reach
+    /// the disk before later ones did, a record cut short at the end) loses only those bytes:
+    /// the records after them are read back.
+    #[test]
+    fn zeroed_and_cut_bytes_lose_nothing_after_them() {
+        let dir = TempDir::new("torn");
+        let (a, b, c) = (row(1, "a", Some(7)), row(1, "b", None), row(2, "c", None));
+        let mut bytes = encode(&a).unwrap();
+        bytes.extend_from_slice(&[0; 37]);
+        bytes.extend_from_slice(&encode(&b).unwrap());
+        let torn = encode(&row(1, "torn", None)).unwrap();
+        bytes.extend_from_slice(&torn[..torn.len() / 2]);
+        bytes.extend_from_slice(&encode(&c).unwrap());
+        bytes.extend_from_slice(&torn[..5]);
+        write_segment(&dir, 1, &bytes);
+        let open = OpenCalls::open(&dir.database(), LIMITS, NOTHING_STARTED).unwrap();
+        assert_eq!(open.get(1, "a").unwrap(), Some(a));
+        assert_eq!(open.get(1, "b").unwrap(), Some(b));
+        assert_eq!(open.get(2, "c").unwrap(), Some(c));
+        assert_eq!(open.get(1, "torn").unwrap(), None);
+        assert_eq!(open.len(), 3);
+    }
+
+    /// Records carry their format: one written by a newer build is refused, with a message
+    /// that says so, rather than read wrongly; one written before the format was kept reads
+    /// as the first.
+    #[test]
+    fn a_record_of_a_later_format_is_refused_and_one_without_reads_as_the_first() {
+        let record = |format: Option<u32>| {
+            let mut body = serde_json::to_value(Record::of(&row(1, "a", None))).unwrap();
+            match format {
+                Some(f) => body["format"] = f.into(),
+                None => {
+                    body.as_object_mut().unwrap().remove("format");
+                }
+            }
+            let body = serde_json::to_vec(&body).unwrap();
+            let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+            bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            bytes.extend_from_slice(&body);
+            bytes
+        };
+        let old = TempDir::new("format-old");
+        write_segment(&old, 1, &record(None));
+        let open = OpenCalls::open(&old.database(), LIMITS, NOTHING_STARTED).unwrap();
+        assert_eq!(open.get(1, "a").unwrap(), Some(row(1, "a", None)));
+
+        let newer = TempDir::new("format-new");
+        write_segment(&newer, 1, &record(Some(FORMAT + 1)));
+        match OpenCalls::open(&newer.database(), LIMITS, NOTHING_STARTED) {
+            Err(EngineError::Corrupt(m)) => assert!(m.contains("newer version"), "{m}"),
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("a journal of a later format was opened"),
+        }
     }
 
     /// A full disk refuses the start with an error that says so; nothing of it is kept, and
