@@ -140,7 +140,10 @@ async fn a_number_in_doubt_is_not_greeted_by_name(app: TestApp) {
 
 async fn erasure_by_number_removes_what_was_kept_for_it_and_nothing_else(app: TestApp) {
     // A provisional customer known only by the number, a named one who also called from it
-    // and from elsewhere, and another tenant's caller on the same number.
+    // and from elsewhere, and another tenant's caller on the same number; a call from the
+    // number that has not ended.
+    app.start_call(json!({"call_id": "n-1", "identity_hints": {"ani": "+14155550950"}}))
+        .await;
     app.end_call(
         json!({"call_id": "n-1", "identity_hints": {"ani": "+14155550950"},
         "summary": "forget this call", "intent": "billing", "variables": {"x": "forget"}}),
@@ -164,10 +167,13 @@ async fn erasure_by_number_removes_what_was_kept_for_it_and_nothing_else(app: Te
         .await;
     assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
 
+    app.start_call(json!({"call_id": "n-0", "identity_hints": {"ani": "+14155550950"}}))
+        .await;
+
     let r = app.delete("/v1/customers?ani=(415)%20555-0950").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let deleted = &r.body["deleted"];
-    assert_eq!(deleted["calls"], 2, "{}", r.body);
+    assert_eq!(deleted["calls"], 3, "{}", r.body);
     assert!(deleted["identities"].as_u64().unwrap() >= 2, "{}", r.body);
     assert!(
         deleted["customers"].as_u64().unwrap() >= 1,
@@ -182,7 +188,7 @@ async fn erasure_by_number_removes_what_was_kept_for_it_and_nothing_else(app: Te
     // The number names nobody now, and its calls are gone.
     let found = app.get("/v1/customers?ani=%2B14155550950").await.body;
     assert_eq!(found["customers"], json!([]), "{found}");
-    for id in ["n-1", "n-2"] {
+    for id in ["n-0", "n-1", "n-2"] {
         assert_eq!(
             app.get(&format!("/v1/calls/{id}")).await.status,
             StatusCode::NOT_FOUND
@@ -224,6 +230,16 @@ async fn erasure_by_number_removes_what_was_kept_for_it_and_nothing_else(app: Te
         "{}",
         theirs.body
     );
+    // Nor after a restart: no record of an erased call is read back as an open call.
+    let app = app.restarted().await;
+    for id in ["n-0", "n-1", "n-2"] {
+        assert_eq!(
+            app.get(&format!("/v1/calls/{id}")).await.status,
+            StatusCode::NOT_FOUND,
+            "{id}"
+        );
+    }
+    assert_eq!(app.get("/v1/calls/n-4").await.status, StatusCode::OK);
     // A number that is not one has nothing kept for it.
     let bad = app.delete("/v1/customers?ani=anonymous").await;
     assert_eq!(bad.status, StatusCode::OK, "{}", bad.body);
@@ -271,6 +287,16 @@ async fn a_caller_without_consent_is_not_remembered_and_their_number_is_forgotte
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(app.get("/v1/calls/c-4").await.status, StatusCode::NOT_FOUND);
+    // Nor after a restart: no record of a forgotten call is read back as an open call.
+    let app = app.restarted().await;
+    for id in ["c-1", "c-2", "c-4"] {
+        assert_eq!(
+            app.get(&format!("/v1/calls/{id}")).await.status,
+            StatusCode::NOT_FOUND,
+            "{id}"
+        );
+    }
+    assert_eq!(app.get("/v1/calls/c-3").await.status, StatusCode::OK);
     let bad = app
         .post(
             "/v1/calls/end",

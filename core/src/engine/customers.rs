@@ -1,7 +1,7 @@
 //! Customers outside a call: look-up, GDPR export and erasure, unlinking a wrong identity,
 //! resolving an intent; and reading a stored call back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -115,6 +115,41 @@ fn not_found() -> EngineError {
 }
 
 /// Calls that carry a customer's data: linked to them, or matched to them and never linked.
+/// The customers a number is linked to.
+async fn linked_to(
+    c: &impl sea_orm::ConnectionTrait,
+    tenant: TenantId,
+    number: &str,
+) -> Result<Vec<i64>, EngineError> {
+    Ok(identity::Entity::find()
+        .select_only()
+        .column(identity::Column::CustomerId)
+        .filter(identity::Column::TenantId.eq(tenant.0))
+        .filter(identity::Column::Kind.eq(identity::KIND_ANI))
+        .filter(identity::Column::Value.eq(number))
+        .into_tuple::<i64>()
+        .all(c)
+        .await?)
+}
+
+/// The call ids of the tenant's calls that `which` selects.
+async fn ids_of_calls(
+    c: &impl sea_orm::ConnectionTrait,
+    tenant: TenantId,
+    which: Condition,
+) -> Result<HashSet<String>, EngineError> {
+    Ok(call::Entity::find()
+        .select_only()
+        .column(call::Column::CallId)
+        .filter(call::Column::TenantId.eq(tenant.0))
+        .filter(which)
+        .into_tuple::<String>()
+        .all(c)
+        .await?
+        .into_iter()
+        .collect())
+}
+
 fn calls_of(customer_id: i64) -> Condition {
     Condition::any()
         .add(call::Column::CustomerId.eq(customer_id))
@@ -353,16 +388,20 @@ impl Engine {
         tenant: TenantId,
         customer_ref: &CustomerRef,
     ) -> Result<ErasureReport, EngineError> {
-        // Every open call goes into `calls` first, and the journal's segments written before
-        // are deleted: the calls that matched them are erased with the rest, and no record of
-        // an erased call is left to be read back as open.
-        if let Some(lite) = &self.lite {
-            lite.move_all().await?;
-        }
+        let c = find_customer_by_ref(Conn::Pool(&self.db), tenant, customer_ref.as_str())
+            .await?
+            .ok_or_else(not_found)?;
+        // The open calls that matched them are erased with the rest.
+        let open = match &self.lite {
+            Some(lite) => lite.open_matching(tenant, c.id)?,
+            None => Vec::new(),
+        };
+        let scrubbed = self.before_erasing(tenant, open, calls_of(c.id)).await?;
         let (_writer, tx) = self.begin_write(tenant).await?;
         let c = find_customer_by_ref(Conn::Tx(&tx), tenant, customer_ref.as_str())
             .await?
             .ok_or_else(not_found)?;
+        let erased = self.erasing(&tx, tenant, calls_of(c.id)).await?;
         let report = ErasureReport {
             calls: call::Entity::delete_many()
                 .filter(call::Column::TenantId.eq(tenant.0))
@@ -407,7 +446,63 @@ impl Engine {
             },
         };
         self.commit(tx, Touched::widely(tenant)).await?;
+        self.after_erasing(tenant, &scrubbed, erased, None).await?;
         Ok(report)
+    }
+
+    /// Before erasing calls, on a SQLite file: the `open` calls among them move into `calls`
+    /// (committed), and the open calls' journal's records of the calls `which` selects are
+    /// overwritten (a record whose call has no row would be read back as open, see
+    /// `OpenCalls::scrub`). Each of these calls now has its row, so a record of it is of no
+    /// use even if the erasure fails. Only this tenant's open calls are looked at. Returns the
+    /// calls whose records were looked for.
+    async fn before_erasing(
+        &self,
+        tenant: TenantId,
+        open: Vec<call::Model>,
+        which: Condition,
+    ) -> Result<HashSet<String>, EngineError> {
+        let Some(lite) = &self.lite else {
+            return Ok(HashSet::new());
+        };
+        lite.move_open(open).await?;
+        let ids = ids_of_calls(&self.db, tenant, which).await?;
+        lite.scrub(tenant, ids.clone(), None).await?;
+        Ok(ids)
+    }
+
+    /// Inside an erasure's transaction, on a SQLite file: the calls `which` selects, whose
+    /// journal records [`Engine::after_erasing`] overwrites if [`Engine::before_erasing`]
+    /// did not (a call that ended in between).
+    async fn erasing(
+        &self,
+        tx: &sea_orm::DatabaseTransaction,
+        tenant: TenantId,
+        which: Condition,
+    ) -> Result<HashSet<String>, EngineError> {
+        match self.lite {
+            Some(_) => ids_of_calls(tx, tenant, which).await,
+            None => Ok(HashSet::new()),
+        }
+    }
+
+    /// After an erasure's commit: the journal's records of the `erased` calls not already
+    /// overwritten, in segments older than `older_than` if given.
+    async fn after_erasing(
+        &self,
+        tenant: TenantId,
+        scrubbed: &HashSet<String>,
+        erased: HashSet<String>,
+        older_than: Option<std::time::Duration>,
+    ) -> Result<(), EngineError> {
+        if let Some(lite) = &self.lite {
+            let rest = erased
+                .into_iter()
+                .filter(|id| !scrubbed.contains(id))
+                .collect();
+            lite.scrub(tenant, rest, older_than).await?;
+        }
+        Ok(())
     }
 
     /// Erases what is kept for a caller number, in one transaction: the calls from it (with
@@ -424,20 +519,31 @@ impl Engine {
         tenant: TenantId,
         number: &PhoneNumber,
     ) -> Result<ErasureReport, EngineError> {
-        if let Some(lite) = &self.lite {
-            lite.move_all().await?;
-        }
-        let (_writer, tx) = self.begin_write(tenant).await?;
         let value = number.as_str();
-        let linked: Vec<i64> = identity::Entity::find()
-            .filter(identity::Column::TenantId.eq(tenant.0))
-            .filter(identity::Column::Kind.eq(identity::KIND_ANI))
-            .filter(identity::Column::Value.eq(value))
-            .all(&tx)
-            .await?
-            .into_iter()
-            .map(|i| i.customer_id)
-            .collect();
+        // The open calls from the number, and those that matched a customer linked to it
+        // (erased with them if they were known only through it).
+        let scrubbed = match &self.lite {
+            Some(lite) => {
+                let linked = linked_to(&self.db, tenant, value).await?;
+                let mut open = lite.open_with_number(tenant, value)?;
+                let mut which = Condition::any().add(call::Column::Ani.eq(value));
+                for id in linked {
+                    open.extend(lite.open_matching(tenant, id)?);
+                    which = which.add(calls_of(id));
+                }
+                self.before_erasing(tenant, open, which).await?
+            }
+            None => HashSet::new(),
+        };
+        let (_writer, tx) = self.begin_write(tenant).await?;
+        let linked = linked_to(&tx, tenant, value).await?;
+        let mut erased = self
+            .erasing(
+                &tx,
+                tenant,
+                Condition::all().add(call::Column::Ani.eq(value)),
+            )
+            .await?;
         let from_number = Condition::all()
             .add(call::Column::TenantId.eq(tenant.0))
             .add(call::Column::Ani.eq(value));
@@ -488,6 +594,7 @@ impl Engine {
             // The document of the context holds recent calls: it is rebuilt on the next read.
             customer_context::Entity::delete_by_id(id).exec(&tx).await?;
             if c.provisional && identities_left == 0 {
+                erased.extend(self.erasing(&tx, tenant, calls_of(id)).await?);
                 report.calls += call::Entity::delete_many()
                     .filter(call::Column::TenantId.eq(tenant.0))
                     .filter(calls_of(id))
@@ -535,6 +642,7 @@ impl Engine {
             }
         }
         self.commit(tx, Touched::widely(tenant)).await?;
+        self.after_erasing(tenant, &scrubbed, erased, None).await?;
         Ok(report)
     }
 
@@ -550,8 +658,11 @@ impl Engine {
         call_id: &CallId,
         ani: Option<&crate::domain::Ani>,
     ) -> Result<ErasureReport, EngineError> {
-        if let Some(lite) = &self.lite {
-            lite.move_all().await?;
+        // The call, if it is open, moves into `calls` to be erased there.
+        if let Some(lite) = &self.lite
+            && let Some(row) = lite.open_call(tenant, call_id.as_str())?
+        {
+            lite.move_open(vec![row]).await?;
         }
         let stored = call::Entity::find()
             .filter(call::Column::TenantId.eq(tenant.0))
@@ -566,14 +677,18 @@ impl Engine {
             Some(n) => self.erase_number(tenant, n).await?,
             None => ErasureReport::default(),
         };
+        let this_call = || Condition::all().add(call::Column::CallId.eq(call_id.as_str()));
+        let scrubbed = self.before_erasing(tenant, Vec::new(), this_call()).await?;
         let (_writer, tx) = self.begin_write(tenant).await?;
+        let erased = self.erasing(&tx, tenant, this_call()).await?;
         report.calls += call::Entity::delete_many()
             .filter(call::Column::TenantId.eq(tenant.0))
-            .filter(call::Column::CallId.eq(call_id.as_str()))
+            .filter(this_call())
             .exec(&tx)
             .await?
             .rows_affected;
         self.commit(tx, Touched::widely(tenant)).await?;
+        self.after_erasing(tenant, &scrubbed, erased, None).await?;
         Ok(report)
     }
 

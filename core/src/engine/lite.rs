@@ -440,6 +440,58 @@ impl Lite {
         Ok(())
     }
 
+    /// The tenant's open calls from `number`.
+    pub(super) fn open_with_number(
+        &self,
+        tenant: TenantId,
+        number: &str,
+    ) -> Result<Vec<call::Model>, EngineError> {
+        self.open.with_number(tenant.0, number)
+    }
+
+    /// The open calls whose start matched `customer`.
+    pub(super) fn open_matching(
+        &self,
+        tenant: TenantId,
+        customer: i64,
+    ) -> Result<Vec<call::Model>, EngineError> {
+        self.open.matching(tenant.0, customer)
+    }
+
+    /// The tenant's open calls that may have started more than `age` ago.
+    pub(super) fn open_older_than(
+        &self,
+        tenant: TenantId,
+        age: std::time::Duration,
+    ) -> Result<Vec<call::Model>, EngineError> {
+        self.open.older_than(tenant.0, age)
+    }
+
+    /// Moves these open calls into `calls` (committed when this returns).
+    pub(super) async fn move_open(&self, rows: Vec<call::Model>) -> Result<(), EngineError> {
+        for rows in rows.chunks(MAX_BATCH) {
+            self.move_rows(rows.to_vec()).await?;
+        }
+        Ok(())
+    }
+
+    /// Overwrites the journal's records of these calls (calls with a row in `calls`, about
+    /// to be erased or just erased; see [`OpenCalls::scrub`]), off the runtime's threads.
+    pub(super) async fn scrub(
+        &self,
+        tenant: TenantId,
+        calls: std::collections::HashSet<String>,
+        older_than: Option<std::time::Duration>,
+    ) -> Result<usize, EngineError> {
+        if calls.is_empty() {
+            return Ok(0);
+        }
+        let open = Arc::clone(&self.open);
+        tokio::task::spawn_blocking(move || open.scrub(tenant.0, &calls, older_than))
+            .await
+            .map_err(|_| EngineError::Corrupt("open calls: a thread panicked".into()))?
+    }
+
     async fn move_rows(&self, rows: Vec<call::Model>) -> Result<(), EngineError> {
         if rows.is_empty() {
             return Ok(());

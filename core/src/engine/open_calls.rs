@@ -28,6 +28,9 @@
 //!
 //! Each record is `length (u32 LE) | crc32 of the body (u32 LE) | body (JSON)`; the body holds
 //! its `format` ([`FORMAT`]), and a journal of a later format than this build's is refused.
+//! An erased call's record is overwritten in place by `{"erased":true}` and spaces, under its
+//! own checksum ([`OpenCalls::scrub`]): read back, it is passed over like the record of a call
+//! that has its row.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -174,6 +177,19 @@ struct Entry {
     offset: u64,
     len: u32,
     matched: Option<i64>,
+    /// [`number_hash`] of the caller's number (0 without one): erasing a number finds its
+    /// tenant's open calls from it without reading every record.
+    number: u64,
+}
+
+/// A number's hash, for [`Entry::number`] (collisions are told apart by reading the record).
+fn number_hash(number: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    number.map_or(0, |n| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        n.hash(&mut h);
+        h.finish() | 1
+    })
 }
 
 struct Segment {
@@ -187,6 +203,9 @@ struct Segment {
 struct Inner {
     /// By tenant, then call id.
     calls: HashMap<i64, HashMap<Box<str>, Entry>>,
+    /// The open calls whose start matched a customer, by (tenant, customer): erasure and
+    /// export find theirs without looking through every open call while starts wait.
+    by_customer: HashMap<(i64, i64), Vec<Box<str>>>,
     segments: BTreeMap<u64, Segment>,
     /// The segment records are appended to.
     current: u64,
@@ -243,6 +262,7 @@ impl OpenCalls {
         let lock = lock(&base, LOCK_WAIT)?;
         let mut inner = Inner {
             calls: HashMap::new(),
+            by_customer: HashMap::new(),
             segments: BTreeMap::new(),
             current: 0,
             bytes: 0,
@@ -266,6 +286,8 @@ impl OpenCalls {
                 skipped += at - offset;
                 let start = at as u64;
                 offset = at + HEADER + len as usize;
+                // An erased call's record (see `scrub`).
+                let Some(record) = record else { continue };
                 if record.format > FORMAT {
                     return Err(EngineError::Corrupt(format!(
                         "the open calls journal ({}) holds records of format {}, written by a \
@@ -279,19 +301,16 @@ impl OpenCalls {
                 if started(record.tenant_id, &record.call_id)? {
                     continue;
                 }
-                let tenant = inner.calls.entry(record.tenant_id).or_default();
-                if tenant.contains_key(record.call_id.as_str()) {
+                let entry = Entry {
+                    segment: seq,
+                    offset: start,
+                    len,
+                    matched: record.matched_customer_id,
+                    number: number_hash(record.ani.as_deref()),
+                };
+                if !inner.add(record.tenant_id, record.call_id.into_boxed_str(), entry) {
                     continue;
                 }
-                tenant.insert(
-                    record.call_id.into_boxed_str(),
-                    Entry {
-                        segment: seq,
-                        offset: start,
-                        len,
-                        matched: record.matched_customer_id,
-                    },
-                );
                 live += 1;
                 inner.open += 1;
             }
@@ -407,13 +426,15 @@ impl OpenCalls {
         inner.bytes += record.len() as u64;
         inner.open += 1;
         inner.appended += 1;
-        inner.calls.entry(row.tenant_id).or_default().insert(
+        inner.add(
+            row.tenant_id,
             row.call_id.clone().into_boxed_str(),
             Entry {
                 segment: current,
                 offset,
                 len: (record.len() - HEADER) as u32,
                 matched: row.matched_customer_id,
+                number: number_hash(row.ani.as_deref()),
             },
         );
         Ok(Opened::New)
@@ -426,15 +447,144 @@ impl OpenCalls {
         customer: i64,
     ) -> Result<Vec<call::Model>, EngineError> {
         let mut inner = self.lock()?;
+        let calls = inner.calls.get(&tenant);
+        let entries: Vec<Entry> = inner
+            .by_customer
+            .get(&(tenant, customer))
+            .into_iter()
+            .flatten()
+            .filter_map(|call_id| calls.and_then(|t| t.get(call_id)).copied())
+            .collect();
+        entries.into_iter().map(|e| inner.read(e)).collect()
+    }
+
+    /// The tenant's open calls from `number` (its own open calls only are looked through).
+    pub(super) fn with_number(
+        &self,
+        tenant: i64,
+        number: &str,
+    ) -> Result<Vec<call::Model>, EngineError> {
+        let hash = number_hash(Some(number));
+        let mut inner = self.lock()?;
         let entries: Vec<Entry> = inner
             .calls
             .get(&tenant)
             .into_iter()
             .flat_map(|t| t.values())
-            .filter(|e| e.matched == Some(customer))
+            .filter(|e| e.number == hash)
+            .copied()
+            .collect();
+        let rows: Result<Vec<call::Model>, EngineError> =
+            entries.into_iter().map(|e| inner.read(e)).collect();
+        Ok(rows?
+            .into_iter()
+            .filter(|r| r.ani.as_deref() == Some(number))
+            .collect())
+    }
+
+    /// The tenant's open calls in segments opened more than `age` ago: those that may have
+    /// started before then (none while segments retire within their age limit; after a long
+    /// stop, until they do).
+    pub(super) fn older_than(
+        &self,
+        tenant: i64,
+        age: Duration,
+    ) -> Result<Vec<call::Model>, EngineError> {
+        let mut inner = self.lock()?;
+        let old: Vec<u64> = inner
+            .segments
+            .iter()
+            .filter(|(_, s)| s.opened.elapsed() > age)
+            .map(|(&seq, _)| seq)
+            .collect();
+        if old.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<Entry> = inner
+            .calls
+            .get(&tenant)
+            .into_iter()
+            .flat_map(|t| t.values())
+            .filter(|e| old.contains(&e.segment))
             .copied()
             .collect();
         entries.into_iter().map(|e| inner.read(e)).collect()
+    }
+
+    /// Overwrites every record of these calls of `tenant` that is not an open call's (see
+    /// [`erased_record`]), and flushes the segments changed. For calls erased from `calls`:
+    /// a record read back when the journal is opened counts as open if its call has no row,
+    /// so the records of erased calls must go (their segments can outlive them, kept by other
+    /// calls still open). Segments are read from their files without holding the map (starts
+    /// do not wait); the map is held only to check that a record found is not an open call's.
+    /// Returns how many records were overwritten.
+    /// With `older_than`, only segments opened longer ago than that are looked through (a
+    /// call's record is in a segment opened before the call started).
+    pub(super) fn scrub(
+        &self,
+        tenant: i64,
+        calls: &std::collections::HashSet<String>,
+        older_than: Option<Duration>,
+    ) -> Result<usize, EngineError> {
+        use std::os::unix::fs::FileExt;
+        if calls.is_empty() {
+            return Ok(0);
+        }
+        let segments: Vec<u64> = self
+            .lock()?
+            .segments
+            .iter()
+            .filter(|(_, s)| older_than.is_none_or(|age| s.opened.elapsed() > age))
+            .map(|(&seq, _)| seq)
+            .collect();
+        let mut scrubbed = 0;
+        for seq in segments {
+            let path = segment_path(&self.base, seq);
+            let data = match std::fs::read(&path) {
+                Ok(data) => data,
+                // Deleted meanwhile: none of its calls is open.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("read a segment to erase from", &e)),
+            };
+            let mut found = Vec::new();
+            let mut offset = 0;
+            while let Some((at, record, len)) = next_record(&data, offset) {
+                offset = at + HEADER + len as usize;
+                if let Some(r) = record
+                    && r.tenant_id == tenant
+                    && calls.contains(&r.call_id)
+                {
+                    found.push((at as u64, len, r.call_id));
+                }
+            }
+            if found.is_empty() {
+                continue;
+            }
+            {
+                // A call started again under the same id after its erasure is open: kept.
+                let inner = self.lock()?;
+                found.retain(|(at, _, call_id)| {
+                    inner
+                        .calls
+                        .get(&tenant)
+                        .and_then(|t| t.get(call_id.as_str()))
+                        .is_none_or(|e| e.segment != seq || e.offset != *at)
+                });
+            }
+            // Not the appending handle: writes through it would go to the end of the file.
+            let file = match OpenOptions::new().write(true).open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("open a segment to erase from", &e)),
+            };
+            for (at, len, _) in &found {
+                file.write_all_at(&erased_record(*len), *at)
+                    .map_err(|e| io("erase from a segment", &e))?;
+            }
+            file.sync_data().map_err(|e| io("flush a segment", &e))?;
+            scrubbed += found.len();
+        }
+        Ok(scrubbed)
     }
 
     /// Every open call.
@@ -572,7 +722,7 @@ impl OpenCalls {
         };
         let mut emptied = Vec::new();
         for (tenant, call_id) in calls {
-            let Some(entry) = inner.calls.get_mut(&tenant).and_then(|t| t.remove(call_id)) else {
+            let Some(entry) = inner.remove(tenant, call_id) else {
                 continue;
             };
             inner.open -= 1;
@@ -608,6 +758,37 @@ impl OpenCalls {
 }
 
 impl Inner {
+    /// Keeps an open call's place (and, if its start matched a customer, its call id under
+    /// that customer); `false`, changing nothing, when the call is open already.
+    fn add(&mut self, tenant: i64, call_id: Box<str>, entry: Entry) -> bool {
+        let calls = self.calls.entry(tenant).or_default();
+        if calls.contains_key(&call_id) {
+            return false;
+        }
+        if let Some(customer) = entry.matched {
+            self.by_customer
+                .entry((tenant, customer))
+                .or_default()
+                .push(call_id.clone());
+        }
+        calls.insert(call_id, entry);
+        true
+    }
+
+    /// Forgets an open call's place, and its call id under the customer it matched.
+    fn remove(&mut self, tenant: i64, call_id: &str) -> Option<Entry> {
+        let entry = self.calls.get_mut(&tenant)?.remove(call_id)?;
+        if let Some(customer) = entry.matched
+            && let Some(ids) = self.by_customer.get_mut(&(tenant, customer))
+        {
+            ids.retain(|id| &**id != call_id);
+            if ids.is_empty() {
+                self.by_customer.remove(&(tenant, customer));
+            }
+        }
+        Some(entry)
+    }
+
     /// Appends go to a new segment; the current one is deleted if no call of it is open.
     fn rotate(&mut self, base: &Path) -> Result<(), EngineError> {
         let previous = self.current;
@@ -654,12 +835,41 @@ impl Inner {
 /// length. Damage (a record cut short, or zeroed blocks that a crash of the machine left
 /// before records that reached the disk) is passed over a byte at a time until a record whose
 /// checksum holds and whose body reads as a record: nothing after it is lost.
-fn next_record(data: &[u8], from: usize) -> Option<(usize, Record, u32)> {
+/// `None` for the record of an erased call, overwritten by [`OpenCalls::scrub`].
+fn next_record(data: &[u8], from: usize) -> Option<(usize, Option<Record>, u32)> {
     (from..data.len()).find_map(|at| {
         let (body, len) = decode(&data[at..])?;
-        let record = serde_json::from_slice::<Record>(body).ok()?;
-        Some((at, record, len))
+        if let Ok(record) = serde_json::from_slice::<Record>(body) {
+            return Some((at, Some(record), len));
+        }
+        serde_json::from_slice::<Erased>(body)
+            .ok()
+            .filter(|e| e.erased)
+            .map(|_| (at, None, len))
     })
+}
+
+/// What an erased call's record is overwritten with: `{"erased":true}` padded with spaces to
+/// the record's length, under a checksum of its own, so that the records around it read as
+/// before and nothing of the call is left in the file.
+#[derive(Deserialize)]
+struct Erased {
+    erased: bool,
+}
+
+fn erased_record(len: u32) -> Vec<u8> {
+    const BODY: &[u8] = b"{\"erased\":true}";
+    let mut body = vec![b' '; len as usize];
+    if body.len() < BODY.len() {
+        // Shorter than any record: zeroes, which reading passes over.
+        return vec![0; HEADER + len as usize];
+    }
+    body[..BODY.len()].copy_from_slice(BODY);
+    let mut record = Vec::with_capacity(HEADER + body.len());
+    record.extend_from_slice(&len.to_le_bytes());
+    record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    record.extend_from_slice(&body);
+    record
 }
 
 fn decode(data: &[u8]) -> Option<(&[u8], u32)> {
@@ -762,9 +972,13 @@ mod tests {
             self.0.join("calls.db")
         }
 
+        fn base(&self) -> PathBuf {
+            self.0.join("calls.db-starts")
+        }
+
         /// The journal's segment files, by number.
         fn segments(&self) -> Vec<u64> {
-            existing_segments(&self.0.join("calls.db-starts")).unwrap()
+            existing_segments(&self.base()).unwrap()
         }
     }
 
@@ -1132,13 +1346,97 @@ mod tests {
     }
 
     #[test]
+    fn erased_calls_records_are_overwritten_and_stay_closed_after_reopening() {
+        let dir = TempDir::new("scrub");
+        let open = OpenCalls::open(&dir.database(), LIMITS, NOTHING_STARTED).unwrap();
+        for (tenant, call_id) in [(1, "a"), (1, "b"), (2, "a"), (1, "c")] {
+            open.insert(&row(tenant, call_id, Some(7))).unwrap();
+        }
+        // `a` and `c` of tenant 1 ended (their rows are in `calls`), then were erased.
+        open.forget([(1, "a"), (1, "c")]);
+        let erased: std::collections::HashSet<String> = ["a".into(), "c".into(), "b".into()].into();
+        // `b` is still open: its record stays.
+        assert_eq!(open.scrub(1, &erased, None).unwrap(), 2);
+        assert_eq!(
+            open.scrub(1, &erased, None).unwrap(),
+            0,
+            "already overwritten"
+        );
+        // Only segments older than an hour: none here.
+        open.insert(&row(1, "d", None)).unwrap();
+        open.forget([(1, "d")]);
+        let d: std::collections::HashSet<String> = ["d".into()].into();
+        assert_eq!(
+            open.scrub(1, &d, Some(Duration::from_secs(3600))).unwrap(),
+            0
+        );
+        drop(open);
+        let bytes: Vec<u8> = dir
+            .segments()
+            .iter()
+            .flat_map(|seq| std::fs::read(segment_path(&dir.base(), *seq)).unwrap())
+            .collect();
+        let holds = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            !holds(br#""call_id":"c""#),
+            "nothing of an erased call is left in the files"
+        );
+        assert!(holds(br#""call_id":"b""#));
+        // Read back with no rows in `calls`: the erased calls are not open again, the others
+        // (tenant 2's call of the same id among them) are.
+        let open = OpenCalls::open(&dir.database(), LIMITS, NOTHING_STARTED).unwrap();
+        assert_eq!(
+            ids(&open.all().unwrap()),
+            [
+                (1, "b".to_owned()),
+                (1, "d".to_owned()),
+                (2, "a".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_numbers_open_calls_are_found_in_their_tenant_only() {
+        let dir = TempDir::new("number");
+        let open = OpenCalls::open(&dir.database(), LIMITS, NOTHING_STARTED).unwrap();
+        let mut other = row(1, "b", None);
+        other.ani = Some("+14155550199".into());
+        open.insert(&row(1, "a", None)).unwrap();
+        open.insert(&other).unwrap();
+        open.insert(&row(2, "c", None)).unwrap();
+        let number = row(1, "a", None).ani.unwrap();
+        assert_eq!(
+            ids(&open.with_number(1, &number).unwrap()),
+            [(1, "a".to_owned())]
+        );
+        assert!(open.with_number(3, &number).unwrap().is_empty());
+    }
+
+    #[test]
     fn the_calls_a_customer_matched_are_found_in_their_tenant_only() {
         let dir = TempDir::new("matching");
         let open = OpenCalls::open(&dir.database(), LIMITS, NOTHING_STARTED).unwrap();
         open.insert(&row(1, "a", Some(7))).unwrap();
         open.insert(&row(1, "b", Some(8))).unwrap();
         open.insert(&row(2, "c", Some(7))).unwrap();
-        assert_eq!(ids(&open.matching(1, 7).unwrap()), [(1, "a".to_owned())]);
+        open.insert(&row(1, "d", Some(7))).unwrap();
+        open.insert(&row(1, "e", None)).unwrap();
+        let mut found = ids(&open.matching(1, 7).unwrap());
+        found.sort();
+        assert_eq!(found, [(1, "a".to_owned()), (1, "d".to_owned())]);
         assert!(open.matching(3, 7).unwrap().is_empty());
+        // An ended call is no longer found; the customer's other open call still is.
+        open.forget([(1, "a")]);
+        assert_eq!(ids(&open.matching(1, 7).unwrap()), [(1, "d".to_owned())]);
+        open.forget([(1, "d")]);
+        assert!(open.matching(1, 7).unwrap().is_empty());
+        // Read back after reopening (the ended calls' rows now in `calls`): the index is
+        // rebuilt from the records.
+        drop(open);
+        let open =
+            OpenCalls::open(&dir.database(), LIMITS, |_, id| Ok(id == "a" || id == "d")).unwrap();
+        assert_eq!(ids(&open.matching(1, 8).unwrap()), [(1, "b".to_owned())]);
+        assert_eq!(ids(&open.matching(2, 7).unwrap()), [(2, "c".to_owned())]);
+        assert!(open.matching(1, 7).unwrap().is_empty());
     }
 }

@@ -181,8 +181,12 @@ impl Engine {
             };
             let tenant = TenantId(t.tenant_id);
             let cutoff = now - chrono::Duration::days(i64::from(days));
-            if let Some(lite) = &self.lite {
-                lite.move_all().await?;
+            // Open calls started before the cutoff (only after a long stop: segments retire
+            // within the hour) move into `calls` to be deleted there; the journal's records of
+            // the calls deleted are overwritten (only segments that old can hold them).
+            let age = (now - cutoff).to_std().ok();
+            if let (Some(lite), Some(age)) = (&self.lite, age) {
+                lite.move_open(lite.open_older_than(tenant, age)?).await?;
             }
             let (_writer, tx) = self.begin_write(tenant).await?;
             let old = sea_orm::Condition::all()
@@ -196,13 +200,9 @@ impl Engine {
                                 .add(call::Column::StartedAt.lt(cutoff)),
                         ),
                 );
-            let customers: BTreeSet<i64> = call::Entity::find()
-                .filter(old.clone())
-                .all(&tx)
-                .await?
-                .into_iter()
-                .filter_map(|c| c.customer_id)
-                .collect();
+            let calls = call::Entity::find().filter(old.clone()).all(&tx).await?;
+            let customers: BTreeSet<i64> = calls.iter().filter_map(|c| c.customer_id).collect();
+            let erased = calls.into_iter().map(|c| c.call_id).collect();
             deleted += call::Entity::delete_many()
                 .filter(old)
                 .exec(&tx)
@@ -213,6 +213,9 @@ impl Engine {
                 customer_context::Entity::delete_by_id(id).exec(&tx).await?;
             }
             self.commit(tx, Touched::widely(tenant)).await?;
+            if let Some(lite) = &self.lite {
+                lite.scrub(tenant, erased, age).await?;
+            }
         }
         Ok(deleted)
     }
