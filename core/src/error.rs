@@ -48,7 +48,7 @@ pub enum EngineError {
     },
     /// The database failed; not the client's fault.
     #[error("database error")]
-    Database(#[from] DbErr),
+    Database(DbErr),
     /// Stored data could not be read back (a bug or a manual edit).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -61,6 +61,39 @@ pub enum EngineError {
         /// What was being written, and the system's error.
         detail: String,
     },
+}
+
+impl From<DbErr> for EngineError {
+    /// A database out of disk space (PostgreSQL's `disk_full`, SQLSTATE 53100; SQLite's
+    /// `SQLITE_FULL` through sqlx) is [`EngineError::Storage`], like a full disk under the
+    /// server's own files: the operator must make room, and the client may try again later.
+    fn from(e: DbErr) -> Self {
+        if let Some(code) = sqlstate(&e)
+            && matches!(code.as_str(), "53100" | "13")
+        {
+            return Self::Storage {
+                full: true,
+                detail: format!("the database could not extend a file (code {code})"),
+            };
+        }
+        Self::Database(e)
+    }
+}
+
+/// The database's own error code of a failed statement: a SQLSTATE on PostgreSQL, the
+/// (extended) result code on SQLite.
+fn sqlstate(e: &DbErr) -> Option<String> {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Conn(RuntimeErr::SqlxError(e))) = e
+    else {
+        return None;
+    };
+    match e.as_ref() {
+        sea_orm::sqlx::Error::Database(d) => d.code().map(std::borrow::Cow::into_owned),
+        _ => None,
+    }
 }
 
 impl EngineError {

@@ -347,6 +347,59 @@ pub fn render(err: poem::Error) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sea_orm::ConnectionTrait;
+
+    /// What a database out of disk space answers: `503 storage_full`.
+    async fn answer_to(db: &sea_orm::DatabaseConnection, statement: &str) -> ApiError {
+        let failed = db.execute_unprepared(statement).await.unwrap_err();
+        ApiError::from(EngineError::from(failed))
+    }
+
+    #[tokio::test]
+    async fn a_full_sqlite_database_is_503_storage_full() {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        // A database allowed two pages: the second row of a page's size fills it.
+        let full = answer_to(
+            &db,
+            "PRAGMA max_page_count = 2; CREATE TABLE t (b BLOB); \
+             INSERT INTO t VALUES (zeroblob(4096)); INSERT INTO t VALUES (zeroblob(4096));",
+        )
+        .await;
+        assert_eq!(
+            (full.status, full.code.as_ref()),
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_full")
+        );
+        let other = answer_to(&db, "SELECT * FROM no_such_table").await;
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    #[ignore = "PostgreSQL: STICKY_TEST_POSTGRES_URL=postgres://... cargo test -p sticky-calls-server -- --ignored"]
+    async fn a_full_postgresql_disk_is_503_storage_full() {
+        let Ok(url) = std::env::var("STICKY_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: STICKY_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        let db = sea_orm::Database::connect(url).await.unwrap();
+        // PostgreSQL's own error for a full disk (SQLSTATE 53100, `disk_full`), raised on
+        // purpose: the disk here has room.
+        let full = answer_to(
+            &db,
+            "DO $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; \
+             END $$",
+        )
+        .await;
+        assert_eq!(
+            (full.status, full.code.as_ref()),
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_full")
+        );
+        let other = answer_to(
+            &db,
+            "DO $$ BEGIN RAISE EXCEPTION 'no' USING ERRCODE = 'internal_error'; END $$",
+        )
+        .await;
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 
     #[test]
     fn a_full_disk_is_503_storage_full_and_another_storage_failure_an_opaque_500() {

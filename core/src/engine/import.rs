@@ -458,7 +458,8 @@ fn copy_text(buf: &mut Vec<u8>, text: &str) {
 }
 
 fn sqlx_err(e: sqlx::Error) -> EngineError {
-    EngineError::Database(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
+    // Through `From`: a full disk is told apart there.
+    EngineError::from(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
         std::sync::Arc::new(e),
     )))
 }
