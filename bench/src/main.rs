@@ -70,6 +70,10 @@ struct Args {
     /// has one writing process.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
     nodes: u64,
+    /// Threads each server process runs requests on (`STICKY_WORKER_THREADS`; default: one
+    /// per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
+    server_workers: Option<u16>,
 }
 
 /// What seeding produced, kept beside a reused SQLite file.
@@ -427,6 +431,7 @@ async fn run_backend(
             &url,
             &args.out,
             args.plans_file.as_deref(),
+            args.server_workers,
         )?);
     }
     let server = server::Servers(started);
@@ -659,11 +664,14 @@ async fn seed_backend(customers: u64, backend: &str, url: &str) -> anyhow::Resul
 
 fn markdown(args: &Args, reports: &[BackendReport]) -> String {
     let mut out = format!(
-        "# Sticky Calls benchmark\n\n{} connections, {} cores, {}, tenant plan `{}`.\n",
+        "# Sticky Calls benchmark\n\n{} connections, {} cores, {}, tenant plan `{}`{}.\n",
         args.concurrency,
         std::thread::available_parallelism().map_or(0, usize::from),
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        args.plan.as_deref().unwrap_or("unlimited")
+        args.plan.as_deref().unwrap_or("unlimited"),
+        args.server_workers
+            .map(|n| format!(", {n} server worker threads"))
+            .unwrap_or_default()
     );
     for r in reports {
         let trivial = r.results[0].throughput();
@@ -745,6 +753,7 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
 fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
     json!({
         "concurrency": args.concurrency,
+        "server_worker_threads": args.server_workers,
         "backends": reports.iter().map(|r| json!({
             "backend": r.backend,
             "server_processes": r.nodes,

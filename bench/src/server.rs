@@ -35,10 +35,14 @@ impl Server {
         database_url: &str,
         dir: &std::path::Path,
         plans_file: Option<&std::path::Path>,
+        worker_threads: Option<u16>,
     ) -> anyhow::Result<Self> {
         let mut command = Command::new(binary);
         if let Some(file) = plans_file {
             command.env("STICKY_PLANS_FILE", file);
+        }
+        if let Some(n) = worker_threads {
+            command.env("STICKY_WORKER_THREADS", n.to_string());
         }
         let mut child = command
             .arg("serve")

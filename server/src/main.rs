@@ -29,6 +29,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads that run requests (default: one per CPU core). More than the cores lets
+    /// requests go on while a thread waits for the disk (SQLite pages not in memory).
+    #[arg(long, global = true, env = "STICKY_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=512))]
+    worker_threads: Option<u16>,
 }
 
 #[derive(Subcommand)]
@@ -477,9 +482,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = cli.worker_threads {
+        runtime.worker_threads(usize::from(n));
+    }
+    let result = match runtime.build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => Err(e.into()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
