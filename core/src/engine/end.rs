@@ -19,7 +19,7 @@ use super::locks::{self, LockKey, Locking};
 use super::sql::{Arg, Conn, Row};
 use super::store::{
     CUSTOMER_COLUMNS, IdentityKey, customer_from_row, customers_by_id, find_call, find_customer,
-    find_customer_by_ref, load_evidence, parse_variables,
+    find_customer_by_ref, load_evidence, parse_variables, upsert_ended_call,
 };
 use super::{EndOutcome, Engine, RecentCall, TenantId};
 use crate::commands::{EndCall, VariableChanges};
@@ -546,37 +546,33 @@ pub(super) async fn end_call_in(
     let variables_json = serde_json::to_string(&call_variables)?;
     // Inserted when the end comes first; otherwise only the end's columns change (a start that
     // raced in keeps its match).
-    tx.execute(
-        "INSERT INTO calls (tenant_id, call_id, platform, ani, ani_withheld, dnis, external_ids, \
-         signals, candidates, customer_id, status, intent, intent_status, summary, variables, \
-         ended_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, '[]', '[]', $8, $9, $10, $11, $12, $13, $14, $15, $15) \
-         ON CONFLICT (tenant_id, call_id) DO UPDATE SET ani = excluded.ani, \
-         ani_withheld = excluded.ani_withheld, dnis = excluded.dnis, \
-         external_ids = excluded.external_ids, customer_id = excluded.customer_id, \
-         status = excluded.status, intent = excluded.intent, \
-         intent_status = excluded.intent_status, summary = excluded.summary, \
-         variables = excluded.variables, ended_at = excluded.ended_at, \
-         updated_at = excluded.updated_at",
-        &[
-            tenant.0.into(),
-            cmd.call_id.as_str().into(),
-            cmd.platform.as_str().into(),
-            (&number).into(),
-            ani_withheld.into(),
-            (&dnis).into(),
-            (&external_json).into(),
-            target.as_ref().map(|t| t.id).into(),
-            call::STATUS_ENDED.into(),
-            (&intent_name).into(),
-            (&intent_status).into(),
-            (&summary).into(),
-            (&variables_json).into(),
-            ended_at.into(),
-            now.into(),
-        ],
-    )
-    .await?;
+    let row = call::Model {
+        id: 0,
+        tenant_id: tenant.0,
+        call_id: cmd.call_id.as_str().to_owned(),
+        platform: cmd.platform.as_str().to_owned(),
+        ani: number.clone(),
+        ani_withheld,
+        dnis: dnis.clone(),
+        external_ids: external_json,
+        matched_customer_id: None,
+        confidence: None,
+        band: None,
+        recommended_action: None,
+        signals: "[]".to_owned(),
+        candidates: "[]".to_owned(),
+        customer_id: target.as_ref().map(|t| t.id),
+        status: call::STATUS_ENDED.to_owned(),
+        intent: intent_name.clone(),
+        intent_status: intent_status.clone(),
+        summary: summary.clone(),
+        variables: variables_json,
+        started_at: None,
+        ended_at: Some(ended_at),
+        created_at: now,
+        updated_at: now,
+    };
+    upsert_ended_call(tx, &row).await?;
 
     if intent_set
         .as_ref()

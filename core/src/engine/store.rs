@@ -110,6 +110,42 @@ pub(super) async fn insert_calls(
         .await
 }
 
+/// The columns of [`CALL_WRITTEN_COLUMNS`] an end sets: on a call row that exists (its start
+/// or an earlier end wrote it) only these change, so a start that raced in keeps its match.
+const CALL_END_COLUMNS: [&str; 12] = [
+    "ani",
+    "ani_withheld",
+    "dnis",
+    "external_ids",
+    "customer_id",
+    "status",
+    "intent",
+    "intent_status",
+    "summary",
+    "variables",
+    "ended_at",
+    "updated_at",
+];
+
+/// Writes an ended call's row: inserted whole when the end comes first, else only
+/// [`CALL_END_COLUMNS`] change.
+pub(super) async fn upsert_ended_call(c: Conn<'_>, row: &call::Model) -> Result<(), EngineError> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let set: Vec<String> = CALL_END_COLUMNS
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        format!(
+            "INSERT INTO calls ({CALL_WRITTEN_COLUMNS}) VALUES {} \
+             ON CONFLICT (tenant_id, call_id) DO UPDATE SET {}",
+            placeholders(1, CALL_WIDTH, false),
+            set.join(", ")
+        )
+    });
+    c.execute(&SQL, &call_args(row)).await?;
+    Ok(())
+}
+
 fn insert_calls_sql(rows: usize) -> String {
     format!(
         "INSERT INTO calls ({CALL_WRITTEN_COLUMNS}) VALUES {} \
@@ -509,4 +545,19 @@ pub(super) async fn call_record(
         started_at: row.started_at,
         ended_at: row.ended_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_call_columns_are_listed_once_and_agree() {
+        let written: Vec<&str> = CALL_WRITTEN_COLUMNS.split(", ").collect();
+        assert_eq!(written.len(), CALL_WIDTH);
+        for column in CALL_END_COLUMNS {
+            assert!(written.contains(&column), "{column} is a written column");
+        }
+        assert_eq!(CALL_COLUMNS, format!("id, {CALL_WRITTEN_COLUMNS}"));
+    }
 }
