@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::engine::TenantId;
 use crate::error::EngineError;
+use crate::keys::{KeyStore, NewKey, PreparedKey, Tenant};
 
 /// A period's counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,7 +101,8 @@ impl BillingStore {
             .collect()
     }
 
-    /// Puts the tenant on `plan` (a name the caller checked) and records it.
+    /// Puts the tenant on `plan` (a name the caller checked) and records it, in one
+    /// transaction.
     ///
     /// # Errors
     /// Database failures.
@@ -110,15 +112,39 @@ impl BillingStore {
         plan: &str,
         by: &str,
     ) -> Result<(), EngineError> {
-        let before = self.plan_of(tenant).await?;
-        self.db
-            .execute_raw(statement(
+        let txn = begin_write(&self.db).await?;
+        self.set_plan_in(&txn, tenant, plan, by).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// [`BillingStore::set_plan`] through `conn`.
+    async fn set_plan_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        tenant: TenantId,
+        plan: &str,
+        by: &str,
+    ) -> Result<(), EngineError> {
+        let before: Option<String> = match conn
+            .query_one_raw(statement(
                 &self.db,
-                "UPDATE tenants SET plan = $1 WHERE id = $2",
-                vec![plan.into(), tenant.0.into()],
+                "SELECT plan FROM tenants WHERE id = $1",
+                vec![tenant.0.into()],
             ))
-            .await?;
-        self.record(
+            .await?
+        {
+            Some(r) => Some(r.try_get_by_index(0)?),
+            None => None,
+        };
+        conn.execute_raw(statement(
+            &self.db,
+            "UPDATE tenants SET plan = $1 WHERE id = $2",
+            vec![plan.into(), tenant.0.into()],
+        ))
+        .await?;
+        self.insert_event(
+            conn,
             tenant,
             "plan_changed",
             &json!({"from": before, "to": plan, "by": by}),
@@ -126,6 +152,27 @@ impl BillingStore {
         )
         .await?;
         Ok(())
+    }
+
+    /// A new tenant on `plan` with its first key, all or nothing: the tenant, its plan (and
+    /// the billing event that records it) and the key in one transaction. The key was hashed
+    /// before ([`KeyStore::prepare_key`]).
+    ///
+    /// # Errors
+    /// `invalid` name, `tenant_exists`, or database failures (nothing is stored then).
+    pub async fn sign_up(
+        &self,
+        keys: &KeyStore,
+        name: &str,
+        plan: &str,
+        key: PreparedKey,
+    ) -> Result<(Tenant, NewKey), EngineError> {
+        let txn = begin_write(&self.db).await?;
+        let tenant = keys.create_tenant_in(&txn, name).await?;
+        self.set_plan_in(&txn, tenant.id, plan, "signup").await?;
+        let key = keys.insert_key(&txn, tenant.id, key).await?;
+        txn.commit().await?;
+        Ok((tenant, key))
     }
 
     /// The period's counts (zero when nothing was counted yet).
@@ -226,7 +273,7 @@ impl BillingStore {
         detail: &serde_json::Value,
         external_id: Option<&str>,
     ) -> Result<bool, EngineError> {
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = begin_write(&self.db).await?;
         if !self
             .insert_event(&txn, tenant, kind, detail, external_id)
             .await?
@@ -273,7 +320,7 @@ impl BillingStore {
         external_id: &str,
     ) -> Result<bool, EngineError> {
         let before = self.plan_of(tenant).await?;
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = begin_write(&self.db).await?;
         if !self
             .insert_event(&txn, tenant, "payment", detail, Some(external_id))
             .await?
@@ -388,5 +435,24 @@ impl BillingStore {
             },
             None => PeriodUsage::default(),
         })
+    }
+}
+
+/// A write transaction: on SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so that
+/// a read followed by a write in it never fails because another connection wrote in between
+/// (a deferred transaction cannot upgrade past a newer commit: `SQLITE_BUSY_SNAPSHOT`).
+async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            db.begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+        }
+        _ => db.begin().await,
     }
 }

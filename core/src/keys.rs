@@ -159,6 +159,15 @@ pub struct ApiKeyInfo {
     pub created_at: DateTime<Utc>,
 }
 
+/// A key checked and hashed, not yet stored (see [`KeyStore::prepare_key`]).
+pub struct PreparedKey {
+    secret: String,
+    prefix: String,
+    hash: String,
+    label: Option<String>,
+    scopes: Scopes,
+}
+
 /// A key just created: the only time its secret is known.
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -267,8 +276,25 @@ impl KeyStore {
     /// # Errors
     /// `invalid` name, or `tenant_exists`.
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant, EngineError> {
+        self.create_tenant_in(&self.db, name).await
+    }
+
+    /// [`KeyStore::create_tenant`] through `conn` (a transaction of the caller's).
+    ///
+    /// # Errors
+    /// `invalid` name, or `tenant_exists`.
+    pub async fn create_tenant_in(
+        &self,
+        conn: &impl sea_orm::ConnectionTrait,
+        name: &str,
+    ) -> Result<Tenant, EngineError> {
         let name = parse_tenant_name(name)?;
-        if self.find_tenant(name).await?.is_some() {
+        if tenant::Entity::find()
+            .filter(tenant::Column::Name.eq(name))
+            .one(conn)
+            .await?
+            .is_some()
+        {
             return Err(EngineError::Conflict {
                 code: "tenant_exists",
                 message: "a tenant with this name already exists".into(),
@@ -279,7 +305,7 @@ impl KeyStore {
             created_at: Set(crate::now()),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(conn)
         .await?;
         Ok(Tenant {
             id: TenantId(row.id),
@@ -349,6 +375,22 @@ impl KeyStore {
         secret: Option<String>,
         scopes: Scopes,
     ) -> Result<NewKey, EngineError> {
+        let prepared = self.prepare_key(label, secret, scopes).await?;
+        self.insert_key(&self.db, tenant, prepared).await
+    }
+
+    /// A new key checked and hashed, ready for [`KeyStore::insert_key`]: bcrypt runs here,
+    /// before the caller's transaction, which would otherwise hold the database's write lock
+    /// while it hashes.
+    ///
+    /// # Errors
+    /// No scope, an unacceptable secret or label.
+    pub async fn prepare_key(
+        &self,
+        label: Option<String>,
+        secret: Option<String>,
+        scopes: Scopes,
+    ) -> Result<PreparedKey, EngineError> {
         if scopes.is_empty() {
             return Err(FieldError::new("scopes", "a key needs at least one scope").into());
         }
@@ -369,9 +411,35 @@ impl KeyStore {
             .into());
         }
         let prefix = secret[..LOOKUP_PREFIX_LEN].to_owned();
+        Ok(PreparedKey {
+            hash: self.hash(secret.clone()).await?,
+            secret,
+            prefix,
+            label,
+            scopes,
+        })
+    }
+
+    /// Stores a prepared key of `tenant` through `conn`.
+    ///
+    /// # Errors
+    /// A prefix already in use, or database failures.
+    pub async fn insert_key(
+        &self,
+        conn: &impl sea_orm::ConnectionTrait,
+        tenant: TenantId,
+        key: PreparedKey,
+    ) -> Result<NewKey, EngineError> {
+        let PreparedKey {
+            secret,
+            prefix,
+            hash,
+            label,
+            scopes,
+        } = key;
         if api_key::Entity::find()
             .filter(api_key::Column::Prefix.eq(&prefix))
-            .one(&self.db)
+            .one(conn)
             .await?
             .is_some()
         {
@@ -384,12 +452,12 @@ impl KeyStore {
             id: Set(format!("key_{}", crate::random_token(16))),
             tenant_id: Set(tenant.0),
             prefix: Set(prefix),
-            secret_hash: Set(self.hash(secret.clone()).await?),
+            secret_hash: Set(hash),
             label: Set(label),
             scopes: Set(scopes.to_text()),
             created_at: Set(crate::now()),
         }
-        .insert(&self.db)
+        .insert(conn)
         .await?;
         Ok(NewKey {
             info: info(row)?,

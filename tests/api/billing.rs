@@ -11,6 +11,7 @@ use sticky_calls_tests::TestApp;
 
 backend_tests!(
     signup_works_only_when_open_and_is_limited_per_address,
+    a_signup_that_fails_half_way_stores_nothing,
     offers_carry_the_tenants_id_and_stripe_payments_apply_once,
 );
 
@@ -85,6 +86,61 @@ async fn signup_works_only_when_open_and_is_limited_per_address(app: TestApp) {
         .await;
     assert_eq!(more.status, StatusCode::TOO_MANY_REQUESTS, "{}", more.body);
     assert_eq!(more.body["error"]["code"], "too_many_attempts");
+}
+
+async fn a_signup_that_fails_half_way_stores_nothing(app: TestApp) {
+    let app = restarted_with(app, |s| s.signup_open = true).await;
+    let tables = ["tenants", "api_keys", "billing_events"];
+    let mut before = Vec::new();
+    for t in tables {
+        before.push(app.count_rows(t).await);
+    }
+    // The key's row cannot be written: the tenant and its plan were, in the same transaction.
+    let (inject, remove) = if app.on_postgres() {
+        (
+            "CREATE FUNCTION no_keys() RETURNS trigger AS $$ BEGIN \
+             RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER no_keys BEFORE INSERT ON api_keys \
+             FOR EACH ROW EXECUTE FUNCTION no_keys()",
+            "DROP TRIGGER no_keys ON api_keys",
+        )
+    } else {
+        (
+            "CREATE TRIGGER no_keys BEFORE INSERT ON api_keys \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+            "DROP TRIGGER no_keys",
+        )
+    };
+    app.execute_sql(inject).await;
+    let failed = app
+        .send(
+            "POST",
+            "/v1/signup",
+            None,
+            Some(r#"{"name": "half-way"}"#.into()),
+        )
+        .await;
+    assert_eq!(
+        failed.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        failed.body
+    );
+    for (t, n) in tables.iter().zip(&before) {
+        assert_eq!(app.count_rows(t).await, *n, "nothing kept in {t}");
+    }
+    // Once the database takes keys again, the same name signs up: nothing half-made holds it.
+    app.execute_sql(remove).await;
+    let made = app
+        .send(
+            "POST",
+            "/v1/signup",
+            None,
+            Some(r#"{"name": "half-way"}"#.into()),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    assert_eq!(app.count_rows("tenants").await, before[0] + 1);
 }
 
 /// A `Stripe-Signature` header for `body`, as Stripe makes it.

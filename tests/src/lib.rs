@@ -393,6 +393,25 @@ impl TestApp {
         self.count_rows("calls").await
     }
 
+    /// Runs SQL on the application's database (one statement, or several on PostgreSQL), for
+    /// tests that inject a fault.
+    ///
+    /// # Panics
+    /// When it fails.
+    pub async fn execute_sql(&self, sql: &str) {
+        self.state
+            .engine
+            .db()
+            .execute_unprepared(sql)
+            .await
+            .expect("SQL");
+    }
+
+    /// Whether the application's database is PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.state.engine.db().get_database_backend() == DbBackend::Postgres
+    }
+
     pub async fn count_rows(&self, table: &str) -> i64 {
         let db = self.state.engine.db();
         let row = db

@@ -232,16 +232,16 @@ impl BillingApi {
             .0
             .name
             .unwrap_or_else(|| format!("t-{}", sticky_core::random_token(12)));
-        let tenant = self.state.keys.create_tenant(&name).await?;
-        self.state
-            .limits
-            .store()
-            .set_plan(tenant.id, plan, "signup")
-            .await?;
-        let key = self
+        let prepared = self
             .state
             .keys
-            .create_key(tenant.id, Some("signup".into()), None)
+            .prepare_key(Some("signup".into()), None, sticky_core::keys::Scopes::ALL)
+            .await?;
+        let (tenant, key) = self
+            .state
+            .limits
+            .store()
+            .sign_up(&self.state.keys, &name, plan, prepared)
             .await?;
         Ok(SignupResponse::Created(Json(SignupDto {
             tenant_id: tenant.id.0,
