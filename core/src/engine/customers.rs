@@ -114,7 +114,6 @@ fn not_found() -> EngineError {
     EngineError::not_found("customer_not_found", "no customer with this customer_ref")
 }
 
-/// Calls that carry a customer's data: linked to them, or matched to them and never linked.
 /// The customers a number is linked to.
 async fn linked_to(
     c: &impl sea_orm::ConnectionTrait,
@@ -150,6 +149,7 @@ async fn ids_of_calls(
         .collect())
 }
 
+/// Calls that carry a customer's data: linked to them, or matched to them and never linked.
 fn calls_of(customer_id: i64) -> Condition {
     Condition::any()
         .add(call::Column::CustomerId.eq(customer_id))
@@ -446,7 +446,7 @@ impl Engine {
             },
         };
         self.commit(tx, Touched::widely(tenant)).await?;
-        self.after_erasing(tenant, &scrubbed, erased, None).await?;
+        self.after_erasing(tenant, &scrubbed, erased).await?;
         Ok(report)
     }
 
@@ -487,20 +487,19 @@ impl Engine {
     }
 
     /// After an erasure's commit: the journal's records of the `erased` calls not already
-    /// overwritten, in segments older than `older_than` if given.
+    /// overwritten.
     async fn after_erasing(
         &self,
         tenant: TenantId,
         scrubbed: &HashSet<String>,
         erased: HashSet<String>,
-        older_than: Option<std::time::Duration>,
     ) -> Result<(), EngineError> {
         if let Some(lite) = &self.lite {
             let rest = erased
                 .into_iter()
                 .filter(|id| !scrubbed.contains(id))
                 .collect();
-            lite.scrub(tenant, rest, older_than).await?;
+            lite.scrub(tenant, rest, None).await?;
         }
         Ok(())
     }
@@ -642,7 +641,7 @@ impl Engine {
             }
         }
         self.commit(tx, Touched::widely(tenant)).await?;
-        self.after_erasing(tenant, &scrubbed, erased, None).await?;
+        self.after_erasing(tenant, &scrubbed, erased).await?;
         Ok(report)
     }
 
@@ -688,7 +687,7 @@ impl Engine {
             .await?
             .rows_affected;
         self.commit(tx, Touched::widely(tenant)).await?;
-        self.after_erasing(tenant, &scrubbed, erased, None).await?;
+        self.after_erasing(tenant, &scrubbed, erased).await?;
         Ok(report)
     }
 

@@ -429,9 +429,8 @@ impl Lite {
             .await
     }
 
-    /// Moves every open call into `calls`, and lets no record written before outlive this:
-    /// before an erasure, whose calls' records must not come back when the journal is read
-    /// again (a record counts as open when its call has no row).
+    /// Moves every open call into `calls`, and lets no record written before outlive this
+    /// (a backup of the file alone then holds every call).
     pub(super) async fn move_all(&self) -> Result<(), EngineError> {
         self.open.close_segment()?;
         for rows in self.open.all()?.chunks(MAX_BATCH) {

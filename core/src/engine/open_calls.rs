@@ -698,8 +698,7 @@ impl OpenCalls {
     }
 
     /// Appends go to a new segment from now on: every record written before is in an older
-    /// one, deleted once none of its calls is open (erasure moves every open call, so that
-    /// no record of a call it erases outlives it).
+    /// one, deleted once none of its calls is open.
     pub(super) fn close_segment(&self) -> Result<(), EngineError> {
         let mut inner = self.lock()?;
         inner.rotate(&self.base)
