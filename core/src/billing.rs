@@ -69,8 +69,16 @@ impl BillingStore {
     /// # Errors
     /// Database failures.
     pub async fn plan_of(&self, tenant: TenantId) -> Result<Option<String>, EngineError> {
-        let row = self
-            .db
+        self.plan_in(&self.db, tenant).await
+    }
+
+    /// [`BillingStore::plan_of`] through `conn`.
+    async fn plan_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        tenant: TenantId,
+    ) -> Result<Option<String>, EngineError> {
+        let row = conn
             .query_one_raw(statement(
                 &self.db,
                 "SELECT plan FROM tenants WHERE id = $1",
@@ -126,17 +134,7 @@ impl BillingStore {
         plan: &str,
         by: &str,
     ) -> Result<(), EngineError> {
-        let before: Option<String> = match conn
-            .query_one_raw(statement(
-                &self.db,
-                "SELECT plan FROM tenants WHERE id = $1",
-                vec![tenant.0.into()],
-            ))
-            .await?
-        {
-            Some(r) => Some(r.try_get_by_index(0)?),
-            None => None,
-        };
+        let before = self.plan_in(conn, tenant).await?;
         conn.execute_raw(statement(
             &self.db,
             "UPDATE tenants SET plan = $1 WHERE id = $2",

@@ -314,7 +314,7 @@ impl Engine {
             .ok_or_else(not_found)?;
         // The open calls that matched them are part of their calls.
         if let Some(lite) = &self.lite {
-            lite.move_matching(tenant, c.id).await?;
+            lite.move_open(lite.open_matching(tenant, c.id)?).await?;
         }
         let identities = identity::Entity::find()
             .filter(identity::Column::CustomerId.eq(c.id))

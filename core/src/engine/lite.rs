@@ -418,17 +418,6 @@ impl Lite {
         self.open.get(tenant.0, call_id)
     }
 
-    /// Moves the open calls whose start matched `customer` into `calls` (committed when this
-    /// returns), so that what reads or erases a customer's calls sees them.
-    pub(super) async fn move_matching(
-        &self,
-        tenant: TenantId,
-        customer: i64,
-    ) -> Result<(), EngineError> {
-        self.move_rows(self.open.matching(tenant.0, customer)?)
-            .await
-    }
-
     /// Moves every open call into `calls`, and lets no record written before outlive this
     /// (a backup of the file alone then holds every call).
     pub(super) async fn move_all(&self) -> Result<(), EngineError> {
