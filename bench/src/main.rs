@@ -114,6 +114,21 @@ struct BackendReport {
     ryw: (u64, u64),
 }
 
+/// `url` with its database replaced by `name`, its query (`?sslmode=disable`,
+/// `?host=/var/run/postgresql` for the Unix socket) kept.
+fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let (path, query) = url.split_once('?').map_or((url, ""), |(p, q)| (p, q));
+    let (base, _) = path
+        .rsplit_once('/')
+        .filter(|(base, _)| base.contains("://"))
+        .ok_or_else(|| anyhow::anyhow!("the PostgreSQL URL needs a database name"))?;
+    Ok(if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    })
+}
+
 /// Requests per second of the light, fixed-rate run of known callers' starts.
 const LIGHT_RATE: f64 = 1000.0;
 
@@ -860,10 +875,7 @@ async fn main() -> anyhow::Result<()> {
         ))
         .await?;
         conn.close().await?;
-        let (base, _) = admin
-            .rsplit_once('/')
-            .ok_or_else(|| anyhow::anyhow!("the PostgreSQL URL needs a database name"))?;
-        let url = format!("{base}/{name}");
+        let url = with_database(admin, &name)?;
         let customers = args.postgres_customers.unwrap_or(args.customers);
         reports.push(
             run_backend(
@@ -888,6 +900,24 @@ async fn main() -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    #[test]
+    fn the_database_is_replaced_and_the_query_kept() {
+        let url = |u: &str| with_database(u, "b").unwrap();
+        assert_eq!(
+            url("postgres://p@127.0.0.1:5432/test"),
+            "postgres://p@127.0.0.1:5432/b"
+        );
+        assert_eq!(
+            url("postgres://p@localhost/test?host=/var/run/postgresql"),
+            "postgres://p@localhost/b?host=/var/run/postgresql"
+        );
+        assert_eq!(
+            url("postgres://p@h/test?sslmode=disable"),
+            "postgres://p@h/b?sslmode=disable"
+        );
+        assert!(with_database("postgres:test", "b").is_err());
+    }
 
     /// Runs [`until_it_stops_growing`] over a file whose size after each step is the next of
     /// `sizes` (it starts at the first), asking for 2 quiet steps; returns what it returned and

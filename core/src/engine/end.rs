@@ -16,10 +16,10 @@ use serde_json::Value;
 use super::cache::Caches;
 use super::context;
 use super::locks::{self, LockKey, Locking};
-use super::sql::{Arg, Conn, Row};
+use super::sql::{Arg, Conn, Row, Write};
 use super::store::{
-    CUSTOMER_COLUMNS, IdentityKey, customer_from_row, customers_by_id, find_call, find_customer,
-    find_customer_by_ref, load_evidence, parse_variables, upsert_ended_call,
+    CUSTOMER_COLUMNS, IdentityKey, customer_from_row, customers_by_id, ended_call, find_call,
+    find_customer, find_customer_by_ref, load_evidence, parse_variables,
 };
 use super::{EndOutcome, Engine, RecentCall, TenantId};
 use crate::commands::{EndCall, VariableChanges};
@@ -91,8 +91,16 @@ impl Engine {
             attempt += 1;
             let tx = self.db.begin().await?;
             let ended = async {
-                locks::begin_end(Conn::Tx(&tx), tenant, cmd.call_id.as_str()).await?;
-                end_call_in(Conn::Tx(&tx), numbers, tenant, cmd, Locking::Fine).await
+                let mut held = named_locks(tenant, cmd, numbers);
+                locks::begin_end(Conn::Tx(&tx), tenant, cmd.call_id.as_str(), &mut held).await?;
+                end_call_in(
+                    Conn::Tx(&tx),
+                    numbers,
+                    tenant,
+                    cmd,
+                    Locking::Fine { held: &held },
+                )
+                .await
             }
             .await;
             match ended {
@@ -112,6 +120,28 @@ impl Engine {
             }
         }
     }
+}
+
+/// The locks of the identities and reference an end's request names (see `locks.rs`).
+fn named_locks(tenant: TenantId, cmd: &EndCall, numbers: &EndNumbers) -> Vec<LockKey> {
+    numbers
+        .ani
+        .as_ref()
+        .and_then(Ani::number)
+        .map(|n| LockKey::identity(tenant, identity::KIND_ANI, n.as_str()))
+        .into_iter()
+        .chain(
+            cmd.hints
+                .external_ids
+                .iter()
+                .map(|e| LockKey::identity(tenant, identity::KIND_EXTERNAL, &e.pair())),
+        )
+        .chain(
+            cmd.customer_ref
+                .as_ref()
+                .map(|r| LockKey::customer_ref(tenant, r.as_str())),
+        )
+        .collect()
 }
 
 /// An end run under an exclusive lock asked for it again: a bug.
@@ -218,9 +248,12 @@ pub(super) async fn end_call_in(
     numbers: &EndNumbers,
     tenant: TenantId,
     cmd: &EndCall,
-    locking: Locking,
+    locking: Locking<'_>,
 ) -> Result<Option<(EndOutcome, Touched)>, EngineError> {
-    let fine = locking == Locking::Fine;
+    let (fine, held) = match locking {
+        Locking::Exclusive => (false, &[][..]),
+        Locking::Fine { held } => (true, held),
+    };
     let now = crate::now();
     let existing = find_call(tx, tenant, cmd.call_id.as_str()).await?;
     // What an end saves about the customer (variables, an intent's status) takes the time of
@@ -303,15 +336,23 @@ pub(super) async fn end_call_in(
                 .as_ref()
                 .map(|r| LockKey::customer_ref(tenant, r.as_str())),
         );
-        locks::lock(tx, keys).await?;
+        locks::lock(tx, keys, held).await?;
     }
 
     // Who the call belongs to.
     let mut linked_before = existing.as_ref().and_then(|c| c.customer_id);
     let mut merged_from = None;
     let mut merged_ids = None;
+    // The customer row this end has locked (PostgreSQL, fine): read with its lock.
+    let mut locked = None;
     let target = if let Some(named_ref) = &cmd.customer_ref {
-        let named = find_customer_by_ref(tx, tenant, named_ref.as_str()).await?;
+        let named = if fine {
+            let named = lock_customer_by_ref(tx, tenant, named_ref.as_str()).await?;
+            locked = named.as_ref().map(|n| n.id);
+            named
+        } else {
+            find_customer_by_ref(tx, tenant, named_ref.as_str()).await?
+        };
         // The provisional customer this call belongs to: the one it is linked to, or the one
         // its start matched with high confidence. A lower match is only a guess (a shared
         // line, a conflicting CRM id, a number not heard from in years): naming a customer at
@@ -434,86 +475,17 @@ pub(super) async fn end_call_in(
             return Ok(None);
         }
         // The customer's row as now stored, locked until the commit.
-        *t = lock_customer(tx, tenant, t.id).await?.ok_or_else(|| {
-            EngineError::Corrupt("a customer vanished under a shared tenant lock".into())
-        })?;
-    }
-    if let Some(t) = &mut target {
-        let newly_linked = linked_before != Some(t.id);
-        for (kind, value) in &identities {
-            if newly_linked || !counted.contains(&(*kind, value.clone())) {
-                link_identity(tx, tenant, t.id, kind, value, now).await?;
-            }
+        if locked != Some(t.id) {
+            *t = lock_customer(tx, tenant, t.id).await?.ok_or_else(|| {
+                EngineError::Corrupt("a customer vanished under a shared tenant lock".into())
+            })?;
         }
-        if newly_linked {
-            *t = tx
-                .query_one(
-                    &format!(
-                        "UPDATE customers SET call_count = call_count + 1, \
-                         first_seen_at = COALESCE(first_seen_at, $1), last_seen_at = $1, \
-                         updated_at = $1 WHERE id = $2 RETURNING {CUSTOMER_COLUMNS}"
-                    ),
-                    &[now.into(), t.id.into()],
-                    customer_from_row,
-                )
-                .await?
-                .ok_or_else(|| EngineError::Corrupt("the call's customer vanished".into()))?;
-            if let Some(previous) = linked_before {
-                // The call moved to another customer: it no longer counts for the old one, nor
-                // do its identities (a number the old customer had only through this call is
-                // theirs no more).
-                tx.execute(
-                    "UPDATE customers SET call_count = call_count - 1 \
-                     WHERE id = $1 AND call_count > 0",
-                    &[previous.into()],
-                )
-                .await?;
-                for (kind, value) in &counted {
-                    tx.execute(
-                        "UPDATE identities SET call_count = call_count - 1 \
-                         WHERE customer_id = $1 AND kind = $2 AND value = $3 AND call_count > 0",
-                        &[previous.into(), (*kind).into(), value.as_str().into()],
-                    )
-                    .await?;
-                }
-                tx.execute(
-                    "DELETE FROM identities WHERE customer_id = $1 AND call_count = 0",
-                    &[previous.into()],
-                )
-                .await?;
-            }
-        }
-        in_order &= set_variables(tx, tenant, t.id, &cmd.variables, call_time).await?;
-        // New expiries of saved variables: the customer's document is rebuilt from the rows.
-        in_order &= cmd.variables.retimed().next().is_none();
     }
-
     let intent_status = match (cmd.intent_status, &cmd.intent) {
         (Some(s), _) => Some(s.as_str().to_owned()),
         (None, Some(_)) => Some(IntentStatus::Open.as_str().to_owned()),
         (None, None) => existing.as_ref().and_then(|c| c.intent_status.clone()),
     };
-    let mut intent_set = None;
-    if let (Some(t), Some(name), Some(status)) = (&target, &intent_name, &intent_status)
-        && (cmd.intent.is_some() || cmd.intent_status.is_some())
-    {
-        intent_set = Some(
-            set_intent(
-                tx,
-                tenant,
-                t.id,
-                IntentChange {
-                    name,
-                    status,
-                    call_id: Some(cmd.call_id.as_str()),
-                    due_at: cmd.intent_due_at,
-                    at: call_time,
-                },
-            )
-            .await?,
-        );
-    }
-
     // The call itself.
     let mut call_variables = match &existing {
         Some(c) => parse_variables(&c.variables)?,
@@ -545,7 +517,7 @@ pub(super) async fn end_call_in(
     let external_json = serde_json::to_string(&external)?;
     let variables_json = serde_json::to_string(&call_variables)?;
     // Inserted when the end comes first; otherwise only the end's columns change (a start that
-    // raced in keeps its match).
+    // raced in keeps its match). Written with the customer's rows, below.
     let row = call::Model {
         id: 0,
         tenant_id: tenant.0,
@@ -572,7 +544,102 @@ pub(super) async fn end_call_in(
         created_at: now,
         updated_at: now,
     };
-    upsert_ended_call(tx, &row).await?;
+    // Link identities, count the call once per customer, save its variables and write the
+    // call's row: independent writes, run together (one round trip on PostgreSQL). `target`
+    // stays the customer's row as now stored (their document is written from it): it was read
+    // under this end's locks, so the count's new values are known without reading them back.
+    let saved = match &target {
+        Some(_) => saved_variables(&cmd.variables)?,
+        None => Vec::new(),
+    };
+    let mut writes = Vec::new();
+    let mut newly_linked = false;
+    if let Some(t) = &mut target {
+        newly_linked = linked_before != Some(t.id);
+        for (kind, value) in &identities {
+            if newly_linked || !counted.contains(&(*kind, value.clone())) {
+                writes.push(link_identity(tenant, t.id, kind, value, now));
+            }
+        }
+        if newly_linked {
+            writes.push(Write {
+                sql: "UPDATE customers SET call_count = call_count + 1, \
+                      first_seen_at = COALESCE(first_seen_at, $1), last_seen_at = $1, \
+                      updated_at = $1 WHERE id = $2"
+                    .into(),
+                args: vec![now.into(), t.id.into()],
+            });
+            t.call_count += 1;
+            t.first_seen_at = t.first_seen_at.or(Some(now));
+            t.last_seen_at = Some(now);
+            t.updated_at = now;
+        }
+    }
+    let saving = match &target {
+        Some(t) if !saved.is_empty() => {
+            writes.push(save_variables(tenant, t.id, &saved, call_time));
+            Some(writes.len() - 1)
+        }
+        _ => None,
+    };
+    writes.push(ended_call(&row));
+    let changed = tx.execute_together(&writes).await?;
+    // A variable a later call saved is left as it is.
+    in_order &= saving.is_none_or(|i| {
+        changed
+            .get(i)
+            .is_some_and(|n| usize::try_from(*n).is_ok_and(|n| n == saved.len()))
+    });
+    if let Some(t) = &target {
+        if newly_linked && let Some(previous) = linked_before {
+            // The call moved to another customer: it no longer counts for the old one, nor
+            // do its identities (a number the old customer had only through this call is
+            // theirs no more).
+            tx.execute(
+                "UPDATE customers SET call_count = call_count - 1 \
+                 WHERE id = $1 AND call_count > 0",
+                &[previous.into()],
+            )
+            .await?;
+            for (kind, value) in &counted {
+                tx.execute(
+                    "UPDATE identities SET call_count = call_count - 1 \
+                     WHERE customer_id = $1 AND kind = $2 AND value = $3 AND call_count > 0",
+                    &[previous.into(), (*kind).into(), value.as_str().into()],
+                )
+                .await?;
+            }
+            tx.execute(
+                "DELETE FROM identities WHERE customer_id = $1 AND call_count = 0",
+                &[previous.into()],
+            )
+            .await?;
+        }
+        in_order &= unsave_variables(tx, t.id, &cmd.variables, call_time).await?;
+        // New expiries of saved variables: the customer's document is rebuilt from the rows.
+        in_order &= cmd.variables.retimed().next().is_none();
+    }
+
+    let mut intent_set = None;
+    if let (Some(t), Some(name), Some(status)) = (&target, &intent_name, &intent_status)
+        && (cmd.intent.is_some() || cmd.intent_status.is_some())
+    {
+        intent_set = Some(
+            set_intent(
+                tx,
+                tenant,
+                t.id,
+                IntentChange {
+                    name,
+                    status,
+                    call_id: Some(cmd.call_id.as_str()),
+                    due_at: cmd.intent_due_at,
+                    at: call_time,
+                },
+            )
+            .await?,
+        );
+    }
 
     if intent_set
         .as_ref()
@@ -638,6 +705,23 @@ async fn lock_customer(
     .await
 }
 
+/// A customer's row by reference, read and locked until the commit (PostgreSQL).
+async fn lock_customer_by_ref(
+    c: Conn<'_>,
+    tenant: TenantId,
+    customer_ref: &str,
+) -> Result<Option<customer::Model>, EngineError> {
+    c.query_one(
+        &format!(
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND customer_ref = $2 \
+             FOR UPDATE"
+        ),
+        &[tenant.0.into(), customer_ref.into()],
+        customer_from_row,
+    )
+    .await
+}
+
 pub(super) async fn create_customer(
     c: Conn<'_>,
     tenant: TenantId,
@@ -663,82 +747,100 @@ pub(super) async fn create_customer(
 }
 
 /// Counts one more call on an identity of a customer, creating the link when new.
-async fn link_identity(
-    c: Conn<'_>,
+fn link_identity<'a>(
     tenant: TenantId,
     customer_id: i64,
-    kind: &str,
-    value: &str,
+    kind: &'a str,
+    value: &'a str,
     now: DateTime<Utc>,
-) -> Result<(), EngineError> {
-    c.execute(
-        "INSERT INTO identities (tenant_id, customer_id, kind, value, call_count, first_seen_at, \
-         last_seen_at) VALUES ($1, $2, $3, $4, 1, $5, $5) \
-         ON CONFLICT (customer_id, kind, value) DO UPDATE SET \
-         call_count = identities.call_count + 1, last_seen_at = excluded.last_seen_at",
-        &[
+) -> Write<'a> {
+    Write {
+        sql: "INSERT INTO identities (tenant_id, customer_id, kind, value, call_count, \
+              first_seen_at, last_seen_at) VALUES ($1, $2, $3, $4, 1, $5, $5) \
+              ON CONFLICT (customer_id, kind, value) DO UPDATE SET \
+              call_count = identities.call_count + 1, last_seen_at = excluded.last_seen_at"
+            .into(),
+        args: vec![
             tenant.0.into(),
             customer_id.into(),
             kind.into(),
             value.into(),
             now.into(),
         ],
-    )
-    .await?;
-    Ok(())
+    }
 }
 
-/// Saves the variables given a value and removes those given `null`, as of `now` (the time of
-/// the call they came from): a variable a later call set is left as it is. One statement each
-/// (at most [`crate::commands::MAX_VARIABLES`] rows), not one per variable, since every
-/// statement of an end runs on the one writer thread. `false` when any change was left out.
-async fn set_variables(
-    c: Conn<'_>,
+/// A variable to save: its name, its value as JSON and when it expires.
+type Saved<'a> = (&'a str, String, Option<DateTime<Utc>>);
+
+/// The variables an end gives a value.
+fn saved_variables(changes: &VariableChanges) -> Result<Vec<Saved<'_>>, EngineError> {
+    changes
+        .iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .map(|(name, v)| {
+            Ok((
+                name.as_str(),
+                serde_json::to_string(v)?,
+                changes.expires_at(name),
+            ))
+        })
+        .collect()
+}
+
+/// Saves variables as of `now` (the time of the call they came from): a variable a later
+/// call set is left as it is, so fewer rows than `saved` change then. One statement (at most
+/// [`crate::commands::MAX_VARIABLES`] rows), not one per variable.
+fn save_variables<'a>(
     tenant: TenantId,
+    customer_id: i64,
+    saved: &'a [Saved<'a>],
+    now: DateTime<Utc>,
+) -> Write<'a> {
+    let mut sql = String::from(
+        "INSERT INTO variables (tenant_id, customer_id, name, value, updated_at, expires_at) \
+         VALUES ",
+    );
+    let mut args: Vec<Arg<'_>> = vec![tenant.0.into(), customer_id.into(), now.into()];
+    for (i, (name, json, expires_at)) in saved.iter().enumerate() {
+        let n = args.len();
+        sql.push_str(&format!(
+            "{}($1, $2, ${}, ${}, $3, ${})",
+            if i == 0 { "" } else { ", " },
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+        args.push((*name).into());
+        args.push(json.as_str().into());
+        args.push((*expires_at).into());
+    }
+    sql.push_str(
+        " ON CONFLICT (customer_id, name) DO UPDATE SET value = excluded.value, \
+         updated_at = excluded.updated_at, expires_at = excluded.expires_at \
+         WHERE variables.updated_at <= excluded.updated_at",
+    );
+    Write {
+        sql: sql.into(),
+        args,
+    }
+}
+
+/// The rest of an end's variable changes ([`save_variables`] saves the values): new expiries
+/// and removals (given `null`), as of `now`, unless a later call set the variable since.
+/// `false` when any change was left out.
+async fn unsave_variables(
+    c: Conn<'_>,
     customer_id: i64,
     changes: &VariableChanges,
     now: DateTime<Utc>,
 ) -> Result<bool, EngineError> {
     let mut all_applied = true;
-    let mut saved: Vec<(&str, String, Option<DateTime<Utc>>)> = Vec::new();
-    let mut removed: Vec<&str> = Vec::new();
-    for (name, value) in changes.iter() {
-        match value {
-            Some(v) => saved.push((
-                name.as_str(),
-                serde_json::to_string(v)?,
-                changes.expires_at(name),
-            )),
-            None => removed.push(name.as_str()),
-        }
-    }
-    if !saved.is_empty() {
-        let mut sql = String::from(
-            "INSERT INTO variables (tenant_id, customer_id, name, value, updated_at, expires_at) \
-             VALUES ",
-        );
-        let mut args: Vec<Arg<'_>> = vec![tenant.0.into(), customer_id.into(), now.into()];
-        for (i, (name, json, expires_at)) in saved.iter().enumerate() {
-            let n = args.len();
-            sql.push_str(&format!(
-                "{}($1, $2, ${}, ${}, $3, ${})",
-                if i == 0 { "" } else { ", " },
-                n + 1,
-                n + 2,
-                n + 3
-            ));
-            args.push((*name).into());
-            args.push(json.as_str().into());
-            args.push((*expires_at).into());
-        }
-        sql.push_str(
-            " ON CONFLICT (customer_id, name) DO UPDATE SET value = excluded.value, \
-             updated_at = excluded.updated_at, expires_at = excluded.expires_at \
-             WHERE variables.updated_at <= excluded.updated_at",
-        );
-        let written = c.execute(&sql, &args).await?;
-        all_applied &= usize::try_from(written).is_ok_and(|n| n == saved.len());
-    }
+    let removed: Vec<&str> = changes
+        .iter()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| name.as_str())
+        .collect();
     let retimed: Vec<_> = changes.retimed().collect();
     if !retimed.is_empty() {
         // A new expiry for a saved value, unless a later call saved the variable since.

@@ -2,13 +2,16 @@
 //!
 //! Every write of a tenant takes the tenant's advisory lock (`pg_advisory_xact_lock(tenant)`).
 //! Ends take it shared and then lock only what they touch, in one order, so that two ends
-//! never wait on each other in a circle:
+//! do not wait on each other in a circle:
 //!
-//! 1. the call (`call_id`), before its row is read;
-//! 2. its identities (number, external ids) and the customer reference it names, sorted, in
-//!    one statement: concurrent ends from one new number create one provisional customer, and
-//!    two ends naming one new reference create one customer;
-//! 3. the one customer the end writes to, by its row (`SELECT ... FOR UPDATE`, read afresh).
+//! 1. the call (`call_id`), before its row is read, and in the same statement the identities
+//!    (number, external ids) and customer reference the end's request names, sorted:
+//!    concurrent ends from one new number create one provisional customer, and two ends
+//!    naming one new reference create one customer;
+//! 2. identities the call's start recorded that the request does not name, once the call's
+//!    row is read (usually none; see [`lock`]);
+//! 3. the one customer the end writes to, by its row (`SELECT ... FOR UPDATE`, read afresh;
+//!    a customer named by reference is read and locked in one statement).
 //!
 //! An end that would write to two customers (a merge, a call moving from one to another)
 //! gives up its transaction and runs again under the tenant's lock held exclusively, as do
@@ -26,12 +29,13 @@ use crate::error::EngineError;
 
 /// How an end's transaction is kept apart from other writes of its tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Locking {
+pub(super) enum Locking<'a> {
     /// Nothing else of the tenant writes meanwhile: SQLite's one writer, or PostgreSQL's
     /// tenant lock held exclusively.
     Exclusive,
     /// PostgreSQL with the tenant lock shared: the end locks what it touches (see above).
-    Fine,
+    /// `held`: the identities and reference [`begin_end`] already locked.
+    Fine { held: &'a [LockKey] },
 }
 
 /// A lock in PostgreSQL's two-key advisory space.
@@ -63,43 +67,64 @@ impl LockKey {
     }
 }
 
-/// Takes the tenant's lock shared and the call's lock: the first statement of a fine end.
+/// The first statement of a fine end: the tenant's lock shared, the call's lock, and the
+/// identities and reference its request names (`named`, sorted and deduplicated here), which
+/// are usually all it touches (the call's stored identities, read next, may add some: see
+/// [`lock`]). One round trip instead of two.
 pub(super) async fn begin_end(
     c: Conn<'_>,
     tenant: TenantId,
     call_id: &str,
+    named: &mut Vec<LockKey>,
 ) -> Result<(), EngineError> {
+    named.sort_unstable();
+    named.dedup();
     let LockKey(a, b) = LockKey::call(tenant, call_id);
-    c.execute(
+    let mut args: Vec<Arg<'_>> = vec![tenant.0.into(), i64::from(a).into(), i64::from(b).into()];
+    let mut sql = String::from(
         "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2::int4, $3::int4)",
-        &[tenant.0.into(), i64::from(a).into(), i64::from(b).into()],
-    )
-    .await?;
+    );
+    push_locks(&mut sql, &mut args, named);
+    c.execute(&sql, &args).await?;
     Ok(())
 }
 
-/// Takes these locks, in their order (sorted, each once), in one statement.
-pub(super) async fn lock(c: Conn<'_>, mut keys: Vec<LockKey>) -> Result<(), EngineError> {
+/// Appends `pg_advisory_xact_lock` calls for `keys` (in their order) to a select list.
+fn push_locks(sql: &mut String, args: &mut Vec<Arg<'_>>, keys: &[LockKey]) {
+    for LockKey(a, b) in keys {
+        let n = args.len();
+        sql.push_str(&format!(
+            "{}pg_advisory_xact_lock(${}::int4, ${}::int4)",
+            if n == 0 { "" } else { ", " },
+            n + 1,
+            n + 2
+        ));
+        args.push(i64::from(*a).into());
+        args.push(i64::from(*b).into());
+    }
+}
+
+/// Takes these locks, in their order (sorted, each once), in one statement, except those
+/// `held` already. Those taken after [`begin_end`]'s (identities the call's start recorded
+/// that the end's request does not name) come after them, out of the one sorted order: two
+/// such ends can wait on each other in a circle, which PostgreSQL detects and breaks, and
+/// the end runs again ([`retryable`]). Rare: it takes two calls whose starts and ends name
+/// each other's identities.
+pub(super) async fn lock(
+    c: Conn<'_>,
+    mut keys: Vec<LockKey>,
+    held: &[LockKey],
+) -> Result<(), EngineError> {
     keys.sort_unstable();
     keys.dedup();
+    keys.retain(|k| held.binary_search(k).is_err());
     if keys.is_empty() {
         return Ok(());
     }
-    let calls: Vec<String> = (0..keys.len())
-        .map(|i| {
-            format!(
-                "pg_advisory_xact_lock(${}::int4, ${}::int4)",
-                2 * i + 1,
-                2 * i + 2
-            )
-        })
-        .collect();
-    let args: Vec<Arg<'_>> = keys
-        .iter()
-        .flat_map(|LockKey(a, b)| [i64::from(*a).into(), i64::from(*b).into()])
-        .collect();
-    c.execute(&format!("SELECT {}", calls.join(", ")), &args)
-        .await?;
+    let mut sql = String::from("SELECT ");
+    let mut args = Vec::with_capacity(2 * keys.len());
+    push_locks(&mut sql, &mut args, &keys);
+    c.execute(&sql, &args).await?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::sql::{Arg, Conn, Row};
+use super::sql::{Arg, Conn, Row, Write};
 use super::{
     CallRecord, CustomerContext, OPEN_INTENTS, OpenIntent, RECENT_CALLS, RecentCall, TenantId,
 };
@@ -127,9 +127,9 @@ const CALL_END_COLUMNS: [&str; 12] = [
     "updated_at",
 ];
 
-/// Writes an ended call's row: inserted whole when the end comes first, else only
+/// The write of an ended call's row (run by [`Conn::execute_together`]): inserted whole when the end comes first, else only
 /// [`CALL_END_COLUMNS`] change.
-pub(super) async fn upsert_ended_call(c: Conn<'_>, row: &call::Model) -> Result<(), EngineError> {
+pub(super) fn ended_call(row: &call::Model) -> Write<'_> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         let set: Vec<String> = CALL_END_COLUMNS
             .iter()
@@ -142,8 +142,10 @@ pub(super) async fn upsert_ended_call(c: Conn<'_>, row: &call::Model) -> Result<
             set.join(", ")
         )
     });
-    c.execute(&SQL, &call_args(row)).await?;
-    Ok(())
+    Write {
+        sql: SQL.as_str().into(),
+        args: call_args(row).to_vec(),
+    }
 }
 
 fn insert_calls_sql(rows: usize) -> String {
