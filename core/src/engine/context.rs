@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::cache::{CachedCustomer, CustomerAnswer};
-use super::sql::Conn;
+use super::sql::{Conn, Write};
 use super::store::{find_customer, load_context, load_open_intents};
 use super::{
     ContextJson, CustomerContext, OPEN_INTENTS, OpenIntent, RECENT_CALLS, RecentCall, TenantId,
@@ -106,12 +106,24 @@ async fn stored_body(
     id: i64,
 ) -> Result<Option<String>, EngineError> {
     c.query_one(
-        "SELECT body FROM customer_contexts \
-         WHERE customer_id = $1 AND tenant_id = $2 AND format = $3",
+        &format!("SELECT {BODY}"),
         &[id.into(), tenant.0.into(), FORMAT.into()],
-        |r| r.text_req(0),
+        |r| r.text(0),
     )
     .await
+    .map(Option::flatten)
+}
+
+/// The stored document's body of the current format, as a value (null when none).
+const BODY: &str = "(SELECT body FROM customer_contexts \
+     WHERE customer_id = $1 AND tenant_id = $2 AND format = $3)";
+
+/// [`stored_body`] as a read of [`Conn::execute_together`]; [`after_end`] takes its value.
+pub(super) fn stored_body_read(tenant: TenantId, id: i64) -> Write<'static> {
+    Write {
+        sql: BODY.into(),
+        args: vec![id.into(), tenant.0.into(), FORMAT.into()],
+    }
 }
 
 /// The stored document of a customer of `tenant`, decoded.
@@ -206,13 +218,17 @@ pub(super) struct EndChange<'a> {
 /// as [`refresh`] does; the open intents alone are read back when an intent left a full list
 /// or was not touched after every other. Not for an end that merged customers or moved a call from
 /// another customer: those rebuild.
+///
+/// `body`: the stored document's body, read in this transaction after the customer's row was
+/// locked ([`stored_body_read`]).
 pub(super) async fn after_end(
     c: Conn<'_>,
     tenant: TenantId,
     change: EndChange<'_>,
+    body: Option<String>,
 ) -> Result<(), EngineError> {
     let id = change.customer.id;
-    match changed_by_end(c, tenant, change).await? {
+    match changed_by_end(c, tenant, change, body).await? {
         Some(customer) => store(c, &customer, Replace::Always).await,
         None => refresh(c, tenant, &[id]).await,
     }
@@ -222,9 +238,10 @@ async fn changed_by_end(
     c: Conn<'_>,
     tenant: TenantId,
     change: EndChange<'_>,
+    body: Option<String>,
 ) -> Result<Option<CachedCustomer>, EngineError> {
     let id = change.customer.id;
-    let Some(stored) = read(c, tenant, id).await? else {
+    let Some(stored) = body.map(|b| decode(id, tenant, &b)).transpose()? else {
         return Ok(None);
     };
     let mut context = stored.context;

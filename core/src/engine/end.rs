@@ -59,10 +59,16 @@ impl Engine {
                 Some(outcome) => outcome,
                 None => {
                     let (_writer, tx) = self.begin_write(tenant).await?;
-                    let (outcome, touched) =
-                        end_call_in(Conn::Tx(&tx), &numbers, tenant, &cmd, Locking::Exclusive)
-                            .await?
-                            .ok_or_else(exclusive_asked)?;
+                    let (outcome, touched) = end_call_in(
+                        Conn::Tx(&tx),
+                        &numbers,
+                        tenant,
+                        &cmd,
+                        Locking::Exclusive,
+                        self.caches.origin(),
+                    )
+                    .await?
+                    .ok_or_else(exclusive_asked)?;
                     self.commit(tx, touched).await?;
                     outcome
                 }
@@ -99,6 +105,7 @@ impl Engine {
                     tenant,
                     cmd,
                     Locking::Fine { held: &held },
+                    self.caches.origin(),
                 )
                 .await
             }
@@ -164,6 +171,8 @@ pub(super) struct Touched {
     merged: bool,
     /// A merge: the customer merged and the one it was merged into.
     merged_ids: Option<(i64, i64)>,
+    /// Other processes were notified in the write's transaction already.
+    notified: bool,
 }
 
 impl Touched {
@@ -179,6 +188,7 @@ impl Touched {
             tenant,
             merged: false,
             merged_ids: None,
+            notified: false,
         }
     }
 
@@ -190,6 +200,7 @@ impl Touched {
             tenant,
             merged: true,
             merged_ids: None,
+            notified: false,
         }
     }
 
@@ -198,9 +209,13 @@ impl Touched {
         self.merged_ids
     }
 
-    /// What other processes must forget (see `crate::coherence`); `None` when nothing.
+    /// What other processes must forget (see `crate::coherence`); `None` when nothing, or
+    /// when they were told in the write's transaction.
     pub(super) fn change(&self, origin: &str) -> Option<crate::coherence::Change> {
         use crate::coherence::Change;
+        if self.notified {
+            return None;
+        }
         let origin = origin.to_owned();
         if self.merged {
             return Some(Change::Tenant {
@@ -249,6 +264,7 @@ pub(super) async fn end_call_in(
     tenant: TenantId,
     cmd: &EndCall,
     locking: Locking<'_>,
+    origin: &str,
 ) -> Result<Option<(EndOutcome, Touched)>, EngineError> {
     let (fine, held) = match locking {
         Locking::Exclusive => (false, &[][..]),
@@ -583,10 +599,41 @@ pub(super) async fn end_call_in(
         _ => None,
     };
     writes.push(ended_call(&row));
-    let changed = tx.execute_together(&writes).await?;
+    // With them, on PostgreSQL in the same statement: the customer's document as stored (the
+    // end's changes are applied to it below; none of these writes touches it), and the
+    // notification of other processes (delivered at the commit: what the end touches is
+    // known by now).
+    let usual = target
+        .as_ref()
+        .filter(|t| merged_from.is_none() && linked_before.is_none_or(|b| b == t.id));
+    let mut reads: Vec<Write<'_>> = usual
+        .map(|t| context::stored_body_read(tenant, t.id))
+        .into_iter()
+        .collect();
+    let mut touched = Touched {
+        customers: target.iter().map(|t| t.id).chain(linked_before).collect(),
+        identities: identities.clone(),
+        tenant,
+        merged: merged_from.is_some(),
+        merged_ids,
+        notified: false,
+    };
+    let payload = match tx.backend() {
+        DbBackend::Postgres => touched.change(origin).map(|c| c.payload()),
+        _ => None,
+    };
+    if let Some(payload) = &payload {
+        reads.push(Write {
+            sql: "pg_notify($1, $2)".into(),
+            args: vec![crate::coherence::CHANNEL.into(), payload.as_str().into()],
+        });
+        touched.notified = true;
+    }
+    let done = tx.execute_together(&writes, &reads).await?;
+    let mut body = usual.and_then(|_| done.read.first().cloned().flatten());
     // A variable a later call saved is left as it is.
     in_order &= saving.is_none_or(|i| {
-        changed
+        done.changed
             .get(i)
             .is_some_and(|n| usize::try_from(*n).is_ok_and(|n| n == saved.len()))
     });
@@ -648,7 +695,6 @@ pub(super) async fn end_call_in(
         // A later call had already set this intent: the end left it as it was.
         in_order = false;
     }
-    let customers: Vec<i64> = target.iter().map(|t| t.id).chain(linked_before).collect();
     match &target {
         // The usual end: its changes are applied to the customer's document.
         Some(t) if in_order && merged_from.is_none() && linked_before.is_none_or(|b| b == t.id) => {
@@ -666,18 +712,11 @@ pub(super) async fn end_call_in(
                 },
                 already_linked: linked_before == Some(t.id),
             };
-            context::after_end(tx, tenant, change).await?;
+            context::after_end(tx, tenant, change, body.take()).await?;
         }
         // A merge or a moved call: both customers' documents are rebuilt.
-        _ => context::refresh(tx, tenant, &customers).await?,
+        _ => context::refresh(tx, tenant, &touched.customers).await?,
     }
-    let touched = Touched {
-        customers,
-        identities,
-        tenant,
-        merged: merged_from.is_some(),
-        merged_ids,
-    };
     Ok(Some((
         EndOutcome {
             call_id: cmd.call_id.as_str().to_owned(),

@@ -1057,7 +1057,7 @@ async fn end_moving(
         move_row(c, row).await?;
         moved.push((tenant.0, cmd.call_id.as_str().to_owned()));
     }
-    let (outcome, touched) = end_call_in(c, numbers, tenant, cmd, Locking::Exclusive)
+    let (outcome, touched) = end_call_in(c, numbers, tenant, cmd, Locking::Exclusive, "")
         .await?
         .ok_or_else(|| EngineError::Corrupt("the writer's end asked for a lock".into()))?;
     if let Some((from, into)) = touched.merged_ids() {

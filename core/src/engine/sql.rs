@@ -279,26 +279,44 @@ impl Conn<'_> {
     /// changes, so each write must be an `INSERT`, `UPDATE` or `DELETE` without `RETURNING`
     /// that neither reads what another changes nor changes a row another changes (checked by
     /// the tests of the engine on both databases). Elsewhere they run one after the other.
+    ///
+    /// `reads` are scalar expressions evaluated after the writes (a parenthesised `SELECT` of
+    /// one text value, a function call), in the same statement on PostgreSQL: they see the
+    /// database as it was before the writes, so none may read what they change.
     pub(super) async fn execute_together(
         &self,
         writes: &[Write<'_>],
-    ) -> Result<Vec<u64>, EngineError> {
-        if writes.len() < 2 || self.backend() != DbBackend::Postgres {
-            let mut changed = Vec::with_capacity(writes.len());
+        reads: &[Write<'_>],
+    ) -> Result<Together, EngineError> {
+        if writes.len() + reads.len() < 2 || self.backend() != DbBackend::Postgres {
+            let mut done = Together {
+                changed: Vec::with_capacity(writes.len()),
+                read: Vec::with_capacity(reads.len()),
+            };
             for w in writes {
-                changed.push(self.execute(&w.sql, &w.args).await?);
+                done.changed.push(self.execute(&w.sql, &w.args).await?);
             }
-            return Ok(changed);
+            for r in reads {
+                let value = self
+                    .query_one(&format!("SELECT {}", r.sql), &r.args, |row| row.text(0))
+                    .await?;
+                done.read.push(value.flatten());
+            }
+            return Ok(done);
         }
-        let (sql, args) = together(writes);
-        let counts = self
-            .query_one(&sql, &args, |r| {
-                (0..writes.len())
+        let (sql, args) = together(writes, reads);
+        self.query_one(&sql, &args, |r| {
+            Ok(Together {
+                changed: (0..writes.len())
                     .map(|i| r.int_req(i).map(|n| u64::try_from(n).unwrap_or(0)))
-                    .collect::<Result<Vec<u64>, EngineError>>()
+                    .collect::<Result<_, EngineError>>()?,
+                read: (0..reads.len())
+                    .map(|i| r.text(writes.len() + i))
+                    .collect::<Result<_, EngineError>>()?,
             })
-            .await?;
-        counts.ok_or_else(|| EngineError::Corrupt("writes run together answered nothing".into()))
+        })
+        .await?
+        .ok_or_else(|| EngineError::Corrupt("writes run together answered nothing".into()))
     }
 
     /// Runs a query and maps every row.
@@ -353,26 +371,39 @@ pub(super) struct Write<'a> {
     pub args: Vec<Arg<'a>>,
 }
 
+/// What [`Conn::execute_together`] answers.
+pub(super) struct Together {
+    /// The rows each write changed.
+    pub changed: Vec<u64>,
+    /// The value of each read.
+    pub read: Vec<Option<String>>,
+}
+
 /// PostgreSQL's statement for writes run together: each write a `WITH` clause returning a
 /// row for each row it changed, its parameters numbered after the previous ones', and one row
-/// of their counts.
-fn together<'a>(writes: &[Write<'a>]) -> (String, Vec<Arg<'a>>) {
-    let mut sql = String::from("WITH ");
+/// of their counts and the reads' values.
+fn together<'a>(writes: &[Write<'a>], reads: &[Write<'a>]) -> (String, Vec<Arg<'a>>) {
+    let mut sql = String::new();
     let mut args = Vec::new();
     for (i, w) in writes.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
+        sql.push_str(if i == 0 { "WITH " } else { ", " });
         sql.push_str(&format!("w{i} AS ("));
         sql.push_str(&renumbered(&w.sql, args.len()));
         sql.push_str(" RETURNING 1)");
         args.extend(w.args.iter().copied());
     }
-    let counts: Vec<String> = (0..writes.len())
+    let mut columns: Vec<String> = (0..writes.len())
         .map(|i| format!("(SELECT COUNT(*) FROM w{i})"))
         .collect();
-    sql.push_str(" SELECT ");
-    sql.push_str(&counts.join(", "));
+    for r in reads {
+        columns.push(format!("CAST({} AS TEXT)", renumbered(&r.sql, args.len())));
+        args.extend(r.args.iter().copied());
+    }
+    if !sql.is_empty() {
+        sql.push(' ');
+    }
+    sql.push_str("SELECT ");
+    sql.push_str(&columns.join(", "));
     (sql, args)
 }
 
@@ -421,23 +452,38 @@ mod tests {
             renumbered("x = $1 AND y = $12 OR $", 3),
             "x = $4 AND y = $15 OR $"
         );
-        let (sql, args) = together(&[
-            Write {
-                sql: "UPDATE a SET x = $1 WHERE id = $2".into(),
-                args: vec![1i64.into(), 2i64.into()],
-            },
-            Write {
-                sql: "DELETE FROM b WHERE id = $1".into(),
-                args: vec![3i64.into()],
-            },
-        ]);
+        let (sql, args) = together(
+            &[
+                Write {
+                    sql: "UPDATE a SET x = $1 WHERE id = $2".into(),
+                    args: vec![1i64.into(), 2i64.into()],
+                },
+                Write {
+                    sql: "DELETE FROM b WHERE id = $1".into(),
+                    args: vec![3i64.into()],
+                },
+            ],
+            &[Write {
+                sql: "(SELECT body FROM c WHERE id = $1)".into(),
+                args: vec![4i64.into()],
+            }],
+        );
         assert_eq!(
             sql,
             "WITH w0 AS (UPDATE a SET x = $1 WHERE id = $2 RETURNING 1), \
              w1 AS (DELETE FROM b WHERE id = $3 RETURNING 1) \
-             SELECT (SELECT COUNT(*) FROM w0), (SELECT COUNT(*) FROM w1)"
+             SELECT (SELECT COUNT(*) FROM w0), (SELECT COUNT(*) FROM w1), \
+             CAST((SELECT body FROM c WHERE id = $4) AS TEXT)"
         );
-        assert_eq!(args.len(), 3);
+        assert_eq!(args.len(), 4);
+        let (sql, _) = together(
+            &[],
+            &[Write {
+                sql: "f($1)".into(),
+                args: vec![1i64.into()],
+            }],
+        );
+        assert_eq!(sql, "SELECT CAST(f($1) AS TEXT)");
     }
 
     #[test]
