@@ -144,23 +144,29 @@ pub(super) async fn read_answer(
     id: i64,
 ) -> Result<Option<CustomerAnswer>, EngineError> {
     let body = stored_body(c, tenant, id).await?;
-    body.map(|b| {
-        let d: AnswerDocument = serde_json::from_str(&b)?;
-        // Sent as it is: at least the shape the API promises (a damaged document is an error,
-        // as it is when decoded).
-        if !d.context.get().starts_with('{') {
-            return Err(EngineError::Corrupt(format!(
-                "the context document of customer {id} holds no object"
-            )));
-        }
-        Ok(CustomerAnswer {
-            id,
-            tenant,
-            customer_ref: d.customer_ref,
-            context: ContextJson::stored(d.context),
-        })
+    body.map(|b| answer_of(tenant, id, &b)).transpose()
+}
+
+/// What a start answers with about a customer, from their stored document's body.
+pub(super) fn answer_of(
+    tenant: TenantId,
+    id: i64,
+    body: &str,
+) -> Result<CustomerAnswer, EngineError> {
+    let d: AnswerDocument = serde_json::from_str(body)?;
+    // Sent as it is: at least the shape the API promises (a damaged document is an error, as
+    // it is when decoded).
+    if !d.context.get().starts_with('{') {
+        return Err(EngineError::Corrupt(format!(
+            "the context document of customer {id} holds no object"
+        )));
+    }
+    Ok(CustomerAnswer {
+        id,
+        tenant,
+        customer_ref: d.customer_ref,
+        context: ContextJson::stored(d.context),
     })
-    .transpose()
 }
 
 /// A customer of `tenant` read from the tables (the document's source).

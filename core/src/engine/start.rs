@@ -4,13 +4,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use sea_orm::DbBackend;
 use serde::{Deserialize, Serialize};
 
 use super::cache::CustomerAnswer;
 use super::context;
 use super::end::Touched;
 use super::sql::Conn;
-use super::store::{customers_by_id, evidence, find_call, identity_keys, insert_calls, load_links};
+use super::store::{
+    Bodies, customers_by_id, evidence, find_call, identity_keys, insert_calls, load_links,
+    load_links_and_bodies,
+};
 use super::{Candidate, Engine, ReadConn, StartAnswer, TenantId};
 use crate::commands::StartCall;
 use crate::domain::{Ani, DefaultRegion};
@@ -171,8 +175,18 @@ impl Engine {
         let epoch = self.caches.epoch();
         let reads = self.start_reads()?;
         let (mut links, missing) = self.caches.links(tenant, &keys).await;
+        // On PostgreSQL the linked customers' documents come with their links (one round
+        // trip), in case the customer's answer is not cached either.
+        let mut bodies = Bodies::new();
         if !missing.is_empty() {
-            let read = load_links(reads.conn(), tenant, &missing).await?;
+            let read = if reads.conn().backend() == DbBackend::Postgres {
+                let (read, read_bodies) =
+                    load_links_and_bodies(reads.conn(), tenant, &missing).await?;
+                bodies = read_bodies;
+                read
+            } else {
+                load_links(reads.conn(), tenant, &missing).await?
+            };
             self.caches.fill_links(tenant, epoch, &read).await;
             links.extend(read);
         }
@@ -227,7 +241,14 @@ impl Engine {
         let call_id = cmd.call_id.as_str().to_owned();
         let (recorded, answer) = tokio::join!(
             self.record_start(tenant, row, &reads, ends),
-            self.outcome(tenant, call_id.clone(), found.clone(), &reads, epoch)
+            self.outcome(
+                tenant,
+                call_id.clone(),
+                found.clone(),
+                &reads,
+                epoch,
+                &mut bodies
+            )
         );
         drop(reads);
         // After the call's end, or for a retry, the context is read again (the end's writes
@@ -237,7 +258,8 @@ impl Engine {
             Recorded::AfterEnd(_) => {
                 let epoch = self.caches.epoch();
                 let reads = self.reader()?;
-                self.outcome(tenant, call_id, found, &reads, epoch).await
+                self.outcome(tenant, call_id, found, &reads, epoch, &mut Bodies::new())
+                    .await
             }
             Recorded::Earlier(existing) => self.replay_start(tenant, *existing).await,
         }
@@ -290,22 +312,28 @@ impl Engine {
         }
     }
 
-    /// A customer's reference and context: from the cache, else their stored document (one
-    /// row), else the tables (and the document is filled for next time). A read connection is
-    /// held only while reading: never across a cache operation, which may wait.
+    /// A customer's reference and context: from the cache, else their stored document (read
+    /// already, in `bodies`, or now: one row), else the tables (and the document is filled
+    /// for next time). A read connection is held only while reading: never across a cache
+    /// operation, which may wait.
     async fn cached_customer(
         &self,
         tenant: TenantId,
         id: i64,
         reads: &ReadConn<'_>,
         epoch: u64,
+        bodies: &mut Bodies,
     ) -> Result<Option<Arc<CustomerAnswer>>, EngineError> {
         if let Some(hit) = self.caches.customer(tenant, id).await {
             return Ok(Some(hit));
         }
         let (value, built) = {
             let c = reads.conn();
-            match context::read_answer(c, tenant, id).await? {
+            let stored = match bodies.remove(&id) {
+                Some(body) => Some(context::answer_of(tenant, id, &body)?),
+                None => context::read_answer(c, tenant, id).await?,
+            };
+            match stored {
                 Some(v) => (v, None),
                 None => match context::build(c, tenant, id).await? {
                     Some(v) => (CustomerAnswer::of(&v)?, Some(v)),
@@ -329,10 +357,12 @@ impl Engine {
         found: Match,
         reads: &ReadConn<'_>,
         epoch: u64,
+        bodies: &mut Bodies,
     ) -> Result<StartAnswer, EngineError> {
         let best = match found.customer {
             Some(id) if found.band != Band::Low => {
-                self.cached_customer(tenant, id, reads, epoch).await?
+                self.cached_customer(tenant, id, reads, epoch, bodies)
+                    .await?
             }
             _ => None,
         };
@@ -396,8 +426,15 @@ impl Engine {
         };
         let epoch = self.caches.epoch();
         let reads = self.reader()?;
-        self.outcome(tenant, row.call_id, found, &reads, epoch)
-            .await
+        self.outcome(
+            tenant,
+            row.call_id,
+            found,
+            &reads,
+            epoch,
+            &mut Bodies::new(),
+        )
+        .await
     }
 }
 
