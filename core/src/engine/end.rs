@@ -401,7 +401,10 @@ pub(super) async fn end_call_in(
                 // Read again under its lock: an end beside this one may have named it.
                 let p = match fine {
                     true => match lock_customer(tx, tenant, p.id).await? {
-                        Some(p) if p.provisional => p,
+                        Some(p) if p.provisional => {
+                            locked = Some(p.id);
+                            p
+                        }
                         _ => return Ok(None),
                     },
                     false => p,
