@@ -19,7 +19,7 @@ use super::locks::{self, LockKey, Locking};
 use super::sql::{Arg, Conn, Row, Write};
 use super::store::{
     CUSTOMER_COLUMNS, IdentityKey, customer_from_row, customers_by_id, ended_call, find_call,
-    find_customer, find_customer_by_ref, load_evidence, parse_variables,
+    find_customer, find_customer_by_ref, load_evidence, lock_customer_by_ref, parse_variables,
 };
 use super::{EndOutcome, Engine, RecentCall, TenantId};
 use crate::commands::{EndCall, VariableChanges};
@@ -633,13 +633,16 @@ pub(super) async fn end_call_in(
         touched.notified = true;
     }
     let done = tx.execute_together(&writes, &reads).await?;
-    let mut body = usual.and_then(|_| done.read.first().cloned().flatten());
     // A variable a later call saved is left as it is.
     in_order &= saving.is_none_or(|i| {
         done.changed
             .get(i)
             .is_some_and(|n| usize::try_from(*n).is_ok_and(|n| n == saved.len()))
     });
+    let mut body = match usual {
+        Some(_) => done.read.into_iter().next().flatten(),
+        None => None,
+    };
     if let Some(t) = &target {
         if newly_linked && let Some(previous) = linked_before {
             // The call moved to another customer: it no longer counts for the old one, nor
@@ -742,23 +745,6 @@ async fn lock_customer(
             "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1 AND tenant_id = $2 FOR UPDATE"
         ),
         &[id.into(), tenant.0.into()],
-        customer_from_row,
-    )
-    .await
-}
-
-/// A customer's row by reference, read and locked until the commit (PostgreSQL).
-async fn lock_customer_by_ref(
-    c: Conn<'_>,
-    tenant: TenantId,
-    customer_ref: &str,
-) -> Result<Option<customer::Model>, EngineError> {
-    c.query_one(
-        &format!(
-            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND customer_ref = $2 \
-             FOR UPDATE"
-        ),
-        &[tenant.0.into(), customer_ref.into()],
         customer_from_row,
     )
     .await

@@ -221,9 +221,28 @@ pub(super) async fn find_customer_by_ref(
     tenant: TenantId,
     customer_ref: &str,
 ) -> Result<Option<customer::Model>, EngineError> {
+    customer_by_ref(c, tenant, customer_ref, "").await
+}
+
+/// [`find_customer_by_ref`], the row locked until the commit (PostgreSQL).
+pub(super) async fn lock_customer_by_ref(
+    c: Conn<'_>,
+    tenant: TenantId,
+    customer_ref: &str,
+) -> Result<Option<customer::Model>, EngineError> {
+    customer_by_ref(c, tenant, customer_ref, " FOR UPDATE").await
+}
+
+async fn customer_by_ref(
+    c: Conn<'_>,
+    tenant: TenantId,
+    customer_ref: &str,
+    locking: &str,
+) -> Result<Option<customer::Model>, EngineError> {
     c.query_one(
         &format!(
-            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND customer_ref = $2"
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND customer_ref = $2\
+             {locking}"
         ),
         &[tenant.0.into(), customer_ref.into()],
         customer_from_row,
@@ -300,45 +319,13 @@ pub(super) async fn load_links(
     tenant: TenantId,
     keys: &[IdentityKey],
 ) -> Result<HashMap<IdentityKey, Vec<IdentityLink>>, EngineError> {
-    let mut out: HashMap<IdentityKey, Vec<IdentityLink>> =
-        keys.iter().map(|k| (k.clone(), Vec::new())).collect();
     if keys.is_empty() {
-        return Ok(out);
+        return Ok(links_by_key(keys, Vec::new()));
     }
-    let sql = (0..keys.len())
-        .map(|i| {
-            format!(
-                "SELECT CAST({i} AS BIGINT), customer_id, call_count, last_seen_at FROM identities \
-                 WHERE tenant_id = $1 AND kind = ${} AND value = ${}",
-                2 * i + 2,
-                2 * i + 3
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
     let mut args: Vec<Arg<'_>> = vec![tenant.0.into()];
-    for (kind, value) in keys {
-        args.push((*kind).into());
-        args.push(value.into());
-    }
-    let rows = c
-        .query(&sql, &args, |r| {
-            Ok((
-                r.int_req(0)?,
-                IdentityLink {
-                    customer: r.int_req(1)?,
-                    call_count: u32::try_from(r.int_req(2)?).unwrap_or(u32::MAX),
-                    last_seen_at: r.time_req(3)?,
-                },
-            ))
-        })
-        .await?;
-    for (i, link) in rows {
-        if let Some(k) = usize::try_from(i).ok().and_then(|i| keys.get(i)) {
-            out.entry(k.clone()).or_default().push(link);
-        }
-    }
-    Ok(out)
+    let sql = links_union(keys, &mut args);
+    let rows = c.query(&sql, &args, |r| link_of(r)).await?;
+    Ok(links_by_key(keys, rows))
 }
 
 /// Customers' stored documents (bodies) by id, read with their links.
@@ -356,57 +343,75 @@ pub(super) async fn load_links_and_bodies(
     tenant: TenantId,
     keys: &[IdentityKey],
 ) -> Result<(HashMap<IdentityKey, Vec<IdentityLink>>, Bodies), EngineError> {
-    let mut out: HashMap<IdentityKey, Vec<IdentityLink>> =
-        keys.iter().map(|k| (k.clone(), Vec::new())).collect();
     let mut bodies = Bodies::new();
     if keys.is_empty() {
-        return Ok((out, bodies));
+        return Ok((links_by_key(keys, Vec::new()), bodies));
     }
-    let links = (0..keys.len())
-        .map(|i| {
-            format!(
-                "SELECT CAST({i} AS BIGINT) AS k, customer_id, call_count, last_seen_at \
-                 FROM identities WHERE tenant_id = $1 AND kind = ${} AND value = ${}",
-                2 * i + 3,
-                2 * i + 4
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
+    let mut args: Vec<Arg<'_>> = vec![tenant.0.into(), super::context::FORMAT.into()];
+    let links = links_union(keys, &mut args);
     let sql = format!(
-        "SELECT l.k, l.customer_id, l.call_count, l.last_seen_at, d.body FROM \
-         (SELECT u.*, COUNT(*) OVER () AS n FROM ({links}) u) l \
+        "SELECT l.*, d.body FROM (SELECT u.*, COUNT(*) OVER () AS n FROM ({links}) u) l \
          LEFT JOIN LATERAL (SELECT body FROM customer_contexts \
            WHERE customer_id = l.customer_id AND tenant_id = $1 AND format = $2 \
            AND l.n <= {BODIES_UP_TO}) d ON true"
     );
-    let mut args: Vec<Arg<'_>> = vec![tenant.0.into(), super::context::FORMAT.into()];
-    for (kind, value) in keys {
-        args.push((*kind).into());
-        args.push(value.into());
-    }
+    // Columns: the link's four, `n`, the body.
     let rows = c
-        .query(&sql, &args, |r| {
-            Ok((
-                r.int_req(0)?,
-                IdentityLink {
-                    customer: r.int_req(1)?,
-                    call_count: u32::try_from(r.int_req(2)?).unwrap_or(u32::MAX),
-                    last_seen_at: r.time_req(3)?,
-                },
-                r.text(4)?,
-            ))
-        })
+        .query(&sql, &args, |r| Ok((link_of(r)?, r.text(5)?)))
         .await?;
-    for (i, link, body) in rows {
+    let mut links = Vec::with_capacity(rows.len());
+    for (link, body) in rows {
         if let Some(body) = body {
-            bodies.insert(link.customer, body);
+            bodies.insert(link.1.customer, body);
         }
+        links.push(link);
+    }
+    Ok((links_by_key(keys, links), bodies))
+}
+
+/// The identity index's select for `keys` (the tenant is `$1`; the keys' parameters are
+/// appended to `args`): the key's position, customer, call count, last seen.
+fn links_union<'a>(keys: &'a [IdentityKey], args: &mut Vec<Arg<'a>>) -> String {
+    let mut selects = Vec::with_capacity(keys.len());
+    for (i, (kind, value)) in keys.iter().enumerate() {
+        let n = args.len();
+        selects.push(format!(
+            "SELECT CAST({i} AS BIGINT) AS k, customer_id, call_count, last_seen_at \
+             FROM identities WHERE tenant_id = $1 AND kind = ${} AND value = ${}",
+            n + 1,
+            n + 2
+        ));
+        args.push((*kind).into());
+        args.push(value.as_str().into());
+    }
+    selects.join(" UNION ALL ")
+}
+
+/// A row of [`links_union`].
+fn link_of(r: &dyn Row) -> Result<(i64, IdentityLink), EngineError> {
+    Ok((
+        r.int_req(0)?,
+        IdentityLink {
+            customer: r.int_req(1)?,
+            call_count: u32::try_from(r.int_req(2)?).unwrap_or(u32::MAX),
+            last_seen_at: r.time_req(3)?,
+        },
+    ))
+}
+
+/// Links by key (every key present, with no links when none was read).
+fn links_by_key(
+    keys: &[IdentityKey],
+    rows: Vec<(i64, IdentityLink)>,
+) -> HashMap<IdentityKey, Vec<IdentityLink>> {
+    let mut out: HashMap<IdentityKey, Vec<IdentityLink>> =
+        keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    for (i, link) in rows {
         if let Some(k) = usize::try_from(i).ok().and_then(|i| keys.get(i)) {
             out.entry(k.clone()).or_default().push(link);
         }
     }
-    Ok((out, bodies))
+    out
 }
 
 /// The scorer's view of a call's hints, from the links of their keys.
