@@ -24,6 +24,16 @@ async fn restarted_with(app: TestApp, change: impl FnOnce(&mut Settings)) -> Tes
     stopped.start_with(settings).await
 }
 
+/// `POST /v1/signup`, without a key, with a name or without one.
+async fn signup(app: &TestApp, name: Option<&str>) -> sticky_calls_tests::Reply {
+    let body = match name {
+        Some(name) => json!({ "name": name }),
+        None => json!({}),
+    };
+    app.send("POST", "/v1/signup", None, Some(body.to_string()))
+        .await
+}
+
 fn plans_file(text: &str) -> std::path::PathBuf {
     let file = std::env::temp_dir().join(format!(
         "sticky-plans-{}-{}.toml",
@@ -35,20 +45,11 @@ fn plans_file(text: &str) -> std::path::PathBuf {
 }
 
 async fn signup_works_only_when_open_and_is_limited_per_address(app: TestApp) {
-    let closed = app
-        .send("POST", "/v1/signup", None, Some("{}".into()))
-        .await;
+    let closed = signup(&app, None).await;
     assert_eq!(closed.status, StatusCode::NOT_FOUND, "{}", closed.body);
 
     let app = restarted_with(app, |s| s.signup_open = true).await;
-    let made = app
-        .send(
-            "POST",
-            "/v1/signup",
-            None,
-            Some(r#"{"name": "agent-one"}"#.into()),
-        )
-        .await;
+    let made = signup(&app, Some("agent-one")).await;
     assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
     assert_eq!(made.body["plan"], "free");
     assert_eq!(made.body["tenant"], "agent-one");
@@ -66,24 +67,13 @@ async fn signup_works_only_when_open_and_is_limited_per_address(app: TestApp) {
         .await;
     assert_eq!(theirs.body["customers"], json!([]), "{}", theirs.body);
     // A taken name is a conflict; a bad one names the field.
-    let taken = app
-        .send(
-            "POST",
-            "/v1/signup",
-            None,
-            Some(r#"{"name": "agent-one"}"#.into()),
-        )
-        .await;
+    let taken = signup(&app, Some("agent-one")).await;
     assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
     // Three attempts an hour from one address (the refused one counted): a third works, a
     // fourth waits.
-    let third = app
-        .send("POST", "/v1/signup", None, Some("{}".into()))
-        .await;
+    let third = signup(&app, None).await;
     assert_eq!(third.status, StatusCode::CREATED, "{}", third.body);
-    let more = app
-        .send("POST", "/v1/signup", None, Some("{}".into()))
-        .await;
+    let more = signup(&app, None).await;
     assert_eq!(more.status, StatusCode::TOO_MANY_REQUESTS, "{}", more.body);
     assert_eq!(more.body["error"]["code"], "too_many_attempts");
 }
@@ -112,14 +102,7 @@ async fn a_signup_that_fails_half_way_stores_nothing(app: TestApp) {
         )
     };
     app.execute_sql(inject).await;
-    let failed = app
-        .send(
-            "POST",
-            "/v1/signup",
-            None,
-            Some(r#"{"name": "half-way"}"#.into()),
-        )
-        .await;
+    let failed = signup(&app, Some("half-way")).await;
     assert_eq!(
         failed.status,
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,14 +114,7 @@ async fn a_signup_that_fails_half_way_stores_nothing(app: TestApp) {
     }
     // Once the database takes keys again, the same name signs up: nothing half-made holds it.
     app.execute_sql(remove).await;
-    let made = app
-        .send(
-            "POST",
-            "/v1/signup",
-            None,
-            Some(r#"{"name": "half-way"}"#.into()),
-        )
-        .await;
+    let made = signup(&app, Some("half-way")).await;
     assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
     assert_eq!(app.count_rows("tenants").await, before[0] + 1);
 }
