@@ -9,6 +9,7 @@ backend_tests!(
     an_unknown_number_is_low_with_no_customer_and_no_context,
     a_retried_start_returns_the_same_answer_and_writes_no_second_call,
     concurrent_retries_of_one_start_record_one_call,
+    starts_recorded_together_keep_each_row_as_answered,
     a_repeated_end_merges_without_duplicating_history,
     an_end_without_customer_ref_creates_a_provisional_customer_recognised_next_time,
     a_number_heard_from_long_ago_keeps_its_provisional_customer,
@@ -164,6 +165,81 @@ async fn concurrent_retries_of_one_start_record_one_call(app: TestApp) {
     );
     assert_eq!(retries[0]["customer_ref"], "alice");
     assert_eq!(app.count_calls().await, 1 + 1 + 8);
+}
+
+/// Starts of different shapes at once (the call writer inserts what is waiting as one
+/// statement: on PostgreSQL one array per column): every call is stored with its own values,
+/// empty ones empty, and its own match.
+async fn starts_recorded_together_keep_each_row_as_answered(app: TestApp) {
+    app.start_call(start("c0", "+14155551234")).await;
+    app.end_call(json!({"call_id": "c0", "customer_ref": "alice"}))
+        .await;
+    let app = std::sync::Arc::new(app);
+    let bodies: Vec<Value> = (0..24)
+        .map(|i| match i % 4 {
+            0 => json!({"call_id": format!("k{i}"), "platform": "twilio",
+                        "identity_hints": {"ani": "+14155551234", "dnis": "+18005550100"}}),
+            1 => json!({"call_id": format!("w{i}"),
+                        "identity_hints": {"ani": "anonymous"}}),
+            2 => json!({"call_id": format!("u{i}"), "platform": "genesys-cloud",
+                        "identity_hints": {"ani": format!("+1415555{:04}", 2000 + i),
+                                           "external_ids": {"crm_id": format!("x{i}")}}}),
+            _ => json!({"call_id": format!("e{i}"),
+                        "identity_hints": {"external_ids": {"crm_id": format!("y{i}")}}}),
+        })
+        .collect();
+    let answers = futures::future::join_all(bodies.iter().map(|b| {
+        let app = app.clone();
+        async move { app.start_call(b.clone()).await }
+    }))
+    .await;
+    for (body, answer) in bodies.iter().zip(&answers) {
+        let id = body["call_id"].as_str().unwrap();
+        let stored = app.get(&format!("/v1/calls/{id}")).await.body;
+        let hints = &body["identity_hints"];
+        assert_eq!(stored["call_id"], *id);
+        assert_eq!(
+            stored["platform"],
+            body.get("platform").cloned().unwrap_or(json!("generic")),
+            "{id}"
+        );
+        assert_eq!(stored["status"], "in_progress", "{id}");
+        assert_eq!(
+            stored["matched_customer_ref"], answer["customer_ref"],
+            "{id}"
+        );
+        assert_eq!(stored["confidence"], answer["confidence"], "{id}");
+        assert_eq!(stored["band"], answer["band"], "{id}");
+        assert_eq!(
+            stored["dnis"],
+            hints.get("dnis").cloned().unwrap_or(Value::Null),
+            "{id}"
+        );
+        assert_eq!(
+            stored["external_ids"],
+            hints.get("external_ids").cloned().unwrap_or(json!({})),
+            "{id}"
+        );
+        match id.as_bytes()[0] {
+            b'k' => {
+                assert_eq!(stored["ani"], "+14155551234");
+                assert_eq!(stored["matched_customer_ref"], "alice");
+            }
+            b'w' => {
+                assert_eq!(stored["ani"], Value::Null);
+                assert_eq!(stored["ani_withheld"], true);
+            }
+            b'u' => assert_eq!(stored["ani"], hints["ani"], "{id}"),
+            _ => assert_eq!(stored["ani"], Value::Null, "{id}"),
+        }
+        if id.starts_with('w') {
+            continue;
+        }
+        assert_eq!(stored["ani_withheld"], false, "{id}");
+        assert!(stored["started_at"].is_string(), "{id}");
+        assert_eq!(stored["ended_at"], Value::Null, "{id}");
+    }
+    assert_eq!(app.count_calls().await, 1 + 24);
 }
 
 async fn a_repeated_end_merges_without_duplicating_history(app: TestApp) {

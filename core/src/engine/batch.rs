@@ -6,15 +6,25 @@
 //! (if not, its call id already existed: a retry, or an end that came first). A batch holds at
 //! most one row per call id, so that answer is never ambiguous. Each row is committed before
 //! its start is answered.
+//!
+//! On PostgreSQL the writer has its own connection, and unless `STICKY_SYNC=full` it commits
+//! with `synchronous_commit = off`: a batch's rows are visible to every process at its commit,
+//! as before, but the writer does not wait for the log's flush to the disk (the wait was half of
+//! a batch's time, and a start waits for its batch). An acknowledged start then survives a crash
+//! of the server process, not a crash of PostgreSQL or of its machine in the next fraction of a
+//! second (`wal_writer_delay`, three times over at most): the contract of a start on a SQLite
+//! file (`docs/operations.md`, Durability). Ends commit as the database is configured.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::sqlx::PgPool;
+use sea_orm::sqlx::postgres::PgPoolOptions;
+use sea_orm::{DatabaseConnection, DbBackend};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::sql::Conn;
-use super::store::insert_calls;
+use super::store::{insert_calls, insert_calls_pg};
 use crate::entities::call;
 use crate::error::EngineError;
 
@@ -32,17 +42,41 @@ pub(super) struct CallWriter {
     queue: mpsc::UnboundedSender<Pending>,
 }
 
-/// Inserts the rows of a batch (one statement, as a start inserts its own); the keys of those
-/// inserted.
-async fn insert_batch(
-    db: &DatabaseConnection,
-    batch: &[Pending],
-) -> Result<HashSet<(i64, String)>, EngineError> {
-    let rows: Vec<&call::Model> = batch.iter().map(|p| &p.row).collect();
-    Ok(insert_calls(Conn::Pool(db), &rows)
-        .await?
-        .into_iter()
-        .collect())
+/// Where the writer inserts.
+enum Target {
+    /// PostgreSQL: a connection of its own (see the module's comment), rows bound as arrays.
+    Postgres(PgPool),
+    /// Elsewhere (SQLite in memory): the engine's pool.
+    Pool(DatabaseConnection),
+}
+
+impl Target {
+    /// On PostgreSQL a pool of one connection with the engine pool's settings, committing
+    /// without waiting for the disk unless every commit must (see the module's comment).
+    fn of(db: DatabaseConnection) -> Self {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return Self::Pool(db);
+        }
+        let mut options = (*db.get_postgres_connection_pool().connect_options()).clone();
+        if !crate::db::full_sync() {
+            options = options.options([("synchronous_commit", "off")]);
+        }
+        Self::Postgres(
+            PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(options),
+        )
+    }
+
+    /// Inserts the rows of a batch in one statement; the keys of those inserted.
+    async fn insert(&self, batch: &[Pending]) -> Result<HashSet<(i64, String)>, EngineError> {
+        let rows: Vec<&call::Model> = batch.iter().map(|p| &p.row).collect();
+        let inserted = match self {
+            Self::Postgres(pool) => insert_calls_pg(pool, &rows).await?,
+            Self::Pool(db) => insert_calls(Conn::Pool(db), &rows).await?,
+        };
+        Ok(inserted.into_iter().collect())
+    }
 }
 
 /// What a start is told of a failed insert: the database's own message, which the start reads
@@ -59,6 +93,7 @@ impl CallWriter {
     /// Starts the writer task on the current tokio runtime. `writes` is the engine's writer
     /// lock: batches never interleave with an end's transaction.
     pub(super) fn spawn(db: DatabaseConnection, writes: Arc<Mutex<()>>) -> Self {
+        let target = Target::of(db);
         let (queue, mut rx) = mpsc::unbounded_channel::<Pending>();
         tokio::spawn(async move {
             let mut deferred: Vec<Pending> = Vec::new();
@@ -87,7 +122,7 @@ impl CallWriter {
                 }
                 let result = {
                     let _writer = writes.lock().await;
-                    insert_batch(&db, &batch).await
+                    target.insert(&batch).await
                 };
                 match result {
                     Ok(inserted) => {
@@ -101,7 +136,7 @@ impl CallWriter {
                         for p in batch {
                             let result = {
                                 let _writer = writes.lock().await;
-                                insert_batch(&db, std::slice::from_ref(&p)).await
+                                target.insert(std::slice::from_ref(&p)).await
                             };
                             let _ = p.reply.send(
                                 result

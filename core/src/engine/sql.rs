@@ -41,6 +41,49 @@ pub(super) enum Arg<'a> {
     Flag(bool),
 }
 
+/// One column's values of several rows, bound as an array: every row's value of a column has
+/// the same kind ([`super::store::insert_calls_pg`]).
+impl<'a> Arg<'a> {
+    fn mismatch() -> EngineError {
+        EngineError::Corrupt("a column's values differ in type between rows".into())
+    }
+
+    pub(super) fn int(&self) -> Result<Option<i64>, EngineError> {
+        match self {
+            Arg::Int(v) => Ok(*v),
+            _ => Err(Self::mismatch()),
+        }
+    }
+
+    pub(super) fn real(&self) -> Result<Option<f64>, EngineError> {
+        match self {
+            Arg::Real(v) => Ok(*v),
+            _ => Err(Self::mismatch()),
+        }
+    }
+
+    pub(super) fn text(&self) -> Result<Option<&'a str>, EngineError> {
+        match self {
+            Arg::Text(v) => Ok(*v),
+            _ => Err(Self::mismatch()),
+        }
+    }
+
+    pub(super) fn time(&self) -> Result<Option<DateTime<Utc>>, EngineError> {
+        match self {
+            Arg::Time(v) => Ok(*v),
+            _ => Err(Self::mismatch()),
+        }
+    }
+
+    pub(super) fn flag(&self) -> Result<bool, EngineError> {
+        match self {
+            Arg::Flag(v) => Ok(*v),
+            _ => Err(Self::mismatch()),
+        }
+    }
+}
+
 impl From<i64> for Arg<'_> {
     fn from(v: i64) -> Self {
         Arg::Int(Some(v))
