@@ -157,11 +157,7 @@ pub(super) async fn insert_calls_pg(
             Arg::Flag(_) => query.bind(column.map(Arg::flag).collect::<Result<Vec<_>, _>>()?),
         };
     }
-    query.fetch_all(pool).await.map_err(|e| {
-        EngineError::from(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
-            std::sync::Arc::new(e),
-        )))
-    })
+    query.fetch_all(pool).await.map_err(super::import::sqlx_err)
 }
 
 /// The columns of [`CALL_WRITTEN_COLUMNS`] an end sets: on a call row that exists (its start
