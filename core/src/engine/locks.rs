@@ -71,6 +71,12 @@ impl LockKey {
 /// identities and reference its request names (`named`, sorted and deduplicated here), which
 /// are usually all it touches (the call's stored identities, read next, may add some: see
 /// [`lock`]). One round trip instead of two.
+///
+/// Unless every commit must reach the disk first (`STICKY_SYNC=full`), the same statement
+/// makes the end's transaction commit without waiting for PostgreSQL's log flush
+/// (`synchronous_commit = off` for this transaction only): the end is visible to every
+/// process at its commit, and survives a crash of the server process, as on SQLite; a crash
+/// of PostgreSQL or of its machine may lose the last fraction of a second of ends.
 pub(super) async fn begin_end(
     c: Conn<'_>,
     tenant: TenantId,
@@ -81,9 +87,12 @@ pub(super) async fn begin_end(
     named.dedup();
     let LockKey(a, b) = LockKey::call(tenant, call_id);
     let mut args: Vec<Arg<'_>> = vec![tenant.0.into(), i64::from(a).into(), i64::from(b).into()];
-    let mut sql = String::from(
-        "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2::int4, $3::int4)",
-    );
+    let mut sql = String::from(if crate::db::full_sync() {
+        "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2::int4, $3::int4)"
+    } else {
+        "SELECT set_config('synchronous_commit', 'off', true), \
+         pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2::int4, $3::int4)"
+    });
     push_locks(&mut sql, &mut args, named);
     c.execute(&sql, &args).await?;
     Ok(())
