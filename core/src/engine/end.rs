@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::cache::Caches;
 use super::context;
 use super::locks::{self, LockKey, Locking};
-use super::sql::{Arg, Conn, Row, Write};
+use super::sql::{Arg, Conn, Returning, Row, Write};
 use super::store::{
     CUSTOMER_COLUMNS, IdentityKey, customer_from_row, customers_by_id, ended_call, find_call,
     find_customer, find_customer_by_ref, load_evidence, lock_customer_by_ref, parse_variables,
@@ -632,7 +632,30 @@ pub(super) async fn end_call_in(
         });
         touched.notified = true;
     }
-    let done = tx.execute_together(&writes, &reads).await?;
+    // The intent, in the same statement: it answers its row, which the document needs.
+    let intent_change = match (&target, &intent_name, &intent_status) {
+        (Some(t), Some(name), Some(status))
+            if cmd.intent.is_some() || cmd.intent_status.is_some() =>
+        {
+            Some((
+                t.id,
+                IntentChange {
+                    name,
+                    status,
+                    call_id: Some(cmd.call_id.as_str()),
+                    due_at: cmd.intent_due_at,
+                    at: call_time,
+                },
+            ))
+        }
+        _ => None,
+    };
+    let intent_write = intent_change
+        .as_ref()
+        .map(|(id, change)| intent_upsert(tenant, *id, change));
+    let (done, intent_row) = tx
+        .execute_together(&writes, &reads, intent_write.as_ref(), intent_from_row)
+        .await?;
     // A variable a later call saved is left as it is.
     in_order &= saving.is_none_or(|i| {
         done.changed
@@ -673,26 +696,10 @@ pub(super) async fn end_call_in(
         in_order &= cmd.variables.retimed().next().is_none();
     }
 
-    let mut intent_set = None;
-    if let (Some(t), Some(name), Some(status)) = (&target, &intent_name, &intent_status)
-        && (cmd.intent.is_some() || cmd.intent_status.is_some())
-    {
-        intent_set = Some(
-            set_intent(
-                tx,
-                tenant,
-                t.id,
-                IntentChange {
-                    name,
-                    status,
-                    call_id: Some(cmd.call_id.as_str()),
-                    due_at: cmd.intent_due_at,
-                    at: call_time,
-                },
-            )
-            .await?,
-        );
-    }
+    let intent_set = match &intent_change {
+        Some((id, change)) => Some(intent_as_kept(tx, *id, change.name, intent_row).await?),
+        None => None,
+    };
 
     if intent_set
         .as_ref()
@@ -962,47 +969,70 @@ pub(super) async fn set_intent(
     customer_id: i64,
     change: IntentChange<'_>,
 ) -> Result<intent::Model, EngineError> {
-    let IntentChange {
-        name,
-        status,
-        call_id,
-        due_at,
-        at: now,
-    } = change;
-    let resolved_at = (status == IntentStatus::Resolved.as_str()).then_some(now);
-    let updated = c.query_one(
-        &format!(
-            "INSERT INTO intents (tenant_id, customer_id, intent, status, opened_at, updated_at, \
-             resolved_at, last_call_id, due_at) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) \
-             ON CONFLICT (customer_id, intent) DO UPDATE SET \
-             opened_at = CASE WHEN intents.status <> excluded.status AND excluded.status = '{open}' \
-               THEN excluded.opened_at ELSE intents.opened_at END, \
-             status = excluded.status, updated_at = excluded.updated_at, \
-             resolved_at = excluded.resolved_at, \
-             last_call_id = COALESCE(excluded.last_call_id, intents.last_call_id), \
-             due_at = CASE WHEN excluded.due_at IS NOT NULL THEN excluded.due_at \
-               WHEN intents.status <> excluded.status THEN NULL ELSE intents.due_at END \
-             WHERE intents.updated_at <= excluded.updated_at \
-             RETURNING {INTENT_COLUMNS}",
-            open = IntentStatus::Open.as_str(),
-        ),
-        &[
-            tenant.0.into(),
-            customer_id.into(),
-            name.into(),
-            status.into(),
-            now.into(),
-            resolved_at.into(),
-            call_id.into(),
-            due_at.into(),
-        ],
-        intent_from_row,
-    )
-    .await?;
+    let upsert = intent_upsert(tenant, customer_id, &change);
+    let updated = c
+        .query_one(
+            &format!("{} RETURNING {}", upsert.write.sql, upsert.columns),
+            &upsert.write.args,
+            intent_from_row,
+        )
+        .await?;
+    intent_as_kept(c, customer_id, change.name, updated).await
+}
+
+/// The write of [`set_intent`], answering the intent's row (none when a later call had
+/// already set it: see [`intent_as_kept`]).
+fn intent_upsert<'a>(
+    tenant: TenantId,
+    customer_id: i64,
+    change: &IntentChange<'a>,
+) -> Returning<'a> {
+    let resolved_at = (change.status == IntentStatus::Resolved.as_str()).then_some(change.at);
+    Returning {
+        write: Write {
+            sql: format!(
+                "INSERT INTO intents (tenant_id, customer_id, intent, status, opened_at, \
+                 updated_at, resolved_at, last_call_id, due_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) \
+                 ON CONFLICT (customer_id, intent) DO UPDATE SET \
+                 opened_at = CASE WHEN intents.status <> excluded.status \
+                   AND excluded.status = '{open}' \
+                   THEN excluded.opened_at ELSE intents.opened_at END, \
+                 status = excluded.status, updated_at = excluded.updated_at, \
+                 resolved_at = excluded.resolved_at, \
+                 last_call_id = COALESCE(excluded.last_call_id, intents.last_call_id), \
+                 due_at = CASE WHEN excluded.due_at IS NOT NULL THEN excluded.due_at \
+                   WHEN intents.status <> excluded.status THEN NULL ELSE intents.due_at END \
+                 WHERE intents.updated_at <= excluded.updated_at",
+                open = IntentStatus::Open.as_str(),
+            )
+            .into(),
+            args: vec![
+                tenant.0.into(),
+                customer_id.into(),
+                change.name.into(),
+                change.status.into(),
+                change.at.into(),
+                resolved_at.into(),
+                change.call_id.into(),
+                change.due_at.into(),
+            ],
+        },
+        columns: INTENT_COLUMNS,
+    }
+}
+
+/// The intent as [`intent_upsert`] left it: the row it answered, else (a later call had
+/// already set this intent) the row as that call left it.
+async fn intent_as_kept(
+    c: Conn<'_>,
+    customer_id: i64,
+    name: &str,
+    updated: Option<intent::Model>,
+) -> Result<intent::Model, EngineError> {
     if let Some(intent) = updated {
         return Ok(intent);
     }
-    // A later call already set this intent: it stays as that call left it.
     c.query_one(
         &format!("SELECT {INTENT_COLUMNS} FROM intents WHERE customer_id = $1 AND intent = $2"),
         &[customer_id.into(), name.into()],

@@ -326,12 +326,18 @@ impl Conn<'_> {
     /// `reads` are scalar expressions evaluated after the writes (a parenthesised `SELECT` of
     /// one text value, a function call), in the same statement on PostgreSQL: they see the
     /// database as it was before the writes, so none may read what they change.
-    pub(super) async fn execute_together(
+    ///
+    /// `returning` is one more write, under the same rules, that answers the row it wrote
+    /// (`None` when it wrote none), mapped by `map` from its [`Returning::columns`].
+    pub(super) async fn execute_together<T>(
         &self,
         writes: &[Write<'_>],
         reads: &[Write<'_>],
-    ) -> Result<Together, EngineError> {
-        if writes.len() + reads.len() < 2 || self.backend() != DbBackend::Postgres {
+        returning: Option<&Returning<'_>>,
+        mut map: impl FnMut(&dyn Row) -> Result<T, EngineError>,
+    ) -> Result<(Together, Option<T>), EngineError> {
+        let statements = writes.len() + reads.len() + usize::from(returning.is_some());
+        if statements < 2 || self.backend() != DbBackend::Postgres {
             let mut done = Together {
                 changed: Vec::with_capacity(writes.len()),
                 read: Vec::with_capacity(reads.len()),
@@ -339,24 +345,38 @@ impl Conn<'_> {
             for w in writes {
                 done.changed.push(self.execute(&w.sql, &w.args).await?);
             }
+            let returned = match returning {
+                Some(r) => {
+                    let sql = format!("{} RETURNING {}", r.write.sql, r.columns);
+                    self.query_one(&sql, &r.write.args, &mut map).await?
+                }
+                None => None,
+            };
             for r in reads {
                 let value = self
                     .query_one(&format!("SELECT {}", r.sql), &r.args, |row| row.text(0))
                     .await?;
                 done.read.push(value.flatten());
             }
-            return Ok(done);
+            return Ok((done, returned));
         }
-        let (sql, args) = together(writes, reads);
+        let (sql, args) = together(writes, reads, returning);
         self.query_one(&sql, &args, |r| {
-            Ok(Together {
+            let done = Together {
                 changed: (0..writes.len())
                     .map(|i| r.int_req(i).map(|n| u64::try_from(n).unwrap_or(0)))
                     .collect::<Result<_, EngineError>>()?,
                 read: (0..reads.len())
                     .map(|i| r.text(writes.len() + i))
                     .collect::<Result<_, EngineError>>()?,
-            })
+            };
+            let at = writes.len() + reads.len();
+            let returned = match returning {
+                // No row written: the outer join's columns are null, the first (its id) too.
+                Some(_) if r.int(at)?.is_some() => Some(map(&Shifted { row: r, by: at })?),
+                _ => None,
+            };
+            Ok((done, returned))
         })
         .await?
         .ok_or_else(|| EngineError::Corrupt("writes run together answered nothing".into()))
@@ -414,6 +434,38 @@ pub(super) struct Write<'a> {
     pub args: Vec<Arg<'a>>,
 }
 
+/// The write of [`Conn::execute_together`] that answers its row.
+pub(super) struct Returning<'a> {
+    /// An `INSERT` (an upsert) or `UPDATE` of at most one row, without `RETURNING`.
+    pub write: Write<'a>,
+    /// The columns it answers, the first one never null (the row's id).
+    pub columns: &'static str,
+}
+
+/// A row read from column `by` on: column `i` is the row's column `by + i`.
+struct Shifted<'r> {
+    row: &'r dyn Row,
+    by: usize,
+}
+
+impl Row for Shifted<'_> {
+    fn int(&self, i: usize) -> Result<Option<i64>, EngineError> {
+        self.row.int(self.by + i)
+    }
+    fn real(&self, i: usize) -> Result<Option<f64>, EngineError> {
+        self.row.real(self.by + i)
+    }
+    fn text(&self, i: usize) -> Result<Option<String>, EngineError> {
+        self.row.text(self.by + i)
+    }
+    fn time(&self, i: usize) -> Result<Option<DateTime<Utc>>, EngineError> {
+        self.row.time(self.by + i)
+    }
+    fn flag(&self, i: usize) -> Result<bool, EngineError> {
+        self.row.flag(self.by + i)
+    }
+}
+
 /// What [`Conn::execute_together`] answers.
 pub(super) struct Together {
     /// The rows each write changed.
@@ -424,8 +476,13 @@ pub(super) struct Together {
 
 /// PostgreSQL's statement for writes run together: each write a `WITH` clause returning a
 /// row for each row it changed, its parameters numbered after the previous ones', and one row
-/// of their counts and the reads' values.
-fn together<'a>(writes: &[Write<'a>], reads: &[Write<'a>]) -> (String, Vec<Arg<'a>>) {
+/// of their counts, the reads' values and the columns of the row `returning` wrote (nulls
+/// when it wrote none).
+fn together<'a>(
+    writes: &[Write<'a>],
+    reads: &[Write<'a>],
+    returning: Option<&Returning<'a>>,
+) -> (String, Vec<Arg<'a>>) {
     let mut sql = String::new();
     let mut args = Vec::new();
     for (i, w) in writes.iter().enumerate() {
@@ -434,6 +491,15 @@ fn together<'a>(writes: &[Write<'a>], reads: &[Write<'a>]) -> (String, Vec<Arg<'
         sql.push_str(&renumbered(&w.sql, args.len()));
         sql.push_str(" RETURNING 1)");
         args.extend(w.args.iter().copied());
+    }
+    if let Some(r) = returning {
+        sql.push_str(if writes.is_empty() { "WITH " } else { ", " });
+        sql.push_str("wr AS (");
+        sql.push_str(&renumbered(&r.write.sql, args.len()));
+        sql.push_str(" RETURNING ");
+        sql.push_str(r.columns);
+        sql.push(')');
+        args.extend(r.write.args.iter().copied());
     }
     let mut columns: Vec<String> = (0..writes.len())
         .map(|i| format!("(SELECT COUNT(*) FROM w{i})"))
@@ -447,6 +513,10 @@ fn together<'a>(writes: &[Write<'a>], reads: &[Write<'a>]) -> (String, Vec<Arg<'
     }
     sql.push_str("SELECT ");
     sql.push_str(&columns.join(", "));
+    if returning.is_some() {
+        sql.push_str(if columns.is_empty() { "wr.*" } else { ", wr.*" });
+        sql.push_str(" FROM (SELECT 1) AS one LEFT JOIN wr ON true");
+    }
     (sql, args)
 }
 
@@ -510,6 +580,7 @@ mod tests {
                 sql: "(SELECT body FROM c WHERE id = $1)".into(),
                 args: vec![4i64.into()],
             }],
+            None,
         );
         assert_eq!(
             sql,
@@ -525,8 +596,40 @@ mod tests {
                 sql: "f($1)".into(),
                 args: vec![1i64.into()],
             }],
+            None,
         );
         assert_eq!(sql, "SELECT CAST(f($1) AS TEXT)");
+    }
+
+    #[test]
+    fn a_returning_write_comes_after_the_writes_and_answers_its_row_last() {
+        let returning = Returning {
+            write: Write {
+                sql: "INSERT INTO d (x) VALUES ($1) ON CONFLICT (x) DO UPDATE SET x = $1".into(),
+                args: vec![5i64.into()],
+            },
+            columns: "id, x",
+        };
+        let (sql, args) = together(
+            &[Write {
+                sql: "UPDATE a SET x = $1".into(),
+                args: vec![1i64.into()],
+            }],
+            &[Write {
+                sql: "f($1)".into(),
+                args: vec![2i64.into()],
+            }],
+            Some(&returning),
+        );
+        assert_eq!(
+            sql,
+            "WITH w0 AS (UPDATE a SET x = $1 RETURNING 1), \
+             wr AS (INSERT INTO d (x) VALUES ($2) ON CONFLICT (x) DO UPDATE SET x = $2 \
+             RETURNING id, x) \
+             SELECT (SELECT COUNT(*) FROM w0), CAST(f($3) AS TEXT), wr.* \
+             FROM (SELECT 1) AS one LEFT JOIN wr ON true"
+        );
+        assert_eq!(args.len(), 3);
     }
 
     #[test]
