@@ -13,7 +13,8 @@
 //! a batch's time, and a start waits for its batch). An acknowledged start then survives a crash
 //! of the server process, not a crash of PostgreSQL or of its machine in the next fraction of a
 //! second (`wal_writer_delay`, three times over at most): the contract of a start on a SQLite
-//! file (`docs/operations.md`, Durability). Ends commit as the database is configured.
+//! file (`docs/operations.md`, Durability). Ends make the same trade in their own transaction
+//! (`locks::begin_end`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
