@@ -10,6 +10,7 @@ backend_tests!(
     a_retried_start_returns_the_same_answer_and_writes_no_second_call,
     concurrent_retries_of_one_start_record_one_call,
     starts_recorded_together_keep_each_row_as_answered,
+    starts_read_together_each_find_their_own_tenants_caller,
     a_repeated_end_merges_without_duplicating_history,
     an_end_without_customer_ref_creates_a_provisional_customer_recognised_next_time,
     a_number_heard_from_long_ago_keeps_its_provisional_customer,
@@ -165,6 +166,63 @@ async fn concurrent_retries_of_one_start_record_one_call(app: TestApp) {
     );
     assert_eq!(retries[0]["customer_ref"], "alice");
     assert_eq!(app.count_calls().await, 1 + 1 + 8);
+}
+
+/// Starts at once, of two tenants whose customers have the same numbers and CRM ids (on
+/// PostgreSQL the starts that miss the identity cache are read together, in one statement):
+/// each start finds its own tenant's customer, with that customer's memory, and an unknown
+/// number finds nobody.
+async fn starts_read_together_each_find_their_own_tenants_caller(app: TestApp) {
+    let other = app.new_tenant("other").await;
+    for i in 0..6 {
+        for (key, tenant) in [(None, "a"), (Some(other.as_str()), "b")] {
+            let end = json!({"call_id": format!("seed-{tenant}{i}"),
+                             "customer_ref": format!("{tenant}{i}"),
+                             "identity_hints": {"ani": format!("+1415555{:04}", 3000 + i),
+                                                "external_ids": {"crm_id": format!("c{i}")}},
+                             "variables": {"who": format!("{tenant}{i}")}});
+            let reply = match key {
+                Some(k) => app.post_as(k, "/v1/calls/end", end).await,
+                None => app.post("/v1/calls/end", end).await,
+            };
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        }
+    }
+    let app = std::sync::Arc::new(app);
+    let starts = (0..48).map(|j| {
+        let (app, other) = (app.clone(), other.clone());
+        async move {
+            let tenant = if j % 2 == 0 { "a" } else { "b" };
+            let i = (j / 2) % 6;
+            let hints = match j % 6 {
+                0 | 1 => json!({"ani": format!("+1415555{:04}", 3000 + i)}),
+                2 | 3 => json!({"external_ids": {"crm_id": format!("c{i}")}}),
+                _ => json!({"ani": format!("+1415555{:04}", 4000 + j)}),
+            };
+            let body = json!({"call_id": format!("s{j}"), "identity_hints": hints});
+            let reply = match tenant {
+                "b" => app.post_as(&other, "/v1/calls/start", body).await,
+                _ => app.post("/v1/calls/start", body).await,
+            };
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            (j, tenant, i, reply.body)
+        }
+    });
+    for (j, tenant, i, answer) in futures::future::join_all(starts).await {
+        if j % 6 >= 4 {
+            assert_eq!(answer["customer_ref"], Value::Null, "s{j}: {answer}");
+            assert_eq!(answer["band"], "low", "s{j}: {answer}");
+            continue;
+        }
+        let expected = format!("{tenant}{i}");
+        assert_eq!(answer["customer_ref"], *expected, "s{j}: {answer}");
+        assert_eq!(answer["band"], "high", "s{j}: {answer}");
+        assert_eq!(answer["candidates"], json!([]), "s{j}: {answer}");
+        assert_eq!(
+            answer["context"]["variables"]["who"], *expected,
+            "s{j}: {answer}"
+        );
+    }
 }
 
 /// Starts of different shapes at once (the call writer inserts what is waiting as one

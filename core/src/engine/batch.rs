@@ -15,22 +15,61 @@
 //! second (`wal_writer_delay`, three times over at most): the contract of a start on a SQLite
 //! file (`docs/operations.md`, Durability). Ends make the same trade in their own transaction
 //! (`locks::begin_end`).
+//!
+//! On PostgreSQL the starts' reads of the identity index are gathered the same way
+//! ([`LinkReader`]), on a connection of their own.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use sea_orm::sqlx::PgPool;
 use sea_orm::sqlx::postgres::PgPoolOptions;
-use sea_orm::{DatabaseConnection, DbBackend};
+use sea_orm::{ConnAcquireErr, DatabaseConnection, DbBackend, DbErr, RuntimeErr, sqlx};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::TenantId;
 use super::sql::Conn;
-use super::store::{insert_calls, insert_calls_pg};
+use super::store::{
+    IdentityKey, LinksAndBodies, insert_calls, insert_calls_pg, load_links_and_bodies_pg,
+};
 use crate::entities::call;
 use crate::error::EngineError;
 
 /// Rows per batch at most.
 const MAX_BATCH: usize = 256;
+
+/// Starts per batch of reads at most.
+const MAX_READS: usize = 256;
+
+/// A pool of one PostgreSQL connection of its own, with the engine pool's settings; with
+/// `synchronous_commit = off` when `async_commit` (see the module's comment).
+fn own_connection(db: &DatabaseConnection, async_commit: bool) -> PgPool {
+    let mut options = (*db.get_postgres_connection_pool().connect_options()).clone();
+    if async_commit {
+        options = options.options([("synchronous_commit", "off")]);
+    }
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options)
+}
+
+/// Moves what waits on `rx` into `into`, up to `max` in all, first waiting for one when `into`
+/// is empty. `false` once the queue is closed and empty.
+async fn gather<T>(rx: &mut mpsc::UnboundedReceiver<T>, into: &mut Vec<T>, max: usize) -> bool {
+    if into.is_empty() {
+        match rx.recv().await {
+            Some(p) => into.push(p),
+            None => return false,
+        }
+    }
+    while into.len() < max {
+        match rx.try_recv() {
+            Ok(p) => into.push(p),
+            Err(_) => break,
+        }
+    }
+    true
+}
 
 struct Pending {
     key: (i64, String),
@@ -58,15 +97,7 @@ impl Target {
         if db.get_database_backend() != DbBackend::Postgres {
             return Self::Pool(db);
         }
-        let mut options = (*db.get_postgres_connection_pool().connect_options()).clone();
-        if !crate::db::full_sync() {
-            options = options.options([("synchronous_commit", "off")]);
-        }
-        Self::Postgres(
-            PgPoolOptions::new()
-                .max_connections(1)
-                .connect_lazy_with(options),
-        )
+        Self::Postgres(own_connection(&db, !crate::db::full_sync()))
     }
 
     /// Inserts the rows of a batch in one statement; the keys of those inserted.
@@ -100,17 +131,8 @@ impl CallWriter {
             let mut deferred: Vec<Pending> = Vec::new();
             loop {
                 let mut waiting = std::mem::take(&mut deferred);
-                if waiting.is_empty() {
-                    match rx.recv().await {
-                        Some(p) => waiting.push(p),
-                        None => break,
-                    }
-                }
-                while waiting.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => waiting.push(p),
-                        Err(_) => break,
-                    }
+                if !gather(&mut rx, &mut waiting, MAX_BATCH).await {
+                    break;
                 }
                 let mut seen = HashSet::new();
                 let mut batch = Vec::with_capacity(waiting.len());
@@ -172,5 +194,120 @@ impl CallWriter {
             .await
             .map_err(|_| EngineError::Corrupt("the call writer has stopped".into()))?
             .map_err(|e| EngineError::Database(sea_orm::DbErr::Custom(e)))
+    }
+}
+
+struct LinkRead {
+    tenant: TenantId,
+    keys: Vec<IdentityKey>,
+    reply: oneshot::Sender<Result<LinksAndBodies, DbErr>>,
+}
+
+/// The reads of starts that missed the identity cache, gathered (PostgreSQL). Each read is one
+/// round trip through the pool otherwise, and most of its cost was the round trip (the
+/// statement's bind and start, the socket, waking both sides), not the index look-ups. Starts
+/// hand their keys to one task, which reads whatever is waiting in one statement over arrays
+/// on a connection of its own (`store::load_links_and_bodies_pg`) and answers each start with
+/// its own rows. A read sees every write committed before it was asked for (each statement
+/// reads the latest commits), so an end's links are seen by the next start on any process.
+pub(super) struct LinkReader {
+    queue: mpsc::UnboundedSender<LinkRead>,
+}
+
+impl LinkReader {
+    /// Starts the reading task on the current tokio runtime; `None` off PostgreSQL.
+    pub(super) fn spawn(db: &DatabaseConnection) -> Option<Self> {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return None;
+        }
+        let pool = own_connection(db, false);
+        let (queue, mut rx) = mpsc::unbounded_channel::<LinkRead>();
+        tokio::spawn(async move {
+            let mut waiting = Vec::new();
+            while gather(&mut rx, &mut waiting, MAX_READS).await {
+                let batch = std::mem::take(&mut waiting);
+                let read = {
+                    let starts: Vec<(TenantId, &[IdentityKey])> = batch
+                        .iter()
+                        .map(|r| (r.tenant, r.keys.as_slice()))
+                        .collect();
+                    load_links_and_bodies_pg(&pool, &starts).await
+                };
+                match read {
+                    Ok(read) => {
+                        for (r, links) in batch.into_iter().zip(read) {
+                            let _ = r.reply.send(Ok(links));
+                        }
+                    }
+                    Err(e) => {
+                        let e = read_failure(e);
+                        for r in batch {
+                            let _ = r.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Some(Self { queue })
+    }
+
+    /// The links of `keys` and the linked customers' stored documents, read with the other
+    /// starts' waiting.
+    pub(super) async fn read(
+        &self,
+        tenant: TenantId,
+        keys: Vec<IdentityKey>,
+    ) -> Result<LinksAndBodies, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(LinkRead {
+                tenant,
+                keys,
+                reply,
+            })
+            .map_err(|_| EngineError::Corrupt("the link reader has stopped".into()))?;
+        Ok(answer
+            .await
+            .map_err(|_| EngineError::Corrupt("the link reader has stopped".into()))??)
+    }
+}
+
+/// A failed read as sea-orm's pool would report it: an unreachable database is told apart
+/// (the API answers it with 503).
+fn read_failure(e: sqlx::Error) -> DbErr {
+    match e {
+        sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+        sqlx::Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+        e @ (sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed) => DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))),
+        e => DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_that_cannot_reach_the_database_fails_as_the_pool_would_report_it() {
+        assert!(matches!(
+            read_failure(sqlx::Error::PoolTimedOut),
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)
+        ));
+        assert!(matches!(
+            read_failure(sqlx::Error::PoolClosed),
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)
+        ));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            read_failure(sqlx::Error::Io(refused)),
+            DbErr::Conn(_)
+        ));
+        assert!(matches!(
+            read_failure(sqlx::Error::RowNotFound),
+            DbErr::Query(_)
+        ));
     }
 }

@@ -55,6 +55,8 @@ pub struct Engine {
     writes: Arc<Mutex<()>>,
     caches: Arc<cache::Caches>,
     call_writer: batch::CallWriter,
+    /// On PostgreSQL, the starts' identity reads, gathered.
+    link_reader: Option<batch::LinkReader>,
     /// Direct access for the call path when the database is a SQLite file.
     lite: Option<lite::Lite>,
     /// Dialled numbers as stored, by the text received: a contact center has few lines, and
@@ -325,6 +327,7 @@ impl Engine {
         let writes = Arc::new(Mutex::new(()));
         Self {
             call_writer: batch::CallWriter::spawn(db.clone(), writes.clone()),
+            link_reader: batch::LinkReader::spawn(&db),
             db,
             region,
             writes,

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use sea_orm::DbBackend;
 use serde::{Deserialize, Serialize};
 
 use super::cache::CustomerAnswer;
@@ -13,7 +12,6 @@ use super::end::Touched;
 use super::sql::Conn;
 use super::store::{
     Bodies, customers_by_id, evidence, find_call, identity_keys, insert_calls, load_links,
-    load_links_and_bodies,
 };
 use super::{Candidate, Engine, ReadConn, StartAnswer, TenantId};
 use crate::commands::StartCall;
@@ -175,17 +173,18 @@ impl Engine {
         let epoch = self.caches.epoch();
         let reads = self.start_reads()?;
         let (mut links, missing) = self.caches.links(tenant, &keys).await;
-        // On PostgreSQL the linked customers' documents come with their links (one round
-        // trip), in case the customer's answer is not cached either.
+        // On PostgreSQL the linked customers' documents come with their links, in case the
+        // customer's answer is not cached either: one round trip, shared with the other starts
+        // waiting (`batch::LinkReader`).
         let mut bodies = Bodies::new();
         if !missing.is_empty() {
-            let read = if reads.conn().backend() == DbBackend::Postgres {
-                let (read, read_bodies) =
-                    load_links_and_bodies(reads.conn(), tenant, &missing).await?;
-                bodies = read_bodies;
-                read
-            } else {
-                load_links(reads.conn(), tenant, &missing).await?
+            let read = match &self.link_reader {
+                Some(reader) => {
+                    let (read, read_bodies) = reader.read(tenant, missing).await?;
+                    bodies = read_bodies;
+                    read
+                }
+                None => load_links(reads.conn(), tenant, &missing).await?,
             };
             self.caches.fill_links(tenant, epoch, &read).await;
             links.extend(read);

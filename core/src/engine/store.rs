@@ -381,42 +381,84 @@ pub(super) async fn load_links(
 /// Customers' stored documents (bodies) by id, read with their links.
 pub(super) type Bodies = HashMap<i64, String>;
 
-/// Linked customers at most for whom [`load_links_and_bodies`] reads documents too: a start
+/// A start's identity links, and the stored documents of the customers linked (few of them).
+pub(super) type LinksAndBodies = (HashMap<IdentityKey, Vec<IdentityLink>>, Bodies);
+
+/// Linked customers at most for whom [`load_links_and_bodies_pg`] reads documents too: a start
 /// answers with one customer's, and a number shared by many would read them all.
 const BODIES_UP_TO: i64 = 4;
 
-/// [`load_links`] and, in the same statement, the stored documents of the customers linked
-/// (when at most [`BODIES_UP_TO`]): one round trip instead of two for a start that finds
-/// neither in the caches. PostgreSQL only (`LATERAL`).
-pub(super) async fn load_links_and_bodies(
-    c: Conn<'_>,
-    tenant: TenantId,
-    keys: &[IdentityKey],
-) -> Result<(HashMap<IdentityKey, Vec<IdentityLink>>, Bodies), EngineError> {
-    let mut bodies = Bodies::new();
-    if keys.is_empty() {
-        return Ok((links_by_key(keys, Vec::new()), bodies));
-    }
-    let mut args: Vec<Arg<'_>> = vec![tenant.0.into(), super::context::FORMAT.into()];
-    let links = links_union(keys, &mut args);
-    let sql = format!(
-        "SELECT l.*, d.body FROM (SELECT u.*, COUNT(*) OVER () AS n FROM ({links}) u) l \
-         LEFT JOIN LATERAL (SELECT body FROM customer_contexts \
-           WHERE customer_id = l.customer_id AND tenant_id = $1 AND format = $2 \
-           AND l.n <= {BODIES_UP_TO}) d ON true"
-    );
-    // Columns: the link's four, `n`, the body.
-    let rows = c
-        .query(&sql, &args, |r| Ok((link_of(r)?, r.text(5)?)))
-        .await?;
-    let mut links = Vec::with_capacity(rows.len());
-    for (link, body) in rows {
-        if let Some(body) = body {
-            bodies.insert(link.1.customer, body);
+/// The links of several starts' keys (each start's `(tenant, keys)`, in order) and, in the same
+/// statement, the stored documents of the customers linked to each start (when at most
+/// [`BODIES_UP_TO`]): one round trip for a batch of starts that find neither in the caches
+/// (`batch::LinkReader` gathers them). PostgreSQL only: the keys are bound as arrays
+/// (`unnest`), so the statement's text never changes.
+pub(super) async fn load_links_and_bodies_pg(
+    pool: &sea_orm::sqlx::PgPool,
+    starts: &[(TenantId, &[IdentityKey])],
+) -> Result<Vec<LinksAndBodies>, sea_orm::sqlx::Error> {
+    use sea_orm::sqlx::{self, Row as _};
+    let mut start_of = Vec::new();
+    let mut tenants = Vec::new();
+    let mut positions = Vec::new();
+    let mut kinds = Vec::new();
+    let mut values = Vec::new();
+    for (s, (tenant, keys)) in starts.iter().enumerate() {
+        for (k, (kind, value)) in keys.iter().enumerate() {
+            start_of.push(i64::try_from(s).unwrap_or(i64::MAX));
+            tenants.push(tenant.0);
+            positions.push(i64::try_from(k).unwrap_or(i64::MAX));
+            kinds.push(*kind);
+            values.push(value.as_str());
         }
-        links.push(link);
     }
-    Ok((links_by_key(keys, links), bodies))
+    let mut out: Vec<(Vec<(i64, IdentityLink)>, Bodies)> =
+        starts.iter().map(|_| (Vec::new(), Bodies::new())).collect();
+    if !kinds.is_empty() {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT l.s, l.k, l.customer_id, l.call_count, l.last_seen_at, d.body FROM \
+             (SELECT i.s, i.tenant, i.k, x.customer_id, x.call_count, x.last_seen_at, \
+               COUNT(*) OVER (PARTITION BY i.s) AS n \
+              FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[]) \
+                AS i(s, tenant, k, kind, value) \
+              JOIN identities x \
+                ON x.tenant_id = i.tenant AND x.kind = i.kind AND x.value = i.value) l \
+             LEFT JOIN LATERAL (SELECT body FROM customer_contexts \
+               WHERE customer_id = l.customer_id AND tenant_id = l.tenant AND format = $6 \
+               AND l.n <= {BODIES_UP_TO}) d ON true"
+            )
+        });
+        let rows = sqlx::query(SQL.as_str())
+            .bind(&start_of)
+            .bind(&tenants)
+            .bind(&positions)
+            .bind(&kinds)
+            .bind(&values)
+            .bind(super::context::FORMAT)
+            .fetch_all(pool)
+            .await?;
+        for row in rows {
+            let s: i64 = row.try_get(0)?;
+            let Some((links, bodies)) = usize::try_from(s).ok().and_then(|s| out.get_mut(s)) else {
+                continue;
+            };
+            let link = IdentityLink {
+                customer: row.try_get(2)?,
+                call_count: u32::try_from(row.try_get::<i64, _>(3)?).unwrap_or(u32::MAX),
+                last_seen_at: row.try_get(4)?,
+            };
+            if let Some(body) = row.try_get::<Option<String>, _>(5)? {
+                bodies.insert(link.customer, body);
+            }
+            links.push((row.try_get(1)?, link));
+        }
+    }
+    Ok(out
+        .into_iter()
+        .zip(starts)
+        .map(|((links, bodies), (_, keys))| (links_by_key(keys, links), bodies))
+        .collect())
 }
 
 /// The identity index's select for `keys` (the tenant is `$1`; the keys' parameters are
