@@ -53,7 +53,7 @@ pub async fn connect_with_pool(
     options
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(10));
+        .acquire_timeout(ACQUIRE_TIMEOUT);
     let sqlite = url.starts_with("sqlite:");
     let pool = max_connections
         .unwrap_or_else(|| default_pool(sqlite))
@@ -79,6 +79,10 @@ pub async fn connect_with_pool(
     Migrator::up(&db, None).await?;
     Ok(db)
 }
+
+/// How long a request waits for a database connection before it is answered 503
+/// (`database_unavailable`).
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 static FULL_SYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -56,6 +56,7 @@ fn own_connection(db: &DatabaseConnection, async_commit: bool) -> PgPool {
     }
     PgPoolOptions::new()
         .max_connections(1)
+        .acquire_timeout(crate::db::ACQUIRE_TIMEOUT)
         .connect_lazy_with(options)
 }
 
