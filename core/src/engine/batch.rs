@@ -81,7 +81,7 @@ async fn gather<T>(rx: &mut mpsc::UnboundedReceiver<T>, into: &mut Vec<T>, max: 
 struct Pending {
     key: (i64, String),
     row: call::Model,
-    reply: oneshot::Sender<Result<bool, String>>,
+    reply: oneshot::Sender<Result<bool, DbErr>>,
 }
 
 /// The handle starts use to insert their call row.
@@ -118,13 +118,13 @@ impl Target {
     }
 }
 
-/// What a start is told of a failed insert: the database's own message, which the start reads
-/// (a foreign-key violation: its match named a customer erased meanwhile). Not logged: it may
+/// What a start is told of a failed insert: the database's own error (a foreign-key violation:
+/// its match named a customer erased meanwhile; an unreachable database). Not logged: it may
 /// quote the row.
-fn reply_text(e: &EngineError) -> String {
+fn reply_error(e: &EngineError) -> DbErr {
     match e {
-        EngineError::Database(db) => db.to_string(),
-        other => other.to_string(),
+        EngineError::Database(db) => db.clone(),
+        other => DbErr::Custom(other.to_string()),
     }
 }
 
@@ -171,14 +171,14 @@ impl CallWriter {
                             let _ = p.reply.send(
                                 result
                                     .map(|inserted| inserted.contains(&p.key))
-                                    .map_err(|e| reply_text(&e)),
+                                    .map_err(|e| reply_error(&e)),
                             );
                         }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "call insert failed");
                         for p in batch {
-                            let _ = p.reply.send(Err(reply_text(&e)));
+                            let _ = p.reply.send(Err(reply_error(&e)));
                         }
                     }
                 }
@@ -200,7 +200,7 @@ impl CallWriter {
         answer
             .await
             .map_err(|_| EngineError::Corrupt("the call writer has stopped".into()))?
-            .map_err(|e| EngineError::Database(sea_orm::DbErr::Custom(e)))
+            .map_err(EngineError::from)
     }
 }
 
@@ -247,7 +247,7 @@ impl LinkReader {
                         }
                     }
                     Err(e) => {
-                        let e = read_failure(e);
+                        let e = sqlx_failure(e);
                         for r in batch {
                             let _ = r.reply.send(Err(e.clone()));
                         }
@@ -279,9 +279,9 @@ impl LinkReader {
     }
 }
 
-/// A failed read as sea-orm's pool would report it: an unreachable database is told apart
-/// (the API answers it with 503).
-fn read_failure(e: sqlx::Error) -> DbErr {
+/// A failed statement on a connection of sqlx's as sea-orm's pool would report it: an
+/// unreachable database is told apart (the API answers it with 503).
+pub(super) fn sqlx_failure(e: sqlx::Error) -> DbErr {
     match e {
         sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
         sqlx::Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
@@ -289,7 +289,7 @@ fn read_failure(e: sqlx::Error) -> DbErr {
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed) => DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))),
-        e => DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))),
+        e => DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))),
     }
 }
 
@@ -298,23 +298,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_read_that_cannot_reach_the_database_fails_as_the_pool_would_report_it() {
+    fn a_statement_that_cannot_reach_the_database_fails_as_the_pool_would_report_it() {
         assert!(matches!(
-            read_failure(sqlx::Error::PoolTimedOut),
+            sqlx_failure(sqlx::Error::PoolTimedOut),
             DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)
         ));
         assert!(matches!(
-            read_failure(sqlx::Error::PoolClosed),
+            sqlx_failure(sqlx::Error::PoolClosed),
             DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)
         ));
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(matches!(
-            read_failure(sqlx::Error::Io(refused)),
+            sqlx_failure(sqlx::Error::Io(refused)),
             DbErr::Conn(_)
         ));
         assert!(matches!(
-            read_failure(sqlx::Error::RowNotFound),
-            DbErr::Query(_)
+            sqlx_failure(sqlx::Error::RowNotFound),
+            DbErr::Exec(_)
         ));
     }
 }

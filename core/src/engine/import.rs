@@ -460,9 +460,7 @@ fn copy_text(buf: &mut Vec<u8>, text: &str) {
 /// A sqlx error of a statement run outside sea-orm, as sea-orm's would be.
 pub(super) fn sqlx_err(e: sqlx::Error) -> EngineError {
     // Through `From`: a full disk is told apart there.
-    EngineError::from(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
-        std::sync::Arc::new(e),
-    )))
+    EngineError::from(super::batch::sqlx_failure(e))
 }
 
 /// The context of a customer the import creates, as `load_context` would read it from the
