@@ -258,8 +258,8 @@ impl LinkReader {
         Some(Self { queue })
     }
 
-    /// The links of `keys` and the linked customers' stored documents, read with the other
-    /// starts' waiting.
+    /// The links of `keys` and the linked customers' stored documents, read with those of
+    /// the other starts waiting.
     pub(super) async fn read(
         &self,
         tenant: TenantId,
