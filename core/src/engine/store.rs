@@ -418,15 +418,15 @@ pub(super) async fn load_links_and_bodies_pg(
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "SELECT l.s, l.k, l.customer_id, l.call_count, l.last_seen_at, d.body FROM \
-             (SELECT i.s, i.tenant, i.k, x.customer_id, x.call_count, x.last_seen_at, \
-               COUNT(*) OVER (PARTITION BY i.s) AS n \
-              FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[]) \
-                AS i(s, tenant, k, kind, value) \
-              JOIN identities x \
-                ON x.tenant_id = i.tenant AND x.kind = i.kind AND x.value = i.value) l \
-             LEFT JOIN LATERAL (SELECT body FROM customer_contexts \
-               WHERE customer_id = l.customer_id AND tenant_id = l.tenant AND format = $6 \
-               AND l.n <= {BODIES_UP_TO}) d ON true"
+                 (SELECT i.s, i.tenant, i.k, x.customer_id, x.call_count, x.last_seen_at, \
+                   COUNT(*) OVER (PARTITION BY i.s) AS n \
+                  FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[]) \
+                    AS i(s, tenant, k, kind, value) \
+                  JOIN identities x \
+                    ON x.tenant_id = i.tenant AND x.kind = i.kind AND x.value = i.value) l \
+                 LEFT JOIN LATERAL (SELECT body FROM customer_contexts \
+                   WHERE customer_id = l.customer_id AND tenant_id = l.tenant AND format = $6 \
+                   AND l.n <= {BODIES_UP_TO}) d ON true"
             )
         });
         let rows = sqlx::query(SQL.as_str())
