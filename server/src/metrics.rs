@@ -39,6 +39,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                     LATENCY_BUCKETS,
                 )
                 .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("sticky_end_batch_size".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+                )
+                .ok()?
                 .install_recorder()
                 .ok()?;
             describe();
@@ -72,6 +77,18 @@ fn describe() {
         "Call starts answered, by band: high (recognised), medium (to verify), low (new)"
     );
     metrics::describe_counter!("sticky_call_ends_total", "Call ends stored");
+    metrics::describe_histogram!(
+        "sticky_end_batch_size",
+        "Ends run together in one transaction (PostgreSQL)"
+    );
+    metrics::describe_counter!(
+        "sticky_end_batches_failed_total",
+        "Batches of ends that failed, whose ends ran again one by one (PostgreSQL)"
+    );
+    metrics::describe_counter!(
+        "sticky_end_retries_total",
+        "Ends run again alone after PostgreSQL broke a deadlock"
+    );
     metrics::describe_counter!(
         "sticky_cache_lookups_total",
         "Look-ups in the in-process caches, by cache and result (hit, miss)"

@@ -32,6 +32,7 @@ backend_tests!(
     summary_falls_back_to_the_summary_variable,
     an_intent_status_without_any_intent_is_rejected_and_nothing_is_written,
     a_rejected_end_among_concurrent_ends_leaves_the_others_committed,
+    ends_committed_together_each_see_what_the_ones_before_wrote,
     an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_everything,
     an_answered_start_survives_a_restart_and_its_end_stores_it_once,
     a_merge_carries_the_calls_still_open_that_matched_the_merged_customer,
@@ -744,6 +745,176 @@ async fn a_rejected_end_among_concurrent_ends_leaves_the_others_committed(app: T
             assert_eq!(call["variables"], json!({}), "c{i}");
         }
     }
+}
+
+/// Ends queued behind an import (it holds the tenant's lock), so that on PostgreSQL they run in
+/// batches, one transaction each (`end_batch.rs`), where what the batch read for an end may be
+/// out of date once an end before it wrote: twelve calls naming one customer, two ends of one
+/// call, six calls naming a reference nobody has yet, and another tenant's customer with the
+/// same reference. Every count, variable and document comes out as if the ends had run one by
+/// one.
+async fn ends_committed_together_each_see_what_the_ones_before_wrote(app: TestApp) {
+    const IMPORTED: usize = 20_000;
+    let other = app.new_tenant("other").await;
+    for key in [None, Some(other.as_str())] {
+        let seed = json!({"call_id": "seed", "customer_ref": "vip",
+                          "identity_hints": {"ani": "+14155550100"}});
+        let reply = match key {
+            Some(k) => app.post_as(k, "/v1/calls/end", seed).await,
+            None => app.post("/v1/calls/end", seed).await,
+        };
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    for i in 0..6 {
+        app.end_call(
+            json!({"call_id": format!("pre-seed{i}"), "customer_ref": format!("pre{i}"),
+                            "identity_hints": {"ani": format!("+1415555{:04}", 6000 + i)},
+                            "variables": {"kept": i}}),
+        )
+        .await;
+    }
+    let app = std::sync::Arc::new(app);
+    let tenant = app.default_tenant().await;
+    let held = (0..IMPORTED)
+        .map(|i| sticky_core::engine::ImportedCustomer {
+            customer_ref: sticky_core::domain::CustomerRef::parse(&format!("imp-{i}")).unwrap(),
+            identities: Vec::new(),
+            variables: Default::default(),
+            calls: Vec::new(),
+            open_intents: Vec::new(),
+        })
+        .collect();
+    let import = {
+        let app = app.clone();
+        tokio::spawn(async move { app.state.engine.import_customers(tenant, held).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let ends = (0..38).map(|i| {
+        let (app, other) = (app.clone(), other.clone());
+        async move {
+            let (key, body) = match i {
+                0..12 => (None, json!({"call_id": format!("v{i}"), "customer_ref": "vip",
+                                      "identity_hints": {"ani": "+14155550100"},
+                                      "intent": format!("topic_{i}"),
+                                      "variables": {format!("k{i}"): i}})),
+                12 | 13 => (None, json!({"call_id": "twice", "customer_ref": "vip",
+                                        "variables": {format!("k{i}"): i}})),
+                14..20 => (None, json!({"call_id": format!("f{i}"), "customer_ref": "fresh",
+                                       "identity_hints": {"ani": "+14155550199"},
+                                       "variables": {"last": i}})),
+                20..26 => (Some(other), json!({"call_id": format!("v{i}"), "customer_ref": "vip",
+                                               "identity_hints": {"ani": "+14155550100"},
+                                               "variables": {format!("k{i}"): i}})),
+                // Customers of their own, known and new: their writes run together.
+                26..32 => (None, json!({"call_id": format!("p{i}"),
+                                       "customer_ref": format!("pre{}", i - 26),
+                                       "identity_hints": {"ani": format!("+1415555{:04}", 5974 + i)},
+                                       "intent": "renewal", "variables": {"n": i}})),
+                _ => (None, json!({"call_id": format!("s{i}"), "customer_ref": format!("solo{i}"),
+                                  "identity_hints": {"ani": format!("+1415555{:04}", 7000 + i)},
+                                  "intent": "renewal", "variables": {"n": i}})),
+            };
+            let reply = match &key {
+                Some(k) => app.post_as(k, "/v1/calls/end", body).await,
+                None => app.post("/v1/calls/end", body).await,
+            };
+            (i, reply)
+        }
+    });
+    for (i, reply) in futures::future::join_all(ends).await {
+        assert_eq!(reply.status, StatusCode::OK, "end {i}: {}", reply.body);
+    }
+    import.await.unwrap().expect("imported");
+
+    // The documents the ends stored (what the next start answers with) count every call.
+    let stored_count = |customer_ref: String| {
+        let app = app.clone();
+        async move {
+            use sea_orm::{ConnectionTrait, Statement};
+            let db = app.state.engine.db();
+            let body: String = db
+                .query_one_raw(Statement::from_string(
+                    db.get_database_backend(),
+                    format!(
+                        "SELECT d.body FROM customer_contexts d JOIN customers c \
+                         ON c.id = d.customer_id WHERE c.tenant_id = {} \
+                         AND c.customer_ref = '{customer_ref}'",
+                        tenant.0
+                    ),
+                ))
+                .await
+                .unwrap()
+                .expect("a document")
+                .try_get("", "body")
+                .unwrap();
+            serde_json::from_str::<Value>(&body).unwrap()["context"]["call_count"].clone()
+        }
+    };
+    assert_eq!(stored_count("vip".into()).await, 14);
+    assert_eq!(stored_count("fresh".into()).await, 6);
+    for i in 26..38 {
+        let (customer_ref, number, calls) = match i {
+            26..32 => (format!("pre{}", i - 26), 5974 + i, 2),
+            _ => (format!("solo{i}"), 7000 + i, 1),
+        };
+        assert_eq!(
+            stored_count(customer_ref.clone()).await,
+            calls,
+            "{customer_ref}"
+        );
+        let next = app
+            .start_call(start(&format!("next-{i}"), &format!("+1415555{number:04}")))
+            .await;
+        assert_eq!(next["customer_ref"], *customer_ref, "{next}");
+        let context = &next["context"];
+        assert_eq!(context["call_count"], calls, "{context}");
+        assert_eq!(context["variables"]["n"], i, "{context}");
+        if calls == 2 {
+            assert_eq!(context["variables"]["kept"], i - 26, "{context}");
+        }
+        assert_eq!(context["open_intents"][0]["intent"], "renewal", "{context}");
+    }
+
+    // The default tenant's customer: the seed, twelve calls and the one called twice.
+    let vip = app.get("/v1/customers/vip").await.body;
+    assert_eq!(vip["call_count"], 14, "{vip}");
+    let known = app.start_call(start("next-vip", "+14155550100")).await;
+    assert_eq!(known["customer_ref"], "vip", "{known}");
+    let context = &known["context"];
+    assert_eq!(context["call_count"], 14, "{context}");
+    for i in 0..14 {
+        assert_eq!(context["variables"][format!("k{i}")], i, "k{i}: {context}");
+    }
+    assert_eq!(
+        context["open_intents"].as_array().map(Vec::len),
+        Some(12),
+        "{context}"
+    );
+    let twice = app.get("/v1/calls/twice").await.body;
+    assert_eq!(twice["variables"], json!({"k12": 12, "k13": 13}), "{twice}");
+
+    // One customer for the new reference, counted once for each of its six calls.
+    let fresh = app.get("/v1/customers/fresh").await.body;
+    assert_eq!(fresh["call_count"], 6, "{fresh}");
+    assert_eq!(
+        app.count_rows("customers").await,
+        2 + 1 + 6 + 6 + IMPORTED as i64
+    );
+    let next = app.start_call(start("next-fresh", "+14155550199")).await;
+    assert_eq!(next["customer_ref"], "fresh", "{next}");
+    assert_eq!(next["context"]["call_count"], 6, "{next}");
+
+    // The other tenant's customer of the same reference: only its own six ends.
+    let theirs = app
+        .send("GET", "/v1/customers/vip", Some(&other), None)
+        .await;
+    assert_eq!(theirs.body["call_count"], 7, "{}", theirs.body);
+    let mut variables: Vec<&String> = theirs.body["variables"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    variables.sort();
+    assert_eq!(variables.len(), 6, "{}", theirs.body);
 }
 
 /// A fault injected into the database (a trigger that refuses the call rows of `doomed-*`

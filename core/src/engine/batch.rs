@@ -13,8 +13,8 @@
 //! a batch's time, and a start waits for its batch). An acknowledged start then survives a crash
 //! of the server process, not a crash of PostgreSQL or of its machine in the next fraction of a
 //! second (`wal_writer_delay`, three times over at most): the contract of a start on a SQLite
-//! file (`docs/operations.md`, Durability). Ends make the same trade in their own transaction
-//! (`locks::begin_end`).
+//! file (`docs/operations.md`, Durability). Ends make the same trade in their batches'
+//! transactions (`locks::begin_ends`).
 //!
 //! On PostgreSQL the starts' reads of the identity index are gathered the same way
 //! ([`LinkReader`]), on a connection of their own.
@@ -62,7 +62,11 @@ fn own_connection(db: &DatabaseConnection, async_commit: bool) -> PgPool {
 
 /// Moves what waits on `rx` into `into`, up to `max` in all, first waiting for one when `into`
 /// is empty. `false` once the queue is closed and empty.
-async fn gather<T>(rx: &mut mpsc::UnboundedReceiver<T>, into: &mut Vec<T>, max: usize) -> bool {
+pub(super) async fn gather<T>(
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    into: &mut Vec<T>,
+    max: usize,
+) -> bool {
     if into.is_empty() {
         match rx.recv().await {
             Some(p) => into.push(p),

@@ -216,14 +216,15 @@ pub(super) struct EndChange<'a> {
     pub already_linked: bool,
 }
 
-/// Rewrites the document of the customer an end linked its call to, inside the end's
-/// transaction: the stored document with the end's changes applied (the customer's row read
-/// again, the variables set, the call placed among the latest, the intent it touched placed
-/// among the open ones). Where the stored document cannot tell the answer (none stored, a tie
-/// in end times, a call without an end time among the latest) it is rebuilt from the tables,
-/// as [`refresh`] does; the open intents alone are read back when an intent left a full list
-/// or was not touched after every other. Not for an end that merged customers or moved a call from
-/// another customer: those rebuild.
+/// The new document of the customer an end linked its call to, for the caller to store in
+/// the end's transaction ([`store_documents`]): the stored document with the end's changes
+/// applied (the customer's row read again, the variables set, the call placed among the
+/// latest, the intent it touched placed among the open ones). Where the stored document cannot
+/// tell the answer (none stored, a tie in end times, a call without an end time among the
+/// latest) it is rebuilt from the tables and stored here, as [`refresh`] does (`None`); the
+/// open intents alone are read back when an intent left a full list or was not touched after
+/// every other. Not for an end that merged customers or moved a call from another customer:
+/// those rebuild.
 ///
 /// `body`: the stored document's body, read in this transaction after the customer's row was
 /// locked ([`stored_body_read`]).
@@ -232,12 +233,44 @@ pub(super) async fn after_end(
     tenant: TenantId,
     change: EndChange<'_>,
     body: Option<String>,
-) -> Result<(), EngineError> {
+) -> Result<Option<CachedCustomer>, EngineError> {
     let id = change.customer.id;
     match changed_by_end(c, tenant, change, body).await? {
-        Some(customer) => store(c, &customer, Replace::Always).await,
-        None => refresh(c, tenant, &[id]).await,
+        Some(customer) => Ok(Some(customer)),
+        None => {
+            refresh(c, tenant, &[id]).await?;
+            Ok(None)
+        }
     }
+}
+
+/// Stores customers' documents; on PostgreSQL in one statement, whatever their number.
+pub(super) async fn store_documents(
+    c: Conn<'_>,
+    documents: &[CachedCustomer],
+) -> Result<(), EngineError> {
+    if documents.len() < 2 || c.backend() != sea_orm::DbBackend::Postgres {
+        for document in documents {
+            store(c, document, Replace::Always).await?;
+        }
+        return Ok(());
+    }
+    let rows = documents
+        .iter()
+        .map(|d| {
+            Ok(serde_json::json!({
+                "c": d.model.id, "t": d.model.tenant_id, "b": document_for(d)?,
+            }))
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    c.execute(
+        "INSERT INTO customer_contexts (customer_id, tenant_id, format, body) \
+         SELECT x.c, x.t, $2, x.b FROM json_to_recordset($1::json) AS x(c int8, t int8, b text) \
+         ON CONFLICT (customer_id) DO UPDATE SET format = excluded.format, body = excluded.body",
+        &[serde_json::to_string(&rows)?.as_str().into(), FORMAT.into()],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn changed_by_end(

@@ -1,8 +1,9 @@
 //! Call end: link the call's identities to a customer (named, resolved, or a new provisional
 //! one), merge provisional customers into named ones, and save variables, intent and summary.
 //! Everything happens in one transaction: an end is applied whole or not at all. On SQLite it
-//! runs on the one writer; on PostgreSQL beside the tenant's other ends, locking what it
-//! touches (`locks.rs`), or under the tenant's lock when it merges or moves a call.
+//! runs on the one writer; on PostgreSQL in a batch of the ends waiting (`end_batch.rs`),
+//! beside the tenant's other ends, locking what it touches (`locks.rs`), or under the
+//! tenant's lock when it merges or moves a call.
 //!
 //! The statements are upserts keyed by the unique indexes, so a typical end (a known customer,
 //! two identities, a few variables, an intent) is about ten statements whatever the history.
@@ -10,11 +11,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DbBackend, TransactionTrait};
+use sea_orm::DbBackend;
 use serde_json::Value;
 
-use super::cache::Caches;
+use super::cache::{CachedCustomer, Caches};
 use super::context;
+use super::end_batch::Ended;
 use super::locks::{self, LockKey, Locking};
 use super::sql::{Arg, Conn, Returning, Row, Write};
 use super::store::{
@@ -54,83 +56,48 @@ impl Engine {
         let outcome = if let Some(lite) = &self.lite {
             // The writer thread commits it (with others) and updates the caches first.
             lite.end_call(tenant, cmd, numbers).await?
-        } else {
-            match self.end_beside_others(tenant, &cmd, &numbers).await? {
-                Some(outcome) => outcome,
-                None => {
-                    let (_writer, tx) = self.begin_write(tenant).await?;
-                    let (outcome, touched) = end_call_in(
-                        Conn::Tx(&tx),
-                        &numbers,
-                        tenant,
-                        &cmd,
-                        Locking::Exclusive,
-                        self.caches.origin(),
-                    )
-                    .await?
-                    .ok_or_else(exclusive_asked)?;
-                    self.commit(tx, touched).await?;
-                    outcome
+        } else if let Some(ends) = &self.end_batcher {
+            // PostgreSQL: with the other ends waiting, in one transaction.
+            match ends.end(tenant, cmd, numbers).await? {
+                Ended::Done(outcome) => outcome,
+                Ended::NeedsTenant(request) => {
+                    let (cmd, numbers) = *request;
+                    self.end_exclusively(tenant, &cmd, &numbers).await?
                 }
             }
+        } else {
+            self.end_exclusively(tenant, &cmd, &numbers).await?
         };
         metrics::counter!("sticky_call_ends_total").increment(1);
         Ok(outcome)
     }
-}
 
-impl Engine {
-    /// On PostgreSQL, an end beside the tenant's other ends: the tenant's lock shared, then
-    /// what the end touches (see `locks.rs`). `None` when it needs the tenant to itself (a merge,
-    /// a call moving between customers), or elsewhere than on PostgreSQL.
-    async fn end_beside_others(
+    /// An end under its tenant's lock held exclusively: a merge or a call moving between
+    /// customers on PostgreSQL; every end on in-memory SQLite.
+    async fn end_exclusively(
         &self,
         tenant: TenantId,
         cmd: &EndCall,
         numbers: &EndNumbers,
-    ) -> Result<Option<EndOutcome>, EngineError> {
-        if self.db.get_database_backend() != DbBackend::Postgres {
-            return Ok(None);
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let tx = self.db.begin().await?;
-            let ended = async {
-                let mut held = named_locks(tenant, cmd, numbers);
-                locks::begin_end(Conn::Tx(&tx), tenant, cmd.call_id.as_str(), &mut held).await?;
-                end_call_in(
-                    Conn::Tx(&tx),
-                    numbers,
-                    tenant,
-                    cmd,
-                    Locking::Fine { held: &held },
-                    self.caches.origin(),
-                )
-                .await
-            }
-            .await;
-            match ended {
-                Ok(Some((outcome, touched))) => {
-                    self.commit(tx, touched).await?;
-                    return Ok(Some(outcome));
-                }
-                Ok(None) => {
-                    tx.rollback().await?;
-                    return Ok(None);
-                }
-                Err(e) if attempt < 3 && locks::retryable(&e) => {
-                    metrics::counter!("sticky_end_retries_total").increment(1);
-                    tx.rollback().await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    ) -> Result<EndOutcome, EngineError> {
+        let (_writer, tx) = self.begin_write(tenant).await?;
+        let (outcome, touched) = end_call_in(
+            Conn::Tx(&tx),
+            numbers,
+            tenant,
+            cmd,
+            Locking::Exclusive,
+            self.caches.origin(),
+        )
+        .await?
+        .ok_or_else(exclusive_asked)?;
+        self.commit(tx, touched).await?;
+        Ok(outcome)
     }
 }
 
 /// The locks of the identities and reference an end's request names (see `locks.rs`).
-fn named_locks(tenant: TenantId, cmd: &EndCall, numbers: &EndNumbers) -> Vec<LockKey> {
+pub(super) fn named_locks(tenant: TenantId, cmd: &EndCall, numbers: &EndNumbers) -> Vec<LockKey> {
     numbers
         .ani
         .as_ref()
@@ -162,6 +129,28 @@ pub(super) struct EndNumbers {
     ani: Option<Ani>,
     dnis: Option<String>,
 }
+
+/// What a batch of ends (`end_batch.rs`) read for one of them before running it, under the
+/// locks the end would have taken first, so that it does not read them itself: its call's row
+/// and the customer it names, or the one its call is linked to, locked. Left out (`None`)
+/// where an end run before it in the batch may have changed them; an end run alone knows
+/// nothing and reads everything.
+#[derive(Debug, Default)]
+pub(super) struct Known {
+    /// The call's row; `Some(None)`: no row yet.
+    pub call: Option<Option<call::Model>>,
+    /// The customer the request names, locked; `Some(None)`: no customer has that reference.
+    pub named: Option<Option<customer::Model>>,
+    /// The customer the call is linked to, locked.
+    pub linked: Option<customer::Model>,
+}
+
+/// Nothing known: an end under the tenant's exclusive lock reads everything itself.
+const NOTHING_KNOWN: &Known = &Known {
+    call: None,
+    named: None,
+    linked: None,
+};
 
 /// What a write changed, for the read caches.
 pub(super) struct Touched {
@@ -202,6 +191,16 @@ impl Touched {
             merged_ids: None,
             notified: false,
         }
+    }
+
+    /// The customers whose rows or documents changed.
+    pub(super) fn customer_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.customers.iter().copied()
+    }
+
+    /// The identities whose links changed.
+    pub(super) fn identity_keys(&self) -> &[IdentityKey] {
+        &self.identities
     }
 
     /// The customer an end merged, and the one it merged them into.
@@ -252,8 +251,8 @@ impl Touched {
     }
 }
 
-/// Applies an end inside the caller's write transaction.
-#[allow(clippy::too_many_lines)]
+/// Applies an end inside the caller's write transaction: [`decide`], its writes in one round
+/// trip ([`apply`]), [`finish`], and the customer's document stored.
 ///
 /// With [`Locking::Fine`] it locks what it touches as it goes, and answers `None`, having
 /// written nothing, when it would touch two customers: the caller runs it again with the
@@ -266,18 +265,44 @@ pub(super) async fn end_call_in(
     locking: Locking<'_>,
     origin: &str,
 ) -> Result<Option<(EndOutcome, Touched)>, EngineError> {
-    let (fine, held) = match locking {
-        Locking::Exclusive => (false, &[][..]),
-        Locking::Fine { held } => (true, held),
+    let Some(decided) = decide(tx, numbers, tenant, cmd, locking, origin).await? else {
+        return Ok(None);
+    };
+    let applied = apply(tx, &decided).await?;
+    let (outcome, touched, document) = finish(tx, decided, applied).await?;
+    if let Some(document) = document {
+        context::store_documents(tx, std::slice::from_ref(&document)).await?;
+    }
+    Ok(Some((outcome, touched)))
+}
+
+/// What an end reads, and what it decides from it, before its writes: who the call belongs
+/// to (the customer named, resolved, or a new provisional one; a provisional one named or
+/// merged, written here), and every row it will write. `None` as [`end_call_in`] answers it.
+#[allow(clippy::too_many_lines)]
+pub(super) async fn decide<'a>(
+    tx: Conn<'_>,
+    numbers: &EndNumbers,
+    tenant: TenantId,
+    cmd: &'a EndCall,
+    locking: Locking<'_>,
+    origin: &str,
+) -> Result<Option<Decided<'a>>, EngineError> {
+    let (fine, held, known) = match locking {
+        Locking::Exclusive => (false, &[][..], NOTHING_KNOWN),
+        Locking::Fine { held, known } => (true, held, known),
     };
     let now = crate::now();
-    let existing = find_call(tx, tenant, cmd.call_id.as_str()).await?;
+    let existing = match &known.call {
+        Some(call) => call.clone(),
+        None => find_call(tx, tenant, cmd.call_id.as_str()).await?,
+    };
     // What an end saves about the customer (variables, an intent's status) takes the time of
     // its call, not of its arrival: a late or retried end of an earlier call never overwrites
     // what a later call saved. The call's start, else (an end that came first) now.
     let call_time = existing.as_ref().and_then(|c| c.started_at).unwrap_or(now);
-    // Whether everything this end saved about the customer was applied (nothing newer kept).
-    let mut in_order = true;
+    // Whether this wrote already (a customer created, named or merged).
+    let mut wrote = false;
 
     // Intent: named at this end, or the call's own when only a status is given. Checked before
     // anything is written: a rejected end changes nothing.
@@ -363,7 +388,10 @@ pub(super) async fn end_call_in(
     let mut locked = None;
     let target = if let Some(named_ref) = &cmd.customer_ref {
         let named = if fine {
-            let named = lock_customer_by_ref(tx, tenant, named_ref.as_str()).await?;
+            let named = match &known.named {
+                Some(named) => named.clone(),
+                None => lock_customer_by_ref(tx, tenant, named_ref.as_str()).await?,
+            };
             locked = named.as_ref().map(|n| n.id);
             named
         } else {
@@ -378,6 +406,8 @@ pub(super) async fn end_call_in(
                 .matched_customer_id
                 .filter(|_| c.band.as_deref() == Some(Band::High.as_str())))
         }) {
+            // The named customer themselves (they have the reference): none.
+            Some(id) if named.as_ref().is_some_and(|n| n.id == id) => None,
             Some(id) => find_customer(tx, tenant, id)
                 .await?
                 .filter(|p| p.provisional && p.customer_ref != named_ref.as_str()),
@@ -388,6 +418,7 @@ pub(super) async fn end_call_in(
             (Some(_), Some(_)) if fine => return Ok(None),
             (Some(p), Some(n)) => {
                 merge_customers(tx, &p, &n, now).await?;
+                wrote = true;
                 if linked_before == Some(p.id) {
                     linked_before = Some(n.id);
                 }
@@ -420,6 +451,7 @@ pub(super) async fn end_call_in(
                     ],
                 )
                 .await?;
+                wrote = true;
                 customer::Model {
                     customer_ref: named_ref.as_str().to_owned(),
                     provisional: false,
@@ -428,10 +460,19 @@ pub(super) async fn end_call_in(
                 }
             }
             (None, Some(n)) => n,
-            (None, None) => create_customer(tx, tenant, named_ref, false, now).await?,
+            (None, None) => {
+                wrote = true;
+                create_customer(tx, tenant, named_ref, false, now).await?
+            }
         })
     } else if let Some(id) = linked_before {
-        find_customer(tx, tenant, id).await?
+        match &known.linked {
+            Some(linked) if fine && linked.id == id => {
+                locked = Some(id);
+                Some(linked.clone())
+            }
+            _ => find_customer(tx, tenant, id).await?,
+        }
     } else {
         None
     };
@@ -479,6 +520,7 @@ pub(super) async fn end_call_in(
                 Some(c) => Some(c),
                 None if anyone => None,
                 None => {
+                    wrote = true;
                     Some(create_customer(tx, tenant, &CustomerRef::generate(), true, now).await?)
                 }
             }
@@ -536,7 +578,7 @@ pub(super) async fn end_call_in(
     let external_json = serde_json::to_string(&external)?;
     let variables_json = serde_json::to_string(&call_variables)?;
     // Inserted when the end comes first; otherwise only the end's columns change (a start that
-    // raced in keeps its match). Written with the customer's rows, below.
+    // raced in keeps its match). Written with the customer's rows.
     let row = call::Model {
         id: 0,
         tenant_id: tenant.0,
@@ -563,56 +605,35 @@ pub(super) async fn end_call_in(
         created_at: now,
         updated_at: now,
     };
-    // Link identities, count the call once per customer, save its variables and write the
-    // call's row: independent writes, run together (one round trip on PostgreSQL). `target`
-    // stays the customer's row as now stored (their document is written from it): it was read
-    // under this end's locks, so the count's new values are known without reading them back.
+    // What is written about the customer: identities linked (each counted once per call), the
+    // call counted, variables saved. `target` stays the customer's row as now stored (their
+    // document is written from it): it was read under this end's locks, so the count's new
+    // values are known without reading them back.
     let saved = match &target {
         Some(_) => saved_variables(&cmd.variables)?,
         None => Vec::new(),
     };
-    let mut writes = Vec::new();
+    let mut links = Vec::new();
     let mut newly_linked = false;
     if let Some(t) = &mut target {
         newly_linked = linked_before != Some(t.id);
-        for (kind, value) in &identities {
-            if newly_linked || !counted.contains(&(*kind, value.clone())) {
-                writes.push(link_identity(tenant, t.id, kind, value, now));
-            }
-        }
+        links = identities
+            .iter()
+            .filter(|(kind, value)| newly_linked || !counted.contains(&(*kind, value.clone())))
+            .cloned()
+            .collect();
         if newly_linked {
-            writes.push(Write {
-                sql: "UPDATE customers SET call_count = call_count + 1, \
-                      first_seen_at = COALESCE(first_seen_at, $1), last_seen_at = $1, \
-                      updated_at = $1 WHERE id = $2"
-                    .into(),
-                args: vec![now.into(), t.id.into()],
-            });
             t.call_count += 1;
             t.first_seen_at = t.first_seen_at.or(Some(now));
             t.last_seen_at = Some(now);
             t.updated_at = now;
         }
     }
-    let saving = match &target {
-        Some(t) if !saved.is_empty() => {
-            writes.push(save_variables(tenant, t.id, &saved, call_time));
-            Some(writes.len() - 1)
-        }
-        _ => None,
-    };
-    writes.push(ended_call(&row));
-    // With them, on PostgreSQL in the same statement: the customer's document as stored (the
-    // end's changes are applied to it below; none of these writes touches it), and the
-    // notification of other processes (delivered at the commit: what the end touches is
-    // known by now).
+    // The usual end: its changes are applied to the customer's stored document, read with
+    // its writes (none of them touches it).
     let usual = target
         .as_ref()
-        .filter(|t| merged_from.is_none() && linked_before.is_none_or(|b| b == t.id));
-    let mut reads: Vec<Write<'_>> = usual
-        .map(|t| context::stored_body_read(tenant, t.id))
-        .into_iter()
-        .collect();
+        .is_some_and(|t| merged_from.is_none() && linked_before.is_none_or(|b| b == t.id));
     let mut touched = Touched {
         customers: target.iter().map(|t| t.id).chain(linked_before).collect(),
         identities: identities.clone(),
@@ -621,53 +642,192 @@ pub(super) async fn end_call_in(
         merged_ids,
         notified: false,
     };
-    let payload = match tx.backend() {
+    // Other processes are notified with the writes (delivered at the commit: what the end
+    // touches is known by now).
+    let notice = match tx.backend() {
         DbBackend::Postgres => touched.change(origin).map(|c| c.payload()),
         _ => None,
     };
-    if let Some(payload) = &payload {
+    touched.notified = notice.is_some();
+    // The intent, with the writes: it answers its row, which the document needs.
+    let intent = match (&target, &intent_name, &intent_status) {
+        (Some(t), Some(name), Some(status))
+            if cmd.intent.is_some() || cmd.intent_status.is_some() =>
+        {
+            Some(IntentWrite {
+                customer_id: t.id,
+                name: name.clone(),
+                status: status.clone(),
+            })
+        }
+        _ => None,
+    };
+    Ok(Some(Decided {
+        tenant,
+        cmd,
+        now,
+        call_time,
+        started_at: existing.as_ref().and_then(|c| c.started_at),
+        target,
+        linked_before,
+        merged_from,
+        newly_linked,
+        counted,
+        links,
+        saved,
+        row,
+        intent_name,
+        intent_status,
+        summary,
+        ended_at,
+        usual,
+        intent,
+        notice,
+        touched,
+        wrote,
+    }))
+}
+
+/// An end decided ([`decide`]): what it writes ([`apply`], or with others
+/// `end_batch::apply_together`), and what [`finish`] needs.
+pub(super) struct Decided<'a> {
+    pub tenant: TenantId,
+    pub cmd: &'a EndCall,
+    pub now: DateTime<Utc>,
+    /// The call's time (see [`decide`]): what the end saves about the customer takes it.
+    pub call_time: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    /// The customer the call is linked to, their row as it will be once written.
+    pub target: Option<customer::Model>,
+    linked_before: Option<i64>,
+    merged_from: Option<String>,
+    /// The call counts for the customer from this end on.
+    pub newly_linked: bool,
+    counted: BTreeSet<(&'static str, String)>,
+    /// Identities to link to the customer, each counted once more.
+    pub links: Vec<(&'static str, String)>,
+    /// Variables to save.
+    pub saved: Vec<Saved<'a>>,
+    /// The call's row.
+    pub row: call::Model,
+    intent_name: Option<String>,
+    intent_status: Option<String>,
+    summary: Option<String>,
+    ended_at: DateTime<Utc>,
+    /// Its changes are applied to the customer's stored document, read with the writes.
+    pub usual: bool,
+    /// The intent to open, re-open or resolve.
+    pub intent: Option<IntentWrite>,
+    /// The notification of other processes, sent with the writes.
+    pub notice: Option<String>,
+    pub touched: Touched,
+    /// [`decide`] wrote already (a customer created, named or merged).
+    pub wrote: bool,
+}
+
+/// The intent an end writes (see [`IntentChange`]).
+pub(super) struct IntentWrite {
+    pub customer_id: i64,
+    pub name: String,
+    pub status: String,
+}
+
+impl Decided<'_> {
+    /// The intent's change, as [`intent_upsert`] writes it.
+    pub(super) fn intent_change(&self) -> Option<(i64, IntentChange<'_>)> {
+        self.intent.as_ref().map(|i| {
+            (
+                i.customer_id,
+                IntentChange {
+                    name: &i.name,
+                    status: &i.status,
+                    call_id: Some(self.cmd.call_id.as_str()),
+                    due_at: self.cmd.intent_due_at,
+                    at: self.call_time,
+                },
+            )
+        })
+    }
+}
+
+/// What an end's writes answered.
+#[derive(Default)]
+pub(super) struct Applied {
+    /// How many of the saved variables were written (none when it saves none).
+    pub variables_written: Option<u64>,
+    /// The customer's stored document (a usual end).
+    pub body: Option<String>,
+    /// The intent's row, when the write changed it.
+    pub intent_row: Option<intent::Model>,
+}
+
+/// An end's writes, run together (one round trip on PostgreSQL).
+pub(super) async fn apply(tx: Conn<'_>, d: &Decided<'_>) -> Result<Applied, EngineError> {
+    let tenant = d.tenant;
+    let mut writes = Vec::new();
+    let mut saving = None;
+    if let Some(t) = &d.target {
+        for (kind, value) in &d.links {
+            writes.push(link_identity(tenant, t.id, kind, value, d.now));
+        }
+        if d.newly_linked {
+            writes.push(count_call(t.id, d.now));
+        }
+        if !d.saved.is_empty() {
+            writes.push(save_variables(tenant, t.id, &d.saved, d.call_time));
+            saving = Some(writes.len() - 1);
+        }
+    }
+    writes.push(ended_call(&d.row));
+    let mut reads: Vec<Write<'_>> = d
+        .target
+        .as_ref()
+        .filter(|_| d.usual)
+        .map(|t| context::stored_body_read(tenant, t.id))
+        .into_iter()
+        .collect();
+    if let Some(payload) = &d.notice {
         reads.push(Write {
             sql: "pg_notify($1, $2)".into(),
             args: vec![crate::coherence::CHANNEL.into(), payload.as_str().into()],
         });
-        touched.notified = true;
     }
-    // The intent, in the same statement: it answers its row, which the document needs.
-    let intent_change = match (&target, &intent_name, &intent_status) {
-        (Some(t), Some(name), Some(status))
-            if cmd.intent.is_some() || cmd.intent_status.is_some() =>
-        {
-            Some((
-                t.id,
-                IntentChange {
-                    name,
-                    status,
-                    call_id: Some(cmd.call_id.as_str()),
-                    due_at: cmd.intent_due_at,
-                    at: call_time,
-                },
-            ))
-        }
-        _ => None,
-    };
+    let intent_change = d.intent_change();
     let intent_write = intent_change
         .as_ref()
         .map(|(id, change)| intent_upsert(tenant, *id, change));
     let (done, intent_row) = tx
         .execute_together(&writes, &reads, intent_write.as_ref(), intent_from_row)
         .await?;
+    Ok(Applied {
+        variables_written: saving.map(|i| done.changed.get(i).copied().unwrap_or(0)),
+        body: match d.usual {
+            true => done.read.into_iter().next().flatten(),
+            false => None,
+        },
+        intent_row,
+    })
+}
+
+/// What is left of an end once its writes ran: a call moved from another customer, variables
+/// removed or given a new expiry, and the customer's document: the usual end's is answered (the
+/// stored one with the end's changes applied) for the caller to store; any other is rebuilt
+/// here from the tables.
+pub(super) async fn finish(
+    tx: Conn<'_>,
+    d: Decided<'_>,
+    applied: Applied,
+) -> Result<(EndOutcome, Touched, Option<CachedCustomer>), EngineError> {
+    let (tenant, cmd, call_time) = (d.tenant, d.cmd, d.call_time);
+    // Whether everything this end saved about the customer was applied (nothing newer kept).
     // A variable a later call saved is left as it is.
-    in_order &= saving.is_none_or(|i| {
-        done.changed
-            .get(i)
-            .is_some_and(|n| usize::try_from(*n).is_ok_and(|n| n == saved.len()))
-    });
-    let mut body = match usual {
-        Some(_) => done.read.into_iter().next().flatten(),
-        None => None,
-    };
-    if let Some(t) = &target {
-        if newly_linked && let Some(previous) = linked_before {
+    let mut in_order = applied
+        .variables_written
+        .is_none_or(|n| usize::try_from(n).is_ok_and(|n| n == d.saved.len()));
+    if let Some(t) = &d.target {
+        if d.newly_linked
+            && let Some(previous) = d.linked_before
+        {
             // The call moved to another customer: it no longer counts for the old one, nor
             // do its identities (a number the old customer had only through this call is
             // theirs no more).
@@ -677,7 +837,7 @@ pub(super) async fn end_call_in(
                 &[previous.into()],
             )
             .await?;
-            for (kind, value) in &counted {
+            for (kind, value) in &d.counted {
                 tx.execute(
                     "UPDATE identities SET call_count = call_count - 1 \
                      WHERE customer_id = $1 AND kind = $2 AND value = $3 AND call_count > 0",
@@ -696,8 +856,8 @@ pub(super) async fn end_call_in(
         in_order &= cmd.variables.retimed().next().is_none();
     }
 
-    let intent_set = match &intent_change {
-        Some((id, change)) => Some(intent_as_kept(tx, *id, change.name, intent_row).await?),
+    let intent_set = match &d.intent {
+        Some(i) => Some(intent_as_kept(tx, i.customer_id, &i.name, applied.intent_row).await?),
         None => None,
     };
 
@@ -708,37 +868,52 @@ pub(super) async fn end_call_in(
         // A later call had already set this intent: the end left it as it was.
         in_order = false;
     }
-    match &target {
+    let document = match &d.target {
         // The usual end: its changes are applied to the customer's document.
-        Some(t) if in_order && merged_from.is_none() && linked_before.is_none_or(|b| b == t.id) => {
+        Some(t) if in_order && d.usual => {
             let change = context::EndChange {
                 customer: t,
                 variables: &cmd.variables,
                 intent: intent_set,
                 call: RecentCall {
                     call_id: cmd.call_id.as_str().to_owned(),
-                    started_at: existing.as_ref().and_then(|c| c.started_at),
-                    ended_at: Some(ended_at),
-                    intent: intent_name.clone(),
-                    intent_status: intent_status.clone(),
-                    summary: summary.clone(),
+                    started_at: d.started_at,
+                    ended_at: Some(d.ended_at),
+                    intent: d.intent_name.clone(),
+                    intent_status: d.intent_status.clone(),
+                    summary: d.summary.clone(),
                 },
-                already_linked: linked_before == Some(t.id),
+                already_linked: d.linked_before == Some(t.id),
             };
-            context::after_end(tx, tenant, change, body.take()).await?;
+            context::after_end(tx, tenant, change, applied.body).await?
         }
         // A merge or a moved call: both customers' documents are rebuilt.
-        _ => context::refresh(tx, tenant, &touched.customers).await?,
-    }
-    Ok(Some((
+        _ => {
+            context::refresh(tx, tenant, &d.touched.customers).await?;
+            None
+        }
+    };
+    Ok((
         EndOutcome {
             call_id: cmd.call_id.as_str().to_owned(),
-            customer_ref: target.as_ref().map(|t| t.customer_ref.clone()),
-            provisional: target.as_ref().is_some_and(|t| t.provisional),
-            merged_from,
+            customer_ref: d.target.as_ref().map(|t| t.customer_ref.clone()),
+            provisional: d.target.as_ref().is_some_and(|t| t.provisional),
+            merged_from: d.merged_from,
         },
-        touched,
-    )))
+        d.touched,
+        document,
+    ))
+}
+
+/// Counts one more call for a customer.
+fn count_call(customer_id: i64, now: DateTime<Utc>) -> Write<'static> {
+    Write {
+        sql: "UPDATE customers SET call_count = call_count + 1, \
+              first_seen_at = COALESCE(first_seen_at, $1), last_seen_at = $1, \
+              updated_at = $1 WHERE id = $2"
+            .into(),
+        args: vec![now.into(), customer_id.into()],
+    }
 }
 
 /// A customer's row, read and locked until the commit (PostgreSQL).
@@ -781,6 +956,15 @@ pub(super) async fn create_customer(
     .ok_or_else(|| EngineError::Corrupt("insert returned no customer".into()))
 }
 
+/// What a link that exists already becomes (see [`link_identity`]).
+macro_rules! identity_linked {
+    () => {
+        "ON CONFLICT (customer_id, kind, value) DO UPDATE SET \
+         call_count = identities.call_count + 1, last_seen_at = excluded.last_seen_at"
+    };
+}
+pub(super) use identity_linked;
+
 /// Counts one more call on an identity of a customer, creating the link when new.
 fn link_identity<'a>(
     tenant: TenantId,
@@ -790,11 +974,12 @@ fn link_identity<'a>(
     now: DateTime<Utc>,
 ) -> Write<'a> {
     Write {
-        sql: "INSERT INTO identities (tenant_id, customer_id, kind, value, call_count, \
-              first_seen_at, last_seen_at) VALUES ($1, $2, $3, $4, 1, $5, $5) \
-              ON CONFLICT (customer_id, kind, value) DO UPDATE SET \
-              call_count = identities.call_count + 1, last_seen_at = excluded.last_seen_at"
-            .into(),
+        sql: concat!(
+            "INSERT INTO identities (tenant_id, customer_id, kind, value, call_count, \
+             first_seen_at, last_seen_at) VALUES ($1, $2, $3, $4, 1, $5, $5) ",
+            identity_linked!()
+        )
+        .into(),
         args: vec![
             tenant.0.into(),
             customer_id.into(),
@@ -806,7 +991,7 @@ fn link_identity<'a>(
 }
 
 /// A variable to save: its name, its value as JSON and when it expires.
-type Saved<'a> = (&'a str, String, Option<DateTime<Utc>>);
+pub(super) type Saved<'a> = (&'a str, String, Option<DateTime<Utc>>);
 
 /// The variables an end gives a value.
 fn saved_variables(changes: &VariableChanges) -> Result<Vec<Saved<'_>>, EngineError> {
@@ -822,6 +1007,12 @@ fn saved_variables(changes: &VariableChanges) -> Result<Vec<Saved<'_>>, EngineEr
         })
         .collect()
 }
+
+/// What a variable that exists already becomes (see [`save_variables`]): the value saved,
+/// unless a later call saved it since.
+pub(super) const VARIABLE_SAVED: &str = "ON CONFLICT (customer_id, name) DO UPDATE SET \
+     value = excluded.value, updated_at = excluded.updated_at, expires_at = excluded.expires_at \
+     WHERE variables.updated_at <= excluded.updated_at";
 
 /// Saves variables as of `now` (the time of the call they came from): a variable a later
 /// call set is left as it is, so fewer rows than `saved` change then. One statement (at most
@@ -850,11 +1041,8 @@ fn save_variables<'a>(
         args.push(json.as_str().into());
         args.push((*expires_at).into());
     }
-    sql.push_str(
-        " ON CONFLICT (customer_id, name) DO UPDATE SET value = excluded.value, \
-         updated_at = excluded.updated_at, expires_at = excluded.expires_at \
-         WHERE variables.updated_at <= excluded.updated_at",
-    );
+    sql.push(' ');
+    sql.push_str(VARIABLE_SAVED);
     Write {
         sql: sql.into(),
         args,
@@ -929,10 +1117,10 @@ async fn unsave_variables(
     Ok(all_applied)
 }
 
-const INTENT_COLUMNS: &str = "id, tenant_id, customer_id, intent, status, opened_at, updated_at, \
+pub(super) const INTENT_COLUMNS: &str = "id, tenant_id, customer_id, intent, status, opened_at, updated_at, \
      resolved_at, last_call_id, due_at";
 
-fn intent_from_row(r: &dyn Row) -> Result<intent::Model, EngineError> {
+pub(super) fn intent_from_row(r: &dyn Row) -> Result<intent::Model, EngineError> {
     Ok(intent::Model {
         id: r.int_req(0)?,
         tenant_id: r.int_req(1)?,
@@ -980,6 +1168,27 @@ pub(super) async fn set_intent(
     intent_as_kept(c, customer_id, change.name, updated).await
 }
 
+/// What an intent that exists already becomes (see [`set_intent`]), unless a later call set it
+/// since.
+pub(super) fn intent_kept() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "ON CONFLICT (customer_id, intent) DO UPDATE SET \
+             opened_at = CASE WHEN intents.status <> excluded.status \
+               AND excluded.status = '{open}' \
+               THEN excluded.opened_at ELSE intents.opened_at END, \
+             status = excluded.status, updated_at = excluded.updated_at, \
+             resolved_at = excluded.resolved_at, \
+             last_call_id = COALESCE(excluded.last_call_id, intents.last_call_id), \
+             due_at = CASE WHEN excluded.due_at IS NOT NULL THEN excluded.due_at \
+               WHEN intents.status <> excluded.status THEN NULL ELSE intents.due_at END \
+             WHERE intents.updated_at <= excluded.updated_at",
+            open = IntentStatus::Open.as_str(),
+        )
+    });
+    &SQL
+}
+
 /// The write of [`set_intent`], answering the intent's row (none when a later call had
 /// already set it: see [`intent_as_kept`]).
 fn intent_upsert<'a>(
@@ -993,18 +1202,8 @@ fn intent_upsert<'a>(
             sql: format!(
                 "INSERT INTO intents (tenant_id, customer_id, intent, status, opened_at, \
                  updated_at, resolved_at, last_call_id, due_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) \
-                 ON CONFLICT (customer_id, intent) DO UPDATE SET \
-                 opened_at = CASE WHEN intents.status <> excluded.status \
-                   AND excluded.status = '{open}' \
-                   THEN excluded.opened_at ELSE intents.opened_at END, \
-                 status = excluded.status, updated_at = excluded.updated_at, \
-                 resolved_at = excluded.resolved_at, \
-                 last_call_id = COALESCE(excluded.last_call_id, intents.last_call_id), \
-                 due_at = CASE WHEN excluded.due_at IS NOT NULL THEN excluded.due_at \
-                   WHEN intents.status <> excluded.status THEN NULL ELSE intents.due_at END \
-                 WHERE intents.updated_at <= excluded.updated_at",
-                open = IntentStatus::Open.as_str(),
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) {}",
+                intent_kept()
             )
             .into(),
             args: vec![

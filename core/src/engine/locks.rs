@@ -2,16 +2,21 @@
 //!
 //! Every write of a tenant takes the tenant's advisory lock (`pg_advisory_xact_lock(tenant)`).
 //! Ends take it shared and then lock only what they touch, in one order, so that two ends
-//! do not wait on each other in a circle:
+//! do not wait on each other in a circle. Ends run in batches, one transaction for a batch
+//! (`end_batch.rs`), and a batch takes the locks of all its ends:
 //!
-//! 1. the call (`call_id`), before its row is read, and in the same statement the identities
-//!    (number, external ids) and customer reference the end's request names, sorted:
-//!    concurrent ends from one new number create one provisional customer, and two ends
-//!    naming one new reference create one customer;
+//! 1. the calls (`call_id`), before their rows are read, and in the same statement the
+//!    identities (number, external ids) and customer references the ends' requests name, all
+//!    sorted together: concurrent ends from one new number create one provisional customer,
+//!    and two ends naming one new reference create one customer;
 //! 2. identities the call's start recorded that the request does not name, once the call's
 //!    row is read (usually none; see [`lock`]);
-//! 3. the one customer the end writes to, by its row (`SELECT ... FOR UPDATE`, read afresh;
-//!    a customer named by reference is read and locked in one statement).
+//! 3. the one customer each end writes to, by its row (`SELECT ... FOR UPDATE`, read afresh;
+//!    the customers named by reference, and those the calls are linked to, are read and
+//!    locked for the whole batch in one statement each).
+//!
+//! Ends of one batch run one after another in its transaction, so each sees what the ones
+//! before it wrote, as if they had run one at a time.
 //!
 //! An end that would write to two customers (a merge, a call moving from one to another)
 //! gives up its transaction and runs again under the tenant's lock held exclusively, as do
@@ -28,18 +33,22 @@ use super::sql::{Arg, Conn};
 use crate::error::EngineError;
 
 /// How an end's transaction is kept apart from other writes of its tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum Locking<'a> {
     /// Nothing else of the tenant writes meanwhile: SQLite's one writer, or PostgreSQL's
     /// tenant lock held exclusively.
     Exclusive,
     /// PostgreSQL with the tenant lock shared: the end locks what it touches (see above).
-    /// `held`: the identities and reference [`begin_end`] already locked.
-    Fine { held: &'a [LockKey] },
+    /// `held`: the locks its transaction holds already, sorted (those [`begin_ends`] took);
+    /// `known`: what its batch read for it under them (`end_batch.rs`).
+    Fine {
+        held: &'a [LockKey],
+        known: &'a super::end::Known,
+    },
 }
 
 /// A lock in PostgreSQL's two-key advisory space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct LockKey(i32, i32);
 
 impl LockKey {
@@ -67,35 +76,63 @@ impl LockKey {
     }
 }
 
-/// The first statement of a fine end: the tenant's lock shared, the call's lock, and the
-/// identities and reference its request names (`named`, sorted and deduplicated here), which
-/// are usually all it touches (the call's stored identities, read next, may add some: see
-/// [`lock`]). One round trip instead of two.
+/// The first statement of a batch of fine ends (`end_batch.rs`): the shared lock of each of
+/// their tenants, then the lock of each call and of the identities and references their
+/// requests name (`keys`), which are usually all they touch (a call's stored identities, read
+/// next, may add some: see [`lock`]). All in one sorted order (`tenants` and `keys` are sorted
+/// and deduplicated here), one statement whatever the number of ends: its text never changes.
 ///
 /// Unless every commit must reach the disk first (`STICKY_SYNC=full`), the same statement
-/// makes the end's transaction commit without waiting for PostgreSQL's log flush
-/// (`synchronous_commit = off` for this transaction only): the end is visible to every
-/// process at its commit, and survives a crash of the server process, as on SQLite; a crash
-/// of PostgreSQL or of its machine may lose the last fraction of a second of ends.
-pub(super) async fn begin_end(
+/// makes the transaction commit without waiting for PostgreSQL's log flush
+/// (`synchronous_commit = off` for this transaction only): the ends are visible to every
+/// process at its commit, and survive a crash of the server process, as on SQLite; a crash of
+/// PostgreSQL or of its machine may lose the last fraction of a second of ends.
+pub(super) async fn begin_ends(
     c: Conn<'_>,
-    tenant: TenantId,
-    call_id: &str,
-    named: &mut Vec<LockKey>,
+    tenants: &mut Vec<i64>,
+    keys: &mut Vec<LockKey>,
 ) -> Result<(), EngineError> {
-    named.sort_unstable();
-    named.dedup();
-    let LockKey(a, b) = LockKey::call(tenant, call_id);
-    let mut args: Vec<Arg<'_>> = vec![tenant.0.into(), i64::from(a).into(), i64::from(b).into()];
-    let mut sql = String::from(if crate::db::full_sync() {
-        "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2::int4, $3::int4)"
-    } else {
-        "SELECT set_config('synchronous_commit', 'off', true), \
-         pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2::int4, $3::int4)"
+    const LOCKS: &str = "(SELECT count(pg_advisory_xact_lock_shared(t)) FROM \
+         (SELECT t FROM unnest(string_to_array($1, ',')::int8[]) AS u(t) ORDER BY t) s), \
+         (SELECT count(pg_advisory_xact_lock(a, b)) FROM (SELECT a, b FROM \
+         unnest(string_to_array($2, ',')::int4[], string_to_array($3, ',')::int4[]) AS k(a, b) \
+         ORDER BY a, b) s)";
+    static ASYNC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT set_config('synchronous_commit', 'off', true), {LOCKS}")
     });
-    push_locks(&mut sql, &mut args, named);
-    c.execute(&sql, &args).await?;
+    static FULL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {LOCKS}"));
+    tenants.sort_unstable();
+    tenants.dedup();
+    keys.sort_unstable();
+    keys.dedup();
+    let sql = if crate::db::full_sync() {
+        &FULL
+    } else {
+        &ASYNC
+    };
+    c.execute(
+        sql.as_str(),
+        &[
+            joined(tenants.iter()).as_str().into(),
+            joined(keys.iter().map(|k| k.0)).as_str().into(),
+            joined(keys.iter().map(|k| k.1)).as_str().into(),
+        ],
+    )
+    .await?;
     Ok(())
+}
+
+/// `1,2,3`.
+fn joined<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    let mut text = String::new();
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&item.to_string());
+    }
+    text
 }
 
 /// Appends `pg_advisory_xact_lock` calls for `keys` (in their order) to a select list.
@@ -114,7 +151,7 @@ fn push_locks(sql: &mut String, args: &mut Vec<Arg<'_>>, keys: &[LockKey]) {
 }
 
 /// Takes these locks, in their order (sorted, each once), in one statement, except those
-/// `held` already. Those taken after [`begin_end`]'s (identities the call's start recorded
+/// `held` already. Those taken after [`begin_ends`]'s (identities the call's start recorded
 /// that the end's request does not name) come after them, out of the one sorted order: two
 /// such ends can wait on each other in a circle, which PostgreSQL detects and breaks, and
 /// the end runs again ([`retryable`]). Rare: it takes two calls whose starts and ends name

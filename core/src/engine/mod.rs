@@ -14,6 +14,7 @@ mod cache;
 mod context;
 mod customers;
 mod end;
+mod end_batch;
 mod import;
 mod lifecycle;
 mod lite;
@@ -57,6 +58,8 @@ pub struct Engine {
     call_writer: batch::CallWriter,
     /// On PostgreSQL, the starts' identity reads, gathered.
     link_reader: Option<batch::LinkReader>,
+    /// On PostgreSQL, ends, run in batches.
+    end_batcher: Option<end_batch::EndBatcher>,
     /// Direct access for the call path when the database is a SQLite file.
     lite: Option<lite::Lite>,
     /// Dialled numbers as stored, by the text received: a contact center has few lines, and
@@ -325,13 +328,15 @@ impl Engine {
     /// inside a tokio runtime: it starts the task that writes call rows.
     pub fn new(db: DatabaseConnection, region: DefaultRegion) -> Self {
         let writes = Arc::new(Mutex::new(()));
+        let caches = Arc::new(cache::Caches::new());
         Self {
             call_writer: batch::CallWriter::spawn(db.clone(), writes.clone()),
             link_reader: batch::LinkReader::spawn(&db),
+            end_batcher: end_batch::EndBatcher::spawn(&db, caches.clone()),
             db,
             region,
             writes,
-            caches: Arc::new(cache::Caches::new()),
+            caches,
             lite: None,
             dialled: std::sync::Mutex::default(),
             settings_cache: moka::future::Cache::builder()

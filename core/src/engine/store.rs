@@ -177,19 +177,29 @@ const CALL_END_COLUMNS: [&str; 12] = [
     "updated_at",
 ];
 
-/// The write of an ended call's row (run by [`Conn::execute_together`]): inserted whole when the end comes first, else only
-/// [`CALL_END_COLUMNS`] change.
-pub(super) fn ended_call(row: &call::Model) -> Write<'_> {
+/// What a call's row that exists already becomes at its end: only [`CALL_END_COLUMNS`] change.
+pub(super) fn call_ended() -> &'static str {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         let set: Vec<String> = CALL_END_COLUMNS
             .iter()
             .map(|c| format!("{c} = excluded.{c}"))
             .collect();
         format!(
-            "INSERT INTO calls ({CALL_WRITTEN_COLUMNS}) VALUES {} \
-             ON CONFLICT (tenant_id, call_id) DO UPDATE SET {}",
-            placeholders(1, CALL_WIDTH, false),
+            "ON CONFLICT (tenant_id, call_id) DO UPDATE SET {}",
             set.join(", ")
+        )
+    });
+    &SQL
+}
+
+/// The write of an ended call's row (run by [`Conn::execute_together`]): inserted whole when the end comes first, else only
+/// [`CALL_END_COLUMNS`] change.
+pub(super) fn ended_call(row: &call::Model) -> Write<'_> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO calls ({CALL_WRITTEN_COLUMNS}) VALUES {} {}",
+            placeholders(1, CALL_WIDTH, false),
+            call_ended()
         )
     });
     Write {

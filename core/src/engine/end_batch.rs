@@ -1,0 +1,723 @@
+//! Ends on PostgreSQL, in batches. An end alone is a transaction of seven round trips (its
+//! begin, its locks, its call's row, its customer's row, its writes, its customer's document,
+//! its commit), and on a busy server the round trips and the statements' own overhead, not
+//! the rows they write, were most of what an end cost the server and PostgreSQL. So ends hand
+//! their request to a few worker tasks; a worker takes whatever ends are waiting, up to
+//! [`MAX_ENDS`], and runs them in one transaction:
+//!
+//! 1. one statement takes the locks of all of them (`locks::begin_ends`);
+//! 2. one reads all their calls' rows, one the customers they name, locked, and (when there
+//!    are any) one the customers their calls are linked to, locked;
+//! 3. each end is decided as it would be alone (`end::decide`), one after the other, given
+//!    what step 2 read for it ([`Known`]); usually that reads nothing more;
+//! 4. the writes of the ends decided run together ([`apply_together`]): one statement per
+//!    table for all of them (identity links, customers' counts, variables, call rows,
+//!    intents), the customers' stored documents read in one more, then what is left of each
+//!    end (`end::finish`), and their new documents stored in one statement;
+//! 5. one commit.
+//!
+//! The ends of a batch give what running them one at a time would. What step 2 read for an end
+//! is not used where an end before it in the batch wrote it (its call, its customer, a
+//! reference). Writes run together only for ends that touch different calls, customers and
+//! identities: an end that touches what an end decided before it will write (known from its
+//! request and its call's row, or found only once decided: a customer it resolved to) is
+//! decided after those writes have run. An end that needs its tenant to itself (a merge, a call
+//! moving between customers) writes nothing in the batch and runs under the tenant's lock
+//! once the batch has committed; an end refused (`no_intent`, found before it writes anything)
+//! is refused alone. Any other failure rolls the batch back and its ends run again one by
+//! one, each in a transaction of its own (up to three times when PostgreSQL chose it to give
+//! way in a deadlock), so one bad end fails alone.
+//!
+//! Each end's reply waits for the commit; the caches forget what the batch changed before any
+//! of its ends is answered, and other processes hear of it at the commit (the notifications
+//! are sent with the writes). The commit does not wait for the log's flush unless
+//! `STICKY_SYNC=full` (`locks::begin_ends`, `docs/operations.md`).
+//!
+//! Rows are sent as JSON arrays (`json_to_recordset`, `json_populate_recordset`), one
+//! parameter whatever their number: the statements' text never changes, so each is prepared
+//! once per connection.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sea_orm::{DatabaseConnection, DbBackend, TransactionTrait};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::cache::{CachedCustomer, Caches};
+use super::context;
+use super::end::{
+    Applied, Decided, EndNumbers, INTENT_COLUMNS, Known, Touched, VARIABLE_SAVED, apply, decide,
+    finish, identity_linked, intent_from_row, intent_kept, named_locks,
+};
+use super::locks::{self, LockKey, Locking};
+use super::sql::{Arg, Conn};
+use super::store::{
+    CALL_COLUMNS, CALL_WRITTEN_COLUMNS, CUSTOMER_COLUMNS, call_args, call_ended, call_from_row,
+    customer_from_row,
+};
+use super::{EndOutcome, TenantId};
+use crate::commands::EndCall;
+use crate::domain::IntentStatus;
+use crate::entities::{call, customer, identity};
+use crate::error::EngineError;
+
+/// Ends per batch at most: a batch's ends wait for the last of them.
+const MAX_ENDS: usize = 32;
+
+/// Worker tasks at most, each running one batch at a time on one of the pool's connections.
+const MAX_WORKERS: u32 = 4;
+
+/// How an end was dealt with.
+pub(super) enum Ended {
+    Done(EndOutcome),
+    /// It needs its tenant to itself (a merge, a call moving between customers): nothing was
+    /// written; the request, back.
+    NeedsTenant(Box<(EndCall, EndNumbers)>),
+}
+
+struct Pending {
+    tenant: TenantId,
+    cmd: EndCall,
+    numbers: EndNumbers,
+    reply: oneshot::Sender<Result<Ended, EngineError>>,
+}
+
+/// What became of one end of a batch.
+enum Outcome {
+    Done(EndOutcome, Touched),
+    NeedsTenant,
+    Refused(EngineError),
+}
+
+/// The handle ends use on PostgreSQL (see the module's comment).
+pub(super) struct EndBatcher {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl EndBatcher {
+    /// Starts the workers on the current tokio runtime; `None` off PostgreSQL. A quarter of the
+    /// pool's connections, at most [`MAX_WORKERS`], at least one.
+    pub(super) fn spawn(db: &DatabaseConnection, caches: Arc<Caches>) -> Option<Self> {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return None;
+        }
+        let pool = db
+            .get_postgres_connection_pool()
+            .options()
+            .get_max_connections();
+        let workers = (pool / 4).clamp(1, MAX_WORKERS);
+        let (queue, rx) = mpsc::unbounded_channel::<Pending>();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..workers {
+            let (db, caches, rx) = (db.clone(), caches.clone(), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut batch = Vec::new();
+                    if !super::batch::gather(&mut *rx.lock().await, &mut batch, MAX_ENDS).await {
+                        break;
+                    }
+                    run(&db, &caches, batch).await;
+                }
+            });
+        }
+        Some(Self { queue })
+    }
+
+    /// Runs an end with the others waiting.
+    pub(super) async fn end(
+        &self,
+        tenant: TenantId,
+        cmd: EndCall,
+        numbers: EndNumbers,
+    ) -> Result<Ended, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending {
+                tenant,
+                cmd,
+                numbers,
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> EngineError {
+    EngineError::Corrupt("the end batcher has stopped".into())
+}
+
+/// Runs a batch, then (if it failed) each of its ends alone, and answers each end.
+async fn run(db: &DatabaseConnection, caches: &Caches, batch: Vec<Pending>) {
+    #[allow(clippy::cast_precision_loss)] // at most MAX_ENDS
+    metrics::histogram!("sticky_end_batch_size").record(batch.len() as f64);
+    let outcomes: Vec<Result<Outcome, EngineError>> = match together(db, caches, &batch).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        // The database is out of reach: every end is told so (503), none is tried again.
+        Err(EngineError::Database(
+            e @ (sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)),
+        )) => batch.iter().map(|_| Err(e.clone().into())).collect(),
+        Err(e) if batch.len() == 1 && !locks::retryable(&e) => vec![Err(e)],
+        // One end failed, or PostgreSQL chose the batch to give way in a deadlock: each end
+        // again, alone, so that one bad end fails alone. Not logged: the error may quote an
+        // end's values.
+        Err(_) => {
+            metrics::counter!("sticky_end_batches_failed_total").increment(1);
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for end in &batch {
+                outcomes.push(alone(db, caches, end).await);
+            }
+            outcomes
+        }
+    };
+    for (end, outcome) in batch.into_iter().zip(outcomes) {
+        answer(end, outcome);
+    }
+}
+
+/// An end in a transaction of its own, again when PostgreSQL chose it to give way.
+async fn alone(
+    db: &DatabaseConnection,
+    caches: &Caches,
+    end: &Pending,
+) -> Result<Outcome, EngineError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match together(db, caches, std::slice::from_ref(end)).await {
+            Ok(mut outcome) => return Ok(outcome.remove(0)),
+            Err(e) if attempt < 3 && locks::retryable(&e) => {
+                metrics::counter!("sticky_end_retries_total").increment(1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn answer(end: Pending, outcome: Result<Outcome, EngineError>) {
+    let reply = match outcome {
+        Ok(Outcome::Done(outcome, _)) => Ok(Ended::Done(outcome)),
+        Ok(Outcome::NeedsTenant) => Ok(Ended::NeedsTenant(Box::new((end.cmd, end.numbers)))),
+        Ok(Outcome::Refused(e)) | Err(e) => Err(e),
+    };
+    let _ = end.reply.send(reply);
+}
+
+/// Runs the ends in one transaction (see the module's comment) and commits it; what became of
+/// each, in their order.
+async fn together(
+    db: &DatabaseConnection,
+    caches: &Caches,
+    ends: &[Pending],
+) -> Result<Vec<Outcome>, EngineError> {
+    let tx = db.begin().await?;
+    let c = Conn::Tx(&tx);
+    let mut tenants: Vec<i64> = ends.iter().map(|e| e.tenant.0).collect();
+    let mut keys: Vec<LockKey> = ends
+        .iter()
+        .flat_map(|e| {
+            named_locks(e.tenant, &e.cmd, &e.numbers)
+                .into_iter()
+                .chain([LockKey::call(e.tenant, e.cmd.call_id.as_str())])
+        })
+        .collect();
+    locks::begin_ends(c, &mut tenants, &mut keys).await?;
+    let calls = read_calls(c, ends).await?;
+    let named = lock_named(c, ends).await?;
+    let linked = lock_linked(c, ends, &calls).await?;
+
+    // What the ends decided so far will write: what was read for a later end may be out of date.
+    let mut written = Touches::default();
+    // Ends decided, their writes not run yet, and what they will touch.
+    let mut pending: Vec<(usize, Decided<'_>)> = Vec::new();
+    let mut touching = Touches::default();
+    let mut outcomes: Vec<Option<Outcome>> = ends.iter().map(|_| None).collect();
+    for (i, end) in ends.iter().enumerate() {
+        let call_fresh = !written
+            .calls
+            .contains(&(end.tenant, end.cmd.call_id.as_str()));
+        let fresh = |c: &customer::Model| !written.customers.contains(&c.id);
+        let known = Known {
+            call: call_fresh.then(|| calls[i].clone()),
+            named: match &end.cmd.customer_ref {
+                Some(r) if !written.refs.contains(&(end.tenant, r.as_str().to_owned())) => {
+                    match &named[i] {
+                        Some(n) if !fresh(n) => None,
+                        n => Some(n.clone()),
+                    }
+                }
+                _ => None,
+            },
+            linked: linked[i].clone().filter(|c| call_fresh && fresh(c)),
+        };
+        // An end that touches what a pending end will write runs after those writes.
+        let stored = known.call.as_ref().and_then(Option::as_ref);
+        let mut before: Vec<LockKey> = named_locks(end.tenant, &end.cmd, &end.numbers);
+        before.push(LockKey::call(end.tenant, end.cmd.call_id.as_str()));
+        before.extend(
+            stored
+                .map(|s| stored_locks(end.tenant, s))
+                .into_iter()
+                .flatten(),
+        );
+        let customers = [known.named.clone().flatten(), known.linked.clone()];
+        if touching.meets(&before, customers.iter().flatten().map(|c| c.id)) {
+            written_out(c, &mut pending, &mut outcomes).await?;
+            touching = Touches::default();
+        }
+        let mut known = known;
+        let decided = loop {
+            let decided = decide(
+                c,
+                &end.numbers,
+                end.tenant,
+                &end.cmd,
+                Locking::Fine {
+                    held: &keys,
+                    known: &known,
+                },
+                caches.origin(),
+            )
+            .await;
+            let decided = match decided {
+                Ok(Some(decided)) => decided,
+                Ok(None) => break None,
+                // Refused before it wrote anything (`decide` checks it first).
+                Err(e @ EngineError::Conflict { .. }) => {
+                    outcomes[i] = Some(Outcome::Refused(e));
+                    break None;
+                }
+                Err(e) => return Err(e),
+            };
+            // Found only now (a customer it resolved to, an identity its start recorded): it
+            // touches what a pending end will write. Decided again once those are written,
+            // unless it wrote already: then the batch gives way and its ends run alone.
+            if pending.is_empty() || !touching.meets_decided(&decided) {
+                break Some(decided);
+            }
+            if decided.wrote {
+                return Err(EngineError::Corrupt(
+                    "an end of a batch met another's writes after writing".into(),
+                ));
+            }
+            drop(decided);
+            written_out(c, &mut pending, &mut outcomes).await?;
+            touching = Touches::default();
+            known = Known::default();
+        };
+        let Some(decided) = decided else {
+            if outcomes[i].is_none() {
+                outcomes[i] = Some(Outcome::NeedsTenant);
+            }
+            continue;
+        };
+        written.add(&decided);
+        touching.add(&decided);
+        pending.push((i, decided));
+    }
+    written_out(c, &mut pending, &mut outcomes).await?;
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| EngineError::Corrupt("an end of a batch was left".into())))
+        .collect::<Result<_, _>>()?;
+    for outcome in &outcomes {
+        if let Outcome::Done(_, touched) = outcome
+            && let Some(change) = touched.change(caches.origin())
+        {
+            crate::coherence::notify(&tx, &change).await?;
+        }
+    }
+    tx.commit().await?;
+    for outcome in &outcomes {
+        if let Outcome::Done(_, touched) = outcome {
+            touched.forget(caches).await;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// What ends will touch, or touched.
+#[derive(Default)]
+struct Touches<'e> {
+    calls: HashSet<(TenantId, &'e str)>,
+    customers: HashSet<i64>,
+    refs: HashSet<(TenantId, String)>,
+    /// Their calls' and identities' locks.
+    locks: HashSet<LockKey>,
+}
+
+impl<'e> Touches<'e> {
+    fn add(&mut self, d: &Decided<'e>) {
+        self.calls.insert((d.tenant, d.cmd.call_id.as_str()));
+        self.customers.extend(d.touched.customer_ids());
+        self.refs.extend(
+            d.cmd
+                .customer_ref
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .chain(d.target.as_ref().map(|t| t.customer_ref.clone()))
+                .map(|r| (d.tenant, r)),
+        );
+        self.locks.extend(decided_locks(d));
+    }
+
+    fn meets(&self, locks: &[LockKey], mut customers: impl Iterator<Item = i64>) -> bool {
+        locks.iter().any(|k| self.locks.contains(k))
+            || customers.any(|c| self.customers.contains(&c))
+    }
+
+    fn meets_decided(&self, d: &Decided<'_>) -> bool {
+        self.meets(&decided_locks(d), d.touched.customer_ids())
+    }
+}
+
+/// The locks of what a decided end writes: its call and the identities it touches.
+fn decided_locks(d: &Decided<'_>) -> Vec<LockKey> {
+    d.touched
+        .identity_keys()
+        .iter()
+        .map(|(kind, value)| LockKey::identity(d.tenant, kind, value))
+        .chain([LockKey::call(d.tenant, d.cmd.call_id.as_str())])
+        .collect()
+}
+
+/// The locks of the identities a call's start recorded.
+fn stored_locks(tenant: TenantId, call: &call::Model) -> Vec<LockKey> {
+    let external: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&call.external_ids).unwrap_or_default();
+    call.ani
+        .iter()
+        .map(|n| LockKey::identity(tenant, identity::KIND_ANI, n))
+        .chain(
+            external.iter().map(|(n, v)| {
+                LockKey::identity(tenant, identity::KIND_EXTERNAL, &format!("{n}:{v}"))
+            }),
+        )
+        .collect()
+}
+
+/// Runs the writes of the pending ends together, then what is left of each ([`finish`]), and
+/// stores the documents they answer.
+async fn written_out(
+    c: Conn<'_>,
+    pending: &mut Vec<(usize, Decided<'_>)>,
+    outcomes: &mut [Option<Outcome>],
+) -> Result<(), EngineError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let applied = apply_together(c, pending).await?;
+    let mut documents: Vec<CachedCustomer> = Vec::with_capacity(pending.len());
+    for ((i, decided), applied) in pending.drain(..).zip(applied) {
+        let (outcome, touched, document) = finish(c, decided, applied).await?;
+        documents.extend(document);
+        outcomes[i] = Some(Outcome::Done(outcome, touched));
+    }
+    context::store_documents(c, &documents).await
+}
+
+/// The writes of ends that touch different calls, customers and identities, one statement for
+/// each kind of row whatever the number of ends (a batch of one: [`apply`], the writes of an
+/// end alone). What each end's writes answered, in their order.
+async fn apply_together(
+    c: Conn<'_>,
+    ends: &[(usize, Decided<'_>)],
+) -> Result<Vec<Applied>, EngineError> {
+    use serde_json::{Value, json};
+    if let [(_, alone)] = ends {
+        return Ok(vec![apply(c, alone).await?]);
+    }
+    let mut links = Vec::new();
+    let mut counts = Vec::new();
+    let mut variables = Vec::new();
+    let mut rows = Vec::new();
+    let mut bodies = Vec::new();
+    let mut notices = Vec::new();
+    let mut intents = Vec::new();
+    // The end of each customer written (one each: see `Touches`).
+    let mut by_customer = std::collections::HashMap::new();
+    for (k, (_, d)) in ends.iter().enumerate() {
+        if let Some(t) = &d.target {
+            by_customer.insert(t.id, k);
+            for (kind, value) in &d.links {
+                links.push(json!({"t": d.tenant.0, "c": t.id, "k": kind, "v": value,
+                                  "at": time(d.now)}));
+            }
+            if d.newly_linked {
+                counts.push(json!({"c": t.id, "at": time(d.now)}));
+            }
+            for (name, value, expires_at) in &d.saved {
+                variables.push(json!({"t": d.tenant.0, "c": t.id, "n": name, "v": value,
+                                      "at": time(d.call_time), "e": expires_at.map(time)}));
+            }
+            if d.usual {
+                bodies.push(json!({"k": k, "c": t.id, "t": d.tenant.0}));
+            }
+        }
+        rows.push(Value::Object(
+            CALL_WRITTEN_COLUMNS
+                .split(", ")
+                .zip(call_args(&d.row).iter().map(arg_json))
+                .map(|(column, value)| (column.to_owned(), value))
+                .collect(),
+        ));
+        notices.extend(d.notice.clone());
+        if let Some((id, i)) = d.intent_change() {
+            let resolved = (i.status == IntentStatus::Resolved.as_str()).then_some(i.at);
+            intents.push(json!({"t": d.tenant.0, "c": id, "n": i.name, "s": i.status,
+                                "at": time(i.at), "r": resolved.map(time), "l": i.call_id,
+                                "d": i.due_at.map(time)}));
+        }
+    }
+    let mut applied: Vec<Applied> = ends.iter().map(|_| Applied::default()).collect();
+    if !links.is_empty() {
+        c.execute(
+            concat!(
+                "INSERT INTO identities (tenant_id, customer_id, kind, value, call_count, \
+                 first_seen_at, last_seen_at) SELECT x.t, x.c, x.k, x.v, 1, x.at, x.at \
+                 FROM json_to_recordset($1::json) AS x(t int8, c int8, k text, v text, \
+                 at timestamptz) ",
+                identity_linked!()
+            ),
+            &[serde_json::to_string(&links)?.as_str().into()],
+        )
+        .await?;
+    }
+    if !counts.is_empty() {
+        c.execute(
+            "UPDATE customers SET call_count = call_count + 1, \
+             first_seen_at = COALESCE(first_seen_at, x.at), last_seen_at = x.at, \
+             updated_at = x.at FROM json_to_recordset($1::json) AS x(c int8, at timestamptz) \
+             WHERE customers.id = x.c",
+            &[serde_json::to_string(&counts)?.as_str().into()],
+        )
+        .await?;
+    }
+    for (_, d) in ends {
+        if let (Some(t), false) = (&d.target, d.saved.is_empty()) {
+            applied[by_customer[&t.id]].variables_written = Some(0);
+        }
+    }
+    if !variables.is_empty() {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "INSERT INTO variables (tenant_id, customer_id, name, value, updated_at, \
+                 expires_at) SELECT x.t, x.c, x.n, x.v, x.at, x.e FROM json_to_recordset($1::json) \
+                 AS x(t int8, c int8, n text, v text, at timestamptz, e timestamptz) \
+                 {VARIABLE_SAVED} RETURNING customer_id"
+            )
+        });
+        for customer in c
+            .query(
+                &SQL,
+                &[serde_json::to_string(&variables)?.as_str().into()],
+                |r| r.int_req(0),
+            )
+            .await?
+        {
+            if let Some(n) = by_customer
+                .get(&customer)
+                .and_then(|k| applied[*k].variables_written.as_mut())
+            {
+                *n += 1;
+            }
+        }
+    }
+    {
+        // Each row an object keyed by column, read as the table's row type.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "INSERT INTO calls ({CALL_WRITTEN_COLUMNS}) SELECT {CALL_WRITTEN_COLUMNS} \
+                 FROM json_populate_recordset(NULL::calls, $1::json) {}",
+                call_ended()
+            )
+        });
+        c.execute(&SQL, &[serde_json::to_string(&rows)?.as_str().into()])
+            .await?;
+    }
+    if !intents.is_empty() {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "INSERT INTO intents (tenant_id, customer_id, intent, status, opened_at, \
+                 updated_at, resolved_at, last_call_id, due_at) \
+                 SELECT x.t, x.c, x.n, x.s, x.at, x.at, x.r, x.l, x.d \
+                 FROM json_to_recordset($1::json) AS x(t int8, c int8, n text, s text, \
+                 at timestamptz, r timestamptz, l text, d timestamptz) {} RETURNING {}",
+                intent_kept(),
+                INTENT_COLUMNS
+            )
+        });
+        for row in c
+            .query(
+                &SQL,
+                &[serde_json::to_string(&intents)?.as_str().into()],
+                intent_from_row,
+            )
+            .await?
+        {
+            if let Some(k) = by_customer.get(&row.customer_id) {
+                applied[*k].intent_row = Some(row);
+            }
+        }
+    }
+    if !bodies.is_empty() {
+        for (k, body) in c
+            .query(
+                "SELECT x.k, b.body FROM json_to_recordset($1::json) AS x(k int8, c int8, t int8) \
+                 JOIN customer_contexts b ON b.customer_id = x.c AND b.tenant_id = x.t \
+                 AND b.format = $2",
+                &[
+                    serde_json::to_string(&bodies)?.as_str().into(),
+                    context::FORMAT.into(),
+                ],
+                |r| Ok((r.int_req(0)?, r.text_req(1)?)),
+            )
+            .await?
+        {
+            applied[index(k)?].body = Some(body);
+        }
+    }
+    if !notices.is_empty() {
+        c.execute(
+            "SELECT count(pg_notify($1, p)) FROM json_array_elements_text($2::json) AS j(p)",
+            &[
+                crate::coherence::CHANNEL.into(),
+                serde_json::to_string(&notices)?.as_str().into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(applied)
+}
+
+/// A time as PostgreSQL reads it back exactly (microseconds).
+fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A statement parameter as a JSON value (see [`apply_together`]).
+fn arg_json(a: &Arg<'_>) -> serde_json::Value {
+    use serde_json::Value;
+    match *a {
+        Arg::Int(v) => v.map_or(Value::Null, Value::from),
+        Arg::Real(v) => v.map_or(Value::Null, Value::from),
+        Arg::Text(v) => v.map_or(Value::Null, Value::from),
+        Arg::Time(v) => v.map_or(Value::Null, |t| Value::from(time(t))),
+        Arg::Flag(v) => Value::from(v),
+    }
+}
+
+/// The ends' call rows (`None`: no row yet), in their order, in one statement.
+async fn read_calls(
+    c: Conn<'_>,
+    ends: &[Pending],
+) -> Result<Vec<Option<call::Model>>, EngineError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {CALL_COLUMNS}, x.i FROM json_to_recordset($1::json) AS x(i int8, t int8, c text) \
+             JOIN calls ON calls.tenant_id = x.t AND calls.call_id = x.c"
+        )
+    });
+    let wanted: Vec<serde_json::Value> = ends
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"i": i, "t": e.tenant.0, "c": e.cmd.call_id.as_str()}))
+        .collect();
+    let width = columns(CALL_COLUMNS);
+    let mut rows = vec![None; ends.len()];
+    for (i, row) in c
+        .query(
+            &SQL,
+            &[serde_json::to_string(&wanted)?.as_str().into()],
+            |r| Ok((r.int_req(width)?, call_from_row(r)?)),
+        )
+        .await?
+    {
+        rows[index(i)?] = Some(row);
+    }
+    Ok(rows)
+}
+
+/// The customers the ends name by reference, locked, in their order: `None` for an end that
+/// names none or a reference no customer has.
+async fn lock_named(
+    c: Conn<'_>,
+    ends: &[Pending],
+) -> Result<Vec<Option<customer::Model>>, EngineError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {CUSTOMER_COLUMNS}, x.i FROM json_to_recordset($1::json) AS x(i int8, t int8, r text) \
+             JOIN customers ON customers.tenant_id = x.t AND customers.customer_ref = x.r \
+             FOR UPDATE OF customers"
+        )
+    });
+    let wanted: Vec<serde_json::Value> = ends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let r = e.cmd.customer_ref.as_ref()?;
+            Some(serde_json::json!({"i": i, "t": e.tenant.0, "r": r.as_str()}))
+        })
+        .collect();
+    customers(c, &SQL, &wanted, ends.len()).await
+}
+
+/// The customers the calls of ends that name none are linked to, locked, in the ends' order.
+async fn lock_linked(
+    c: Conn<'_>,
+    ends: &[Pending],
+    calls: &[Option<call::Model>],
+) -> Result<Vec<Option<customer::Model>>, EngineError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {CUSTOMER_COLUMNS}, x.i FROM json_to_recordset($1::json) AS x(i int8, t int8, c int8) \
+             JOIN customers ON customers.id = x.c AND customers.tenant_id = x.t \
+             FOR UPDATE OF customers"
+        )
+    });
+    let wanted: Vec<serde_json::Value> = ends
+        .iter()
+        .zip(calls)
+        .enumerate()
+        .filter(|(_, (e, _))| e.cmd.customer_ref.is_none())
+        .filter_map(|(i, (e, call))| {
+            let linked = call.as_ref()?.customer_id?;
+            Some(serde_json::json!({"i": i, "t": e.tenant.0, "c": linked}))
+        })
+        .collect();
+    customers(c, &SQL, &wanted, ends.len()).await
+}
+
+/// Runs one of the customer reads above over `wanted`; the rows by end.
+async fn customers(
+    c: Conn<'_>,
+    sql: &str,
+    wanted: &[serde_json::Value],
+    ends: usize,
+) -> Result<Vec<Option<customer::Model>>, EngineError> {
+    let mut rows = vec![None; ends];
+    if wanted.is_empty() {
+        return Ok(rows);
+    }
+    let width = columns(CUSTOMER_COLUMNS);
+    for (i, row) in c
+        .query(
+            sql,
+            &[serde_json::to_string(wanted)?.as_str().into()],
+            |r| Ok((r.int_req(width)?, customer_from_row(r)?)),
+        )
+        .await?
+    {
+        rows[index(i)?] = Some(row);
+    }
+    Ok(rows)
+}
+
+/// How many columns a list of them names.
+fn columns(list: &str) -> usize {
+    list.split(',').count()
+}
+
+fn index(i: i64) -> Result<usize, EngineError> {
+    usize::try_from(i).map_err(|_| EngineError::Corrupt("a batch read answered no end".into()))
+}
