@@ -747,6 +747,33 @@ async fn a_rejected_end_among_concurrent_ends_leaves_the_others_committed(app: T
     }
 }
 
+/// An import of `customers` customers (`imp-0`, `imp-1`, ...), started in the background and
+/// given 20 ms: while it runs it holds the tenant's lock (on a SQLite file, the writer), so
+/// that ends sent meanwhile queue and are then committed together.
+async fn an_import_holding_the_tenant(
+    app: &std::sync::Arc<TestApp>,
+    tenant: sticky_core::engine::TenantId,
+    customers: usize,
+) -> tokio::task::JoinHandle<
+    Result<sticky_core::engine::ImportReport, sticky_core::error::EngineError>,
+> {
+    let held = (0..customers)
+        .map(|i| sticky_core::engine::ImportedCustomer {
+            customer_ref: sticky_core::domain::CustomerRef::parse(&format!("imp-{i}")).unwrap(),
+            identities: Vec::new(),
+            variables: Default::default(),
+            calls: Vec::new(),
+            open_intents: Vec::new(),
+        })
+        .collect();
+    let import = {
+        let app = app.clone();
+        tokio::spawn(async move { app.state.engine.import_customers(tenant, held).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    import
+}
+
 /// Ends queued behind an import (it holds the tenant's lock), so that on PostgreSQL they run in
 /// batches, one transaction each (`end_batch.rs`), where what the batch read for an end may be
 /// out of date once an end before it wrote: twelve calls naming one customer, two ends of one
@@ -775,20 +802,7 @@ async fn ends_committed_together_each_see_what_the_ones_before_wrote(app: TestAp
     }
     let app = std::sync::Arc::new(app);
     let tenant = app.default_tenant().await;
-    let held = (0..IMPORTED)
-        .map(|i| sticky_core::engine::ImportedCustomer {
-            customer_ref: sticky_core::domain::CustomerRef::parse(&format!("imp-{i}")).unwrap(),
-            identities: Vec::new(),
-            variables: Default::default(),
-            calls: Vec::new(),
-            open_intents: Vec::new(),
-        })
-        .collect();
-    let import = {
-        let app = app.clone();
-        tokio::spawn(async move { app.state.engine.import_customers(tenant, held).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let import = an_import_holding_the_tenant(&app, tenant, IMPORTED).await;
     let ends = (0..38).map(|i| {
         let (app, other) = (app.clone(), other.clone());
         async move {
@@ -950,20 +964,7 @@ async fn an_end_that_fails_after_writing_leaves_nothing_and_the_others_keep_ever
     // A large import keeps the SQLite writer busy while the ends queue, so that they are
     // committed as one group (its rerun is what this test is about).
     let tenant = app.default_tenant().await;
-    let held = (0..IMPORTED)
-        .map(|i| sticky_core::engine::ImportedCustomer {
-            customer_ref: sticky_core::domain::CustomerRef::parse(&format!("imp-{i}")).unwrap(),
-            identities: Vec::new(),
-            variables: Default::default(),
-            calls: Vec::new(),
-            open_intents: Vec::new(),
-        })
-        .collect();
-    let import = {
-        let app = app.clone();
-        tokio::spawn(async move { app.state.engine.import_customers(tenant, held).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let import = an_import_holding_the_tenant(&app, tenant, IMPORTED).await;
     let ends = (0..16).map(|i| {
         let app = app.clone();
         async move {

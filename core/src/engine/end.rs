@@ -278,7 +278,8 @@ pub(super) async fn end_call_in(
 
 /// What an end reads, and what it decides from it, before its writes: who the call belongs
 /// to (the customer named, resolved, or a new provisional one; a provisional one named or
-/// merged, written here), and every row it will write. `None` as [`end_call_in`] answers it.
+/// merged, written here), and every row it will write. `None` as [`end_call_in`] answers it,
+/// always before writing anything (a batch commits the others' writes with it).
 #[allow(clippy::too_many_lines)]
 pub(super) async fn decide<'a>(
     tx: Conn<'_>,
@@ -460,6 +461,9 @@ pub(super) async fn decide<'a>(
                 }
             }
             (None, Some(n)) => n,
+            // A new customer for a call linked to another: the call would move, under the
+            // tenant's lock only (asked before anything is written).
+            (None, None) if fine && linked_before.is_some() => return Ok(None),
             (None, None) => {
                 wrote = true;
                 create_customer(tx, tenant, named_ref, false, now).await?
@@ -519,6 +523,8 @@ pub(super) async fn decide<'a>(
             match sure {
                 Some(c) => Some(c),
                 None if anyone => None,
+                // As above: a call linked to a customer no longer there would move.
+                None if fine && linked_before.is_some() => return Ok(None),
                 None => {
                     wrote = true;
                     Some(create_customer(tx, tenant, &CustomerRef::generate(), true, now).await?)
@@ -533,6 +539,7 @@ pub(super) async fn decide<'a>(
     if fine && let Some(t) = &mut target {
         if linked_before.is_some_and(|before| before != t.id) {
             // The call moves from one customer to another: under the tenant's lock only.
+            debug_assert!(!wrote, "asked for the tenant's lock after writing");
             return Ok(None);
         }
         // The customer's row as now stored, locked until the commit.
