@@ -721,3 +721,84 @@ fn columns(list: &str) -> usize {
 fn index(i: i64) -> Result<usize, EngineError> {
     usize::try_from(i).map_err(|_| EngineError::Corrupt("a batch read answered no end".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ExternalId;
+
+    fn call_from(ani: Option<&str>, external_ids: &str) -> call::Model {
+        call::Model {
+            id: 1,
+            tenant_id: 3,
+            call_id: "c1".into(),
+            platform: "api".into(),
+            ani: ani.map(str::to_owned),
+            ani_withheld: false,
+            dnis: None,
+            external_ids: external_ids.into(),
+            matched_customer_id: None,
+            confidence: None,
+            band: None,
+            recommended_action: None,
+            signals: "[]".into(),
+            candidates: "[]".into(),
+            customer_id: None,
+            status: call::STATUS_ENDED.into(),
+            intent: None,
+            intent_status: None,
+            summary: None,
+            variables: "{}".into(),
+            started_at: None,
+            ended_at: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_calls_recorded_identities_lock_as_an_end_naming_them_would() {
+        let tenant = TenantId(3);
+        let crm = ExternalId::new("crm_id", "7").unwrap();
+        assert_eq!(
+            stored_locks(
+                tenant,
+                &call_from(Some("+14155550100"), r#"{"crm_id":"7"}"#)
+            ),
+            vec![
+                LockKey::identity(tenant, identity::KIND_ANI, "+14155550100"),
+                LockKey::identity(tenant, identity::KIND_EXTERNAL, &crm.pair()),
+            ]
+        );
+        assert_eq!(stored_locks(tenant, &call_from(None, "{}")), vec![]);
+        // Another tenant's identical call locks other keys.
+        assert_ne!(
+            stored_locks(TenantId(4), &call_from(Some("+14155550100"), "{}")),
+            stored_locks(tenant, &call_from(Some("+14155550100"), "{}"))
+        );
+    }
+
+    #[test]
+    fn values_are_sent_as_postgresql_reads_them_back() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-12-06T08:07:09.005485999+00:00")
+            .unwrap()
+            .to_utc();
+        // Microseconds, as PostgreSQL stores them, cut rather than rounded (as sqlx binds them).
+        assert_eq!(time(t), "2026-12-06T08:07:09.005485Z");
+        assert_eq!(
+            arg_json(&Arg::Time(Some(t))),
+            serde_json::json!("2026-12-06T08:07:09.005485Z")
+        );
+        assert_eq!(arg_json(&Arg::Time(None)), serde_json::Value::Null);
+        assert_eq!(
+            arg_json(&Arg::Int(Some(i64::MAX))),
+            serde_json::json!(i64::MAX)
+        );
+        assert_eq!(
+            arg_json(&Arg::Text(Some("a\"b"))),
+            serde_json::json!("a\"b")
+        );
+        assert_eq!(arg_json(&Arg::Flag(true)), serde_json::json!(true));
+        assert_eq!(arg_json(&Arg::Real(None)), serde_json::Value::Null);
+    }
+}
