@@ -10,10 +10,11 @@
 //!    are any) one the customers their calls are linked to, locked;
 //! 3. each end is decided as it would be alone (`end::decide`), one after the other, given
 //!    what step 2 read for it ([`Known`]); usually that reads nothing more;
-//! 4. the writes of the ends decided run together ([`apply_together`]): one statement per
-//!    table for all of them (identity links, customers' counts, variables, call rows,
-//!    intents), the customers' stored documents read in one more, then what is left of each
-//!    end (`end::finish`), and their new documents stored in one statement;
+//! 4. the writes of the ends decided run together ([`apply_together`]): one statement for all
+//!    of them (identity links, customers' counts, variables, call rows, intents, each a
+//!    data-modifying `WITH` clause over all their rows), which also reads the customers'
+//!    stored documents and notifies other processes; then what is left of each end
+//!    (`end::finish`), and their new documents stored in one statement;
 //! 5. one commit.
 //!
 //! The ends of a batch give what running them one at a time would. What step 2 read for an end
@@ -47,7 +48,7 @@ use super::cache::{CachedCustomer, Caches};
 use super::context;
 use super::end::{
     Applied, Decided, EndNumbers, INTENT_COLUMNS, Known, Touched, VARIABLE_SAVED, apply, decide,
-    finish, identity_linked, intent_from_row, intent_kept, named_locks,
+    finish, identity_linked, intent_kept, named_locks,
 };
 use super::locks::{self, LockKey, Locking};
 use super::sql::{Arg, Conn};
@@ -416,9 +417,9 @@ async fn written_out(
     context::store_documents(c, &documents).await
 }
 
-/// The writes of ends that touch different calls, customers and identities, one statement for
-/// each kind of row whatever the number of ends (a batch of one: [`apply`], the writes of an
-/// end alone). What each end's writes answered, in their order.
+/// The writes of ends that touch different calls, customers and identities, in one statement
+/// whatever the number of ends (a batch of one: [`apply`], the writes of an end alone). What
+/// each end's writes answered, in their order.
 async fn apply_together(
     c: Conn<'_>,
     ends: &[(usize, Decided<'_>)],
@@ -470,124 +471,120 @@ async fn apply_together(
         }
     }
     let mut applied: Vec<Applied> = ends.iter().map(|_| Applied::default()).collect();
-    if !links.is_empty() {
-        c.execute(
-            concat!(
-                "INSERT INTO identities (tenant_id, customer_id, kind, value, call_count, \
-                 first_seen_at, last_seen_at) SELECT x.t, x.c, x.k, x.v, 1, x.at, x.at \
-                 FROM json_to_recordset($1::json) AS x(t int8, c int8, k text, v text, \
-                 at timestamptz) ",
-                identity_linked!()
-            ),
-            &[serde_json::to_string(&links)?.as_str().into()],
-        )
-        .await?;
-    }
-    if !counts.is_empty() {
-        c.execute(
-            "UPDATE customers SET call_count = call_count + 1, \
-             first_seen_at = COALESCE(first_seen_at, x.at), last_seen_at = x.at, \
-             updated_at = x.at FROM json_to_recordset($1::json) AS x(c int8, at timestamptz) \
-             WHERE customers.id = x.c",
-            &[serde_json::to_string(&counts)?.as_str().into()],
-        )
-        .await?;
-    }
     for (_, d) in ends {
         if let (Some(t), false) = (&d.target, d.saved.is_empty()) {
             applied[by_customer[&t.id]].variables_written = Some(0);
         }
     }
-    if !variables.is_empty() {
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "INSERT INTO variables (tenant_id, customer_id, name, value, updated_at, \
-                 expires_at) SELECT x.t, x.c, x.n, x.v, x.at, x.e FROM json_to_recordset($1::json) \
-                 AS x(t int8, c int8, n text, v text, at timestamptz, e timestamptz) \
-                 {VARIABLE_SAVED} RETURNING customer_id"
-            )
-        });
-        for customer in c
-            .query(
-                &SQL,
-                &[serde_json::to_string(&variables)?.as_str().into()],
-                |r| r.int_req(0),
-            )
-            .await?
-        {
-            if let Some(n) = by_customer
-                .get(&customer)
-                .and_then(|k| applied[*k].variables_written.as_mut())
-            {
-                *n += 1;
-            }
-        }
-    }
-    {
-        // Each row an object keyed by column, read as the table's row type.
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "INSERT INTO calls ({CALL_WRITTEN_COLUMNS}) SELECT {CALL_WRITTEN_COLUMNS} \
-                 FROM json_populate_recordset(NULL::calls, $1::json) {}",
-                call_ended()
-            )
-        });
-        c.execute(&SQL, &[serde_json::to_string(&rows)?.as_str().into()])
-            .await?;
-    }
-    if !intents.is_empty() {
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "INSERT INTO intents (tenant_id, customer_id, intent, status, opened_at, \
-                 updated_at, resolved_at, last_call_id, due_at) \
-                 SELECT x.t, x.c, x.n, x.s, x.at, x.at, x.r, x.l, x.d \
-                 FROM json_to_recordset($1::json) AS x(t int8, c int8, n text, s text, \
-                 at timestamptz, r timestamptz, l text, d timestamptz) {} RETURNING {}",
-                intent_kept(),
-                INTENT_COLUMNS
-            )
-        });
-        for row in c
-            .query(
-                &SQL,
-                &[serde_json::to_string(&intents)?.as_str().into()],
-                intent_from_row,
-            )
-            .await?
-        {
-            if let Some(k) = by_customer.get(&row.customer_id) {
-                applied[*k].intent_row = Some(row);
-            }
-        }
-    }
-    if !bodies.is_empty() {
-        for (k, body) in c
-            .query(
-                "SELECT x.k, b.body FROM json_to_recordset($1::json) AS x(k int8, c int8, t int8) \
-                 JOIN customer_contexts b ON b.customer_id = x.c AND b.tenant_id = x.t \
-                 AND b.format = $2",
-                &[
-                    serde_json::to_string(&bodies)?.as_str().into(),
-                    context::FORMAT.into(),
-                ],
-                |r| Ok((r.int_req(0)?, r.text_req(1)?)),
-            )
-            .await?
-        {
-            applied[index(k)?].body = Some(body);
-        }
-    }
-    if !notices.is_empty() {
-        c.execute(
-            "SELECT count(pg_notify($1, p)) FROM json_array_elements_text($2::json) AS j(p)",
+    // One statement: the writes as data-modifying `WITH` clauses (each runs to completion,
+    // read or not), the documents as stored (none of the writes touches them) and the
+    // notifications; one row for each variable written (0), document (1) and intent
+    // written (2), and the count of notifications sent (3).
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH linked AS (INSERT INTO identities (tenant_id, customer_id, kind, value, \
+               call_count, first_seen_at, last_seen_at) \
+               SELECT x.t, x.c, x.k, x.v, 1, x.at, x.at FROM json_to_recordset($1::json) \
+               AS x(t int8, c int8, k text, v text, at timestamptz) {linked} RETURNING 1), \
+             counted AS (UPDATE customers SET call_count = call_count + 1, \
+               first_seen_at = COALESCE(first_seen_at, x.at), last_seen_at = x.at, \
+               updated_at = x.at FROM json_to_recordset($2::json) AS x(c int8, at timestamptz) \
+               WHERE customers.id = x.c RETURNING 1), \
+             saved AS (INSERT INTO variables (tenant_id, customer_id, name, value, updated_at, \
+               expires_at) SELECT x.t, x.c, x.n, x.v, x.at, x.e FROM json_to_recordset($3::json) \
+               AS x(t int8, c int8, n text, v text, at timestamptz, e timestamptz) \
+               {VARIABLE_SAVED} RETURNING customer_id), \
+             ended AS (INSERT INTO calls ({CALL_WRITTEN_COLUMNS}) SELECT {CALL_WRITTEN_COLUMNS} \
+               FROM json_populate_recordset(NULL::calls, $4::json) {ended} RETURNING 1), \
+             intended AS (INSERT INTO intents (tenant_id, customer_id, intent, status, opened_at, \
+               updated_at, resolved_at, last_call_id, due_at) \
+               SELECT x.t, x.c, x.n, x.s, x.at, x.at, x.r, x.l, x.d \
+               FROM json_to_recordset($5::json) AS x(t int8, c int8, n text, s text, \
+               at timestamptz, r timestamptz, l text, d timestamptz) {kept} \
+               RETURNING {INTENT_COLUMNS}), \
+             stored AS (SELECT x.k, d.body FROM json_to_recordset($6::json) \
+               AS x(k int8, c int8, t int8) JOIN customer_contexts d \
+               ON d.customer_id = x.c AND d.tenant_id = x.t AND d.format = $7), \
+             sent AS (SELECT count(pg_notify($8, p)) AS n \
+               FROM json_array_elements_text($9::json) AS j(p)) \
+             SELECT 0::int8, customer_id, NULL::text FROM saved \
+             UNION ALL SELECT 1::int8, k, body FROM stored \
+             UNION ALL SELECT 2::int8, customer_id, row_to_json(intended)::text FROM intended \
+             UNION ALL SELECT 3::int8, n, NULL FROM sent",
+            linked = identity_linked!(),
+            ended = call_ended(),
+            kept = intent_kept(),
+        )
+    });
+    let answered = c
+        .query(
+            &SQL,
             &[
+                serde_json::to_string(&links)?.as_str().into(),
+                serde_json::to_string(&counts)?.as_str().into(),
+                serde_json::to_string(&variables)?.as_str().into(),
+                serde_json::to_string(&rows)?.as_str().into(),
+                serde_json::to_string(&intents)?.as_str().into(),
+                serde_json::to_string(&bodies)?.as_str().into(),
+                context::FORMAT.into(),
                 crate::coherence::CHANNEL.into(),
                 serde_json::to_string(&notices)?.as_str().into(),
             ],
+            |r| Ok((r.int_req(0)?, r.int_req(1)?, r.text(2)?)),
         )
         .await?;
+    for (kind, key, value) in answered {
+        match (kind, value) {
+            (0, _) => {
+                if let Some(n) = by_customer
+                    .get(&key)
+                    .and_then(|k| applied[*k].variables_written.as_mut())
+                {
+                    *n += 1;
+                }
+            }
+            (1, body) => applied[index(key)?].body = body,
+            (2, Some(row)) => {
+                if let Some(k) = by_customer.get(&key) {
+                    applied[*k].intent_row = Some(serde_json::from_str::<IntentRow>(&row)?.into());
+                }
+            }
+            _ => {}
+        }
     }
     Ok(applied)
+}
+
+/// An intent's row as `row_to_json` gives it.
+#[derive(serde::Deserialize)]
+struct IntentRow {
+    id: i64,
+    tenant_id: i64,
+    customer_id: i64,
+    intent: String,
+    status: String,
+    opened_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    resolved_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_call_id: Option<String>,
+    due_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<IntentRow> for crate::entities::intent::Model {
+    fn from(r: IntentRow) -> Self {
+        Self {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            customer_id: r.customer_id,
+            intent: r.intent,
+            status: r.status,
+            opened_at: r.opened_at,
+            updated_at: r.updated_at,
+            resolved_at: r.resolved_at,
+            last_call_id: r.last_call_id,
+            due_at: r.due_at,
+        }
+    }
 }
 
 /// A time as PostgreSQL reads it back exactly (microseconds).
