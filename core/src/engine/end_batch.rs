@@ -214,18 +214,20 @@ async fn together(
     let tx = db.begin().await?;
     let c = Conn::Tx(&tx);
     let mut tenants: Vec<i64> = ends.iter().map(|e| e.tenant.0).collect();
-    let mut keys: Vec<LockKey> = ends
+    // Each end's call and the identities and reference its request names.
+    let named_keys: Vec<Vec<LockKey>> = ends
         .iter()
-        .flat_map(|e| {
-            named_locks(e.tenant, &e.cmd, &e.numbers)
-                .into_iter()
-                .chain([LockKey::call(e.tenant, e.cmd.call_id.as_str())])
+        .map(|e| {
+            let mut keys = named_locks(e.tenant, &e.cmd, &e.numbers);
+            keys.push(LockKey::call(e.tenant, e.cmd.call_id.as_str()));
+            keys
         })
         .collect();
+    let mut keys: Vec<LockKey> = named_keys.iter().flatten().copied().collect();
     locks::begin_ends(c, &mut tenants, &mut keys).await?;
-    let calls = read_calls(c, ends).await?;
-    let named = lock_named(c, ends).await?;
-    let linked = lock_linked(c, ends, &calls).await?;
+    let mut calls = read_calls(c, ends).await?;
+    let mut named = lock_named(c, ends).await?;
+    let mut linked = lock_linked(c, ends, &calls).await?;
 
     // What the ends decided so far will write: what was read for a later end may be out of date.
     let mut written = Touches::default();
@@ -238,30 +240,33 @@ async fn together(
             .calls
             .contains(&(end.tenant, end.cmd.call_id.as_str()));
         let fresh = |c: &customer::Model| !written.customers.contains(&c.id);
+        // What was read for this end, each read used by this end alone.
         let known = Known {
-            call: call_fresh.then(|| calls[i].clone()),
-            named: match &end.cmd.customer_ref {
-                Some(r) if !written.refs.contains(&(end.tenant, r.as_str().to_owned())) => {
-                    match &named[i] {
-                        Some(n) if !fresh(n) => None,
-                        n => Some(n.clone()),
+            call: call_fresh.then(|| calls[i].take()),
+            named: match (&end.cmd.customer_ref, named[i].take()) {
+                (Some(r), n) if !written.refs.contains(&(end.tenant, r.as_str().to_owned())) => {
+                    match n {
+                        Some(n) if !fresh(&n) => None,
+                        n => Some(n),
                     }
                 }
                 _ => None,
             },
-            linked: linked[i].clone().filter(|c| call_fresh && fresh(c)),
+            linked: linked[i].take().filter(|c| call_fresh && fresh(c)),
         };
         // An end that touches what a pending end will write runs after those writes.
         let stored = known.call.as_ref().and_then(Option::as_ref);
-        let mut before: Vec<LockKey> = named_locks(end.tenant, &end.cmd, &end.numbers);
-        before.push(LockKey::call(end.tenant, end.cmd.call_id.as_str()));
+        let mut before = named_keys[i].clone();
         before.extend(
             stored
                 .map(|s| stored_locks(end.tenant, s))
                 .into_iter()
                 .flatten(),
         );
-        let customers = [known.named.clone().flatten(), known.linked.clone()];
+        let customers = [
+            known.named.as_ref().and_then(Option::as_ref),
+            known.linked.as_ref(),
+        ];
         if touching.meets(&before, customers.iter().flatten().map(|c| c.id)) {
             written_out(c, &mut pending, &mut outcomes).await?;
             touching = Touches::default();
