@@ -12,6 +12,7 @@ mod m20261205_000006_memory_lifecycle;
 mod m20261205_000007_key_scopes;
 mod m20261205_000008_plans;
 mod m20261206_000009_calls_tenant_key;
+mod m20261206_000010_room_for_updates;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000007_key_scopes::Migration),
             Box::new(m20261205_000008_plans::Migration),
             Box::new(m20261206_000009_calls_tenant_key::Migration),
+            Box::new(m20261206_000010_room_for_updates::Migration),
         ]
     }
 }
