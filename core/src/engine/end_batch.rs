@@ -3,7 +3,8 @@
 //! its commit), and on a busy server the round trips and the statements' own overhead, not
 //! the rows they write, were most of what an end cost the server and PostgreSQL. So ends hand
 //! their request to a few worker tasks; a worker takes whatever ends are waiting, up to
-//! [`MAX_ENDS`], and runs them in one transaction:
+//! [`MAX_ENDS`] (while another batch runs, only once [`ENOUGH`] are waiting or that batch
+//! has finished: [`next_batch`]), and runs them in one transaction:
 //!
 //! 1. one statement takes the locks of all of them (`locks::begin_ends`);
 //! 2. one reads all their calls' rows, one the customers they name, locked, and (when there
@@ -40,9 +41,10 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sea_orm::{DatabaseConnection, DbBackend, TransactionTrait};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use super::cache::{CachedCustomer, Caches};
 use super::context;
@@ -67,6 +69,12 @@ const MAX_ENDS: usize = 32;
 
 /// Worker tasks at most, each running one batch at a time on one of the pool's connections.
 const MAX_WORKERS: u32 = 4;
+
+/// Batches running at once from which a worker holds back a small batch (see [`next_batch`]).
+const BUSY: usize = 1;
+
+/// Ends waiting that make a batch worth starting however many batches run.
+const ENOUGH: usize = 8;
 
 /// How an end was dealt with.
 pub(super) enum Ended {
@@ -109,14 +117,17 @@ impl EndBatcher {
         let workers = (pool / 4).clamp(1, MAX_WORKERS);
         let (queue, rx) = mpsc::unbounded_channel::<Pending>();
         let rx = Arc::new(Mutex::new(rx));
+        let running = Arc::new(Running::default());
         for _ in 0..workers {
-            let (db, caches, rx) = (db.clone(), caches.clone(), rx.clone());
+            let (db, caches, rx, running) =
+                (db.clone(), caches.clone(), rx.clone(), running.clone());
             tokio::spawn(async move {
                 loop {
-                    let mut batch = Vec::new();
-                    if !super::batch::gather(&mut *rx.lock().await, &mut batch, MAX_ENDS).await {
+                    // The queue is held while a batch is gathered, not while it runs.
+                    let batch = next_batch(&mut *rx.lock().await, &running).await;
+                    let Some((batch, _running)) = batch else {
                         break;
-                    }
+                    };
                     run(&db, &caches, batch).await;
                 }
             });
@@ -142,6 +153,57 @@ impl EndBatcher {
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+}
+
+/// The batches running, and a signal when one finishes.
+#[derive(Default)]
+struct Running {
+    count: AtomicUsize,
+    finished: Notify,
+}
+
+/// One batch counted in [`Running`] until dropped.
+struct Started<'r>(&'r Running);
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.notify_waiters();
+    }
+}
+
+/// The next batch: the ends waiting (waiting for one if there are none), up to [`MAX_ENDS`],
+/// counted as running until the guard returned with it is dropped; `None` once the queue is
+/// closed. An end starts at once when no batch runs; while [`BUSY`] batches run, a batch of
+/// fewer than [`ENOUGH`] ends waits for more ends or for a batch to finish. A batch costs the
+/// same seven round trips whatever its size: workers that took each end as it came ran most
+/// of their batches with one end, and ends went faster with fewer, fuller batches
+/// (`bench-results/HISTORY.md`).
+async fn next_batch<'r, T>(
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    running: &'r Running,
+) -> Option<(Vec<T>, Started<'r>)> {
+    let mut batch = Vec::new();
+    if !super::batch::gather(rx, &mut batch, MAX_ENDS).await {
+        return None;
+    }
+    while batch.len() < ENOUGH {
+        // Registered before the count is read, so that a batch finishing in between wakes it.
+        let finished = running.finished.notified();
+        if running.count.load(Ordering::Acquire) < BUSY {
+            break;
+        }
+        tokio::select! {
+            more = rx.recv() => match more {
+                Some(end) => batch.push(end),
+                None => break,
+            },
+            () = finished => {}
+        }
+        super::batch::gather(rx, &mut batch, MAX_ENDS).await;
+    }
+    running.count.fetch_add(1, Ordering::AcqRel);
+    Some((batch, Started(running)))
 }
 
 fn stopped() -> EngineError {
@@ -728,6 +790,62 @@ fn index(i: i64) -> Result<usize, EngineError> {
 mod tests {
     use super::*;
     use crate::domain::ExternalId;
+
+    /// Polls `fut` once: its output if that is ready.
+    async fn ready_now<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            () = std::future::ready(()) => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_end_starts_at_once_when_no_batch_runs_and_waits_for_company_while_one_does() {
+        let running = Running::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(1).unwrap();
+        let (first, _first) = next_batch(&mut rx, &running).await.unwrap();
+        assert_eq!(first, vec![1]);
+
+        tx.send(2).unwrap();
+        let mut next = Box::pin(next_batch(&mut rx, &running));
+        assert!(
+            ready_now(&mut next).await.is_none(),
+            "a lone end waits while a batch runs"
+        );
+        for end in 3..=ENOUGH + 1 {
+            tx.send(end).unwrap();
+        }
+        let (second, _second) = next.await.unwrap();
+        assert_eq!(second.len(), ENOUGH, "enough ends start anyway");
+        assert_eq!(running.count.load(Ordering::Acquire), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_end_starts_when_the_running_batch_finishes() {
+        let running = Running::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(1).unwrap();
+        let (_, first) = next_batch(&mut rx, &running).await.unwrap();
+        tx.send(2).unwrap();
+        let mut next = Box::pin(next_batch(&mut rx, &running));
+        assert!(ready_now(&mut next).await.is_none());
+        drop(first);
+        let (second, _second) = next.await.unwrap();
+        assert_eq!(second, vec![2]);
+        assert_eq!(running.count.load(Ordering::Acquire), 1);
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn no_batch_once_the_queue_is_closed() {
+        let running = Running::default();
+        let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+        drop(tx);
+        assert!(next_batch(&mut rx, &running).await.is_none());
+        assert_eq!(running.count.load(Ordering::Acquire), 0);
+    }
 
     fn call_from(ani: Option<&str>, external_ids: &str) -> call::Model {
         call::Model {
