@@ -76,6 +76,10 @@ const BUSY: usize = 1;
 /// Ends waiting that make a batch worth starting however many batches run.
 const ENOUGH: usize = 8;
 
+/// How long a small batch waits at most while others run: a batch held up (behind another
+/// tenant's import, say) does not hold up the others for longer.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// How an end was dealt with.
 pub(super) enum Ended {
     Done(EndOutcome),
@@ -175,7 +179,8 @@ impl Drop for Started<'_> {
 /// The next batch: the ends waiting (waiting for one if there are none), up to [`MAX_ENDS`],
 /// counted as running until the guard returned with it is dropped; `None` once the queue is
 /// closed. An end starts at once when no batch runs; while [`BUSY`] batches run, a batch of
-/// fewer than [`ENOUGH`] ends waits for more ends or for a batch to finish. A batch costs the
+/// fewer than [`ENOUGH`] ends waits for more ends or for a batch to finish, for [`HOLD`] at
+/// most. A batch costs the
 /// same seven round trips whatever its size: workers that took each end as it came ran most
 /// of their batches with one end, and ends went faster with fewer, fuller batches
 /// (`bench-results/HISTORY.md`).
@@ -187,18 +192,22 @@ async fn next_batch<'r, T>(
     if !super::batch::gather(rx, &mut batch, MAX_ENDS).await {
         return None;
     }
+    let until = tokio::time::Instant::now() + HOLD;
     while batch.len() < ENOUGH {
         // Registered before the count is read, so that a batch finishing in between wakes it.
         let finished = running.finished.notified();
         if running.count.load(Ordering::Acquire) < BUSY {
             break;
         }
+        // Ends first: once they are there, the batch takes them rather than leave at the hold.
         tokio::select! {
+            biased;
             more = rx.recv() => match more {
                 Some(end) => batch.push(end),
                 None => break,
             },
             () = finished => {}
+            () = tokio::time::sleep_until(until) => break,
         }
         super::batch::gather(rx, &mut batch, MAX_ENDS).await;
     }
@@ -832,10 +841,29 @@ mod tests {
         let mut next = Box::pin(next_batch(&mut rx, &running));
         assert!(ready_now(&mut next).await.is_none());
         drop(first);
-        let (second, _second) = next.await.unwrap();
+        let (second, _second) = ready_now(&mut next)
+            .await
+            .expect("woken by the batch finishing")
+            .unwrap();
         assert_eq!(second, vec![2]);
         assert_eq!(running.count.load(Ordering::Acquire), 1);
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_end_starts_after_the_hold_while_a_batch_stays_running() {
+        let running = Running::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(1).unwrap();
+        let (_, _first) = next_batch(&mut rx, &running).await.unwrap();
+        tx.send(2).unwrap();
+        let next = next_batch(&mut rx, &running);
+        let (second, _second) = tokio::time::timeout(HOLD * 200, next)
+            .await
+            .expect("a small batch waits for the hold at most")
+            .unwrap();
+        assert_eq!(second, vec![2]);
+        assert_eq!(running.count.load(Ordering::Acquire), 2);
     }
 
     #[tokio::test]
