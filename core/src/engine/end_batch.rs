@@ -180,10 +180,9 @@ impl Drop for Started<'_> {
 /// counted as running until the guard returned with it is dropped; `None` once the queue is
 /// closed. An end starts at once when no batch runs; while [`BUSY`] batches run, a batch of
 /// fewer than [`ENOUGH`] ends waits for more ends or for a batch to finish, for [`HOLD`] at
-/// most. A batch costs the
-/// same seven round trips whatever its size: workers that took each end as it came ran most
-/// of their batches with one end, and ends went faster with fewer, fuller batches
-/// (`bench-results/HISTORY.md`).
+/// most. A batch costs the same seven round trips whatever its size: workers that took each
+/// end as it came ran most of their batches with one end, and ends went faster with fewer,
+/// fuller batches (`bench-results/HISTORY.md`).
 async fn next_batch<'r, T>(
     rx: &mut mpsc::UnboundedReceiver<T>,
     running: &'r Running,
