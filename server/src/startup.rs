@@ -80,7 +80,7 @@ impl Application {
         // The phone-number metadata loads on first use (about half a second in a debug
         // build): load it now, so that the first caller with a national number does not wait.
         let _ = sticky_core::domain::Ani::parse("2025550123", settings.default_region);
-        let engine = Engine::open(db, settings.default_region)
+        let engine = Engine::open_with_cache(db, settings.default_region, settings.cache_bytes)
             .await
             .map_err(|e| anyhow::anyhow!("opening the database for the call path: {e}"))?;
         let billing = sticky_core::billing::BillingStore::new(engine.db().clone());

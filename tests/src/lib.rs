@@ -180,6 +180,7 @@ pub fn settings(database_url: &str) -> Settings {
         default_region: Default::default(),
         bcrypt_cost: 4,
         key_cache_ttl: Duration::from_secs(300),
+        cache_bytes: sticky_core::engine::DEFAULT_CACHE_BYTES,
         bootstrap_api_key: None,
         public_base_url: None,
         secret_key: Some("0f".repeat(32)),

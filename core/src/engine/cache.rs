@@ -106,31 +106,35 @@ struct Stores {
     customers: Cache<(i64, i64), Arc<CustomerAnswer>>,
 }
 
-/// Bytes the identity cache may hold.
-const IDENTITY_CACHE_BYTES: u64 = 16 * 1024 * 1024;
-/// Bytes the customer cache may hold.
-const CUSTOMER_CACHE_BYTES: u64 = 48 * 1024 * 1024;
+/// Bytes both caches may hold together unless the server is told otherwise
+/// (`STICKY_CACHE_MB`). Enough for the answers of about 150,000 customers with documents of
+/// 1 KB: a cache smaller than the callers who call again misses on most starts, and each miss
+/// costs a read, an insertion and an eviction.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 fn answer_weight(a: &CustomerAnswer) -> u32 {
     u32::try_from(128 + a.customer_ref.len() + a.context.get().get().len()).unwrap_or(u32::MAX)
 }
 
 impl Caches {
-    /// Caches in front of reads through sea-orm's pool (PostgreSQL: a round trip).
-    pub(super) fn new() -> Self {
+    /// Caches in front of reads through sea-orm's pool (PostgreSQL: a round trip), holding
+    /// `bytes` in all: a quarter for identities, whose entries (about 160 bytes) are smaller
+    /// than customers' answers (the document and 128 bytes).
+    pub(super) fn new(bytes: u64) -> Self {
+        let identity_bytes = bytes / 4;
         Self {
             origin: crate::random_token(12),
             epoch: AtomicU64::new(0),
             coherent: AtomicBool::new(true),
             stores: Some(Stores {
                 identities: Cache::builder()
-                    .max_capacity(IDENTITY_CACHE_BYTES)
+                    .max_capacity(identity_bytes)
                     .weigher(|_: &IdentityCacheKey, v: &Arc<Vec<IdentityLink>>| {
                         u32::try_from(112 + v.len() * 48).unwrap_or(u32::MAX)
                     })
                     .build(),
                 customers: Cache::builder()
-                    .max_capacity(CUSTOMER_CACHE_BYTES)
+                    .max_capacity(bytes - identity_bytes)
                     .weigher(|_: &(i64, i64), v: &Arc<CustomerAnswer>| answer_weight(v))
                     .build(),
             }),
@@ -371,15 +375,44 @@ mod tests {
 
     #[tokio::test]
     async fn caches_that_are_off_keep_nothing_and_caches_that_are_on_keep_fills() {
-        assert_eq!(after_fill(&Caches::new()).await, (1, 0, true));
+        assert_eq!(
+            after_fill(&Caches::new(DEFAULT_CACHE_BYTES)).await,
+            (1, 0, true)
+        );
         assert_eq!(after_fill(&Caches::off()).await, (0, 1, false));
+    }
+
+    /// The bytes given are shared out (a quarter to identities), and a cache full of
+    /// customers' answers keeps within its share.
+    #[tokio::test]
+    async fn caches_hold_the_bytes_they_are_given() {
+        let caches = Caches::new(4 * 1024 * 1024);
+        let stores = caches.stores.as_ref().unwrap();
+        assert_eq!(stores.identities.policy().max_capacity(), Some(1024 * 1024));
+        assert_eq!(
+            stores.customers.policy().max_capacity(),
+            Some(3 * 1024 * 1024)
+        );
+        let weight = u64::from(answer_weight(&answer(0)));
+        let fits = 3 * 1024 * 1024 / weight;
+        for id in 0..2 * fits {
+            caches
+                .fill_customer(caches.epoch(), answer(i64::try_from(id).unwrap()))
+                .await;
+        }
+        stores.customers.run_pending_tasks().await;
+        assert!(stores.customers.weighted_size() <= 3 * 1024 * 1024);
+        assert!(
+            stores.customers.entry_count() > fits / 2,
+            "the cache kept too little"
+        );
     }
 
     /// A fill read before a write committed is not kept. (The second check, after the
     /// insert, covers a write that commits while the fill inserts; it needs a race to test.)
     #[tokio::test]
     async fn a_fill_read_before_a_write_is_dropped() {
-        let caches = Caches::new();
+        let caches = Caches::new(DEFAULT_CACHE_BYTES);
         let keys: Vec<IdentityKey> = vec![("ani", "+14155550100".into())];
         let read = HashMap::from([(keys[0].clone(), Vec::new())]);
         let epoch = caches.epoch();

@@ -41,6 +41,7 @@ use crate::domain::DefaultRegion;
 use crate::error::EngineError;
 use crate::scoring::{Band, Signal};
 
+pub use cache::DEFAULT_CACHE_BYTES;
 pub use customers::{CustomerExport, CustomerSummary, ErasureReport, IdentityRecord, IntentRecord};
 pub use import::{ImportReport, ImportedCall, ImportedCustomer, ImportedIdentity};
 pub use lifecycle::{CALLBACK_DUE_WINDOW, drop_expired_variables, mark_callbacks};
@@ -327,8 +328,13 @@ impl Engine {
     /// An engine over a connected, migrated database, all through sea-orm's pool. Call it
     /// inside a tokio runtime: it starts the task that writes call rows.
     pub fn new(db: DatabaseConnection, region: DefaultRegion) -> Self {
+        Self::with_cache(db, region, cache::DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Engine::new`] with read caches of `cache_bytes` in all.
+    fn with_cache(db: DatabaseConnection, region: DefaultRegion, cache_bytes: u64) -> Self {
         let writes = Arc::new(Mutex::new(()));
-        let caches = Arc::new(cache::Caches::new());
+        let caches = Arc::new(cache::Caches::new(cache_bytes));
         Self {
             call_writer: batch::CallWriter::spawn(db.clone(), writes.clone()),
             link_reader: batch::LinkReader::spawn(&db),
@@ -367,7 +373,20 @@ impl Engine {
     /// # Errors
     /// When the SQLite file cannot be opened directly.
     pub async fn open(db: DatabaseConnection, region: DefaultRegion) -> Result<Self, EngineError> {
-        Self::open_with(db, region, open_calls::LIMITS).await
+        Self::open_with(db, region, open_calls::LIMITS, cache::DEFAULT_CACHE_BYTES).await
+    }
+
+    /// [`Engine::open`] with read caches of `cache_bytes` in all, in front of reads through
+    /// the pool (PostgreSQL); a SQLite file's call path keeps none.
+    ///
+    /// # Errors
+    /// When the SQLite file cannot be opened directly.
+    pub async fn open_with_cache(
+        db: DatabaseConnection,
+        region: DefaultRegion,
+        cache_bytes: u64,
+    ) -> Result<Self, EngineError> {
+        Self::open_with(db, region, open_calls::LIMITS, cache_bytes).await
     }
 
     /// [`Engine::open`] with the open calls' journal kept within `limits`.
@@ -375,8 +394,9 @@ impl Engine {
         db: DatabaseConnection,
         region: DefaultRegion,
         limits: open_calls::Limits,
+        cache_bytes: u64,
     ) -> Result<Self, EngineError> {
-        let mut engine = Self::new(db, region);
+        let mut engine = Self::with_cache(db, region, cache_bytes);
         // Reads of the local file need no caches in front of them (see `Caches::off`).
         let direct = Arc::new(cache::Caches::off());
         engine.lite = lite::Lite::open(&engine.db, direct.clone(), limits).await?;
@@ -650,9 +670,14 @@ mod tests {
             max_age: std::time::Duration::MAX,
             max_open: 2,
         };
-        let engine = Engine::open_with(db.clone(), DefaultRegion::default(), limits)
-            .await
-            .unwrap();
+        let engine = Engine::open_with(
+            db.clone(),
+            DefaultRegion::default(),
+            limits,
+            cache::DEFAULT_CACHE_BYTES,
+        )
+        .await
+        .unwrap();
         let count = || async {
             use sea_orm::{ConnectionTrait, Statement};
             let row = db
