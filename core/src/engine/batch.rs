@@ -1,7 +1,7 @@
 //! Group commit for call starts on sea-orm's pool (PostgreSQL; SQLite files use the writer
 //! thread of `lite.rs` instead): every start writes one call row, and on a single-writer
 //! database one `INSERT` per request caps throughput at one write's latency. Starts hand their
-//! row to one writer task, which inserts whatever is waiting as one multi-row
+//! row to one writer task, which inserts whatever is waiting ([`gather_more`]) as one multi-row
 //! `INSERT ... ON CONFLICT DO NOTHING RETURNING` and tells each start whether its row went in
 //! (if not, its call id already existed: a retry, or an end that came first). A batch holds at
 //! most one row per call id, so that answer is never ambiguous. Each row is committed before
@@ -82,6 +82,37 @@ pub(super) async fn gather<T>(
     true
 }
 
+/// [`gather`], then, as long as each turn brings more, up to [`LINGER_TURNS`] more turns of
+/// the runtime (`yield_now`), so that the requests being handled queue theirs into the same
+/// batch. Each statement costs the server a write to PostgreSQL's socket that wakes its
+/// backend, and PostgreSQL a transaction: with a few rows a batch, a start's share of those
+/// took more CPU than the start's own code (see `bench-results/HISTORY.md`). Idle, the first
+/// turn brings nothing: no wait.
+pub(super) async fn gather_more<T>(
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    into: &mut Vec<T>,
+    max: usize,
+) -> bool {
+    if !gather(rx, into, max).await {
+        return false;
+    }
+    for _ in 0..LINGER_TURNS {
+        let before = into.len();
+        if before >= max {
+            break;
+        }
+        tokio::task::yield_now().await;
+        gather(rx, into, max).await;
+        if into.len() == before {
+            break;
+        }
+    }
+    true
+}
+
+/// How many turns of the runtime [`gather_more`] waits at most.
+const LINGER_TURNS: usize = 4;
+
 struct Pending {
     key: (i64, String),
     row: call::Model,
@@ -142,7 +173,7 @@ impl CallWriter {
             let mut deferred: Vec<Pending> = Vec::new();
             loop {
                 let mut waiting = std::mem::take(&mut deferred);
-                if !gather(&mut rx, &mut waiting, MAX_BATCH).await {
+                if !gather_more(&mut rx, &mut waiting, MAX_BATCH).await {
                     break;
                 }
                 let mut seen = HashSet::new();
@@ -235,7 +266,7 @@ impl LinkReader {
         let (queue, mut rx) = mpsc::unbounded_channel::<LinkRead>();
         tokio::spawn(async move {
             let mut waiting = Vec::new();
-            while gather(&mut rx, &mut waiting, MAX_READS).await {
+            while gather_more(&mut rx, &mut waiting, MAX_READS).await {
                 let batch = std::mem::take(&mut waiting);
                 let read = {
                     let starts: Vec<(TenantId, &[IdentityKey])> = batch
@@ -300,6 +331,46 @@ pub(super) fn sqlx_failure(e: sqlx::Error) -> DbErr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A producer that queues one item each time it is polled, a few times.
+    fn queue_on_each_turn(tx: mpsc::UnboundedSender<u32>, items: u32) {
+        tokio::spawn(async move {
+            for i in 1..=items {
+                let _ = tx.send(i);
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn gathering_more_takes_what_other_tasks_queue_meanwhile_and_stops_when_none_comes() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(0).unwrap();
+        queue_on_each_turn(tx.clone(), 2);
+        let mut plain = Vec::new();
+        assert!(gather(&mut rx, &mut plain, 10).await);
+        assert_eq!(plain, [0], "gather takes only what waits");
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(0).unwrap();
+        queue_on_each_turn(tx.clone(), 2);
+        let mut more = Vec::new();
+        assert!(gather_more(&mut rx, &mut more, 10).await);
+        assert_eq!(more, [0, 1, 2], "the producer's items, queued turn by turn");
+
+        // Never more than asked for, and a closed, empty queue ends.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for i in 0..3 {
+            tx.send(i).unwrap();
+        }
+        queue_on_each_turn(tx, 5);
+        let mut capped = Vec::new();
+        assert!(gather_more(&mut rx, &mut capped, 4).await);
+        assert_eq!(capped.len(), 4);
+        let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+        drop(tx);
+        assert!(!gather_more(&mut rx, &mut Vec::new(), 4).await);
+    }
 
     #[test]
     fn a_statement_that_cannot_reach_the_database_fails_as_the_pool_would_report_it() {
