@@ -358,6 +358,19 @@ mod tests {
         assert!(gather_more(&mut rx, &mut more, 10).await);
         assert_eq!(more, [0, 1, 2], "the producer's items, queued turn by turn");
 
+        // A turn that brings nothing ends the wait: what comes later is the next batch's.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(0).unwrap();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            let _ = tx.send(9);
+        });
+        let mut alone = Vec::new();
+        assert!(gather_more(&mut rx, &mut alone, 10).await);
+        assert_eq!(alone, [0]);
+        assert_eq!(rx.recv().await, Some(9));
+
         // Never more than asked for, and a closed, empty queue ends.
         let (tx, mut rx) = mpsc::unbounded_channel();
         for i in 0..3 {
