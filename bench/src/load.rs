@@ -192,6 +192,8 @@ pub struct Measured {
     pub server_cpu: Option<Duration>,
     /// Bytes the server read from storage (not the page cache) during the run, when readable.
     pub storage_reads: Option<u64>,
+    /// The share of the machine's cores left idle during the run (0 to 1), when readable.
+    pub cores_idle: Option<f64>,
     /// What the server did after the run, until it was quiet, when readable.
     pub after: Option<After>,
 }
@@ -322,6 +324,7 @@ pub async fn run(
         first_error,
         server_cpu: None,
         storage_reads: None,
+        cores_idle: None,
         after: None,
     }
 }

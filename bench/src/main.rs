@@ -144,8 +144,16 @@ async fn measure_unsettled(
     servers: &server::Servers,
     run: impl Future<Output = Measured>,
 ) -> Measured {
-    let before = (servers.cpu_time(), servers.storage_reads());
+    let before = (
+        servers.cpu_time(),
+        servers.storage_reads(),
+        server::machine_times(),
+    );
     let mut m = run.await;
+    m.cores_idle = before
+        .2
+        .zip(server::machine_times())
+        .and_then(|(b, a)| a.idle_since(&b));
     m.server_cpu = before
         .0
         .zip(servers.cpu_time())
@@ -688,6 +696,13 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
             .map(|n| format!(", {n} server worker threads"))
             .unwrap_or_default()
     );
+    out.push_str(&format!(
+        "\nCores idle: the share of the machine's cores that no process (server, database, load \
+         generator) used during the scenario. A closed-loop scenario that leaves cores idle is \
+         bound by its {} connections each waiting for an answer, not by the CPU: its req/s is \
+         what that many connections get, not the server's capacity.\n",
+        args.concurrency
+    ));
     for r in reports {
         let trivial = r.results[0].throughput();
         out.push_str(&format!(
@@ -708,7 +723,7 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
             r.ryw.1,
             r.ryw.0,
         ));
-        out.push_str("| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | vs trivial | server CPU µs/req | CPU after, µs/req | storage reads KB/req |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | vs trivial | server CPU µs/req | CPU after, µs/req | storage reads KB/req | cores idle |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for m in &r.results {
             let name = match (m.rate, m.window) {
                 (Some(rate), Some((k, of))) => format!(
@@ -721,7 +736,7 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
             };
             let h = &m.latency;
             out.push_str(&format!(
-                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0}% | {} | {} | {} |\n",
+                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0}% | {} | {} | {} | {} |\n",
                 m.throughput(),
                 ms(h.value_at_quantile(0.5)),
                 ms(h.value_at_quantile(0.9)),
@@ -737,6 +752,8 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
                     }),
                 m.storage_kb_per_request()
                     .map_or("?".into(), |kb| format!("{kb:.1}")),
+                m.cores_idle
+                    .map_or("?".into(), |idle| format!("{:.0}%", 100.0 * idle)),
             ));
         }
         for (scenario, what) in [
@@ -800,6 +817,7 @@ fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
                     "quiet": a.quiet,
                 })),
                 "server_storage_read_kb_per_request": m.storage_kb_per_request(),
+                "cores_idle": m.cores_idle,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

@@ -138,3 +138,73 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The machine's cores' time so far, summed over all of them (`/proc/stat`, in clock ticks):
+/// what every process (server, database, load generator) left idle, and the total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineTimes {
+    idle: u64,
+    total: u64,
+}
+
+impl MachineTimes {
+    /// From `/proc/stat`'s first line (`cpu  user nice system idle iowait irq softirq steal
+    /// ...`): idle counts `idle` and `iowait`; the total, the first eight fields (`guest`
+    /// time is counted in `user` already).
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().next()?;
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let ticks: Vec<u64> = fields
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        if ticks.len() < 5 {
+            return None;
+        }
+        Some(Self {
+            idle: ticks[3] + ticks[4],
+            total: ticks.iter().sum(),
+        })
+    }
+
+    /// The share of the cores' time left idle between `earlier` and these times (0 to 1), when
+    /// any time passed.
+    pub fn idle_since(&self, earlier: &Self) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let idle = self.idle.checked_sub(earlier.idle)?;
+        (total > 0).then(|| idle as f64 / total as f64)
+    }
+}
+
+/// The machine's cores' time so far, when readable (Linux).
+pub fn machine_times() -> Option<MachineTimes> {
+    MachineTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_share_counts_idle_and_iowait_over_all_time() {
+        let before = MachineTimes::parse("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n").unwrap();
+        let after = MachineTimes::parse("cpu  400 0 150 1000 100 0 0 0 0 0\n").unwrap();
+        // 650 ticks passed, 250 of them idle or waiting for I/O.
+        let share = after.idle_since(&before).unwrap();
+        assert!((share - 250.0 / 650.0).abs() < 1e-9, "{share}");
+        assert_eq!(before.idle_since(&before), None);
+        assert_eq!(before.idle_since(&after), None);
+    }
+
+    #[test]
+    fn other_text_is_not_read() {
+        assert_eq!(MachineTimes::parse("intr 1 2 3\n"), None);
+        assert_eq!(MachineTimes::parse("cpu  1 2 x 4 5\n"), None);
+        assert_eq!(MachineTimes::parse("cpu  1 2 3\n"), None);
+        assert_eq!(MachineTimes::parse(""), None);
+    }
+}
