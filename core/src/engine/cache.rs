@@ -145,7 +145,7 @@ impl Caches {
     /// where a miss costs a few page reads and keeping the caches costs more than that on
     /// traffic that rarely repeats a key before a write invalidates it (an end invalidates its
     /// customer): moka's insertions, evictions and table rebuilds took 6–10 µs per start at
-    /// 1M customers, 10–20 µs of CPU in all, of a start of 120–140 µs (README, "Benchmark").
+    /// 1M customers, 10–20 µs of CPU in all, of a start of 120–140 µs (`bench-results/HISTORY.md`).
     pub(super) fn off() -> Self {
         Self {
             origin: crate::random_token(12),
