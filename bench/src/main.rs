@@ -3,7 +3,8 @@
 //! For each database (SQLite; PostgreSQL when a URL is given): seed N customers through the
 //! engine's bulk import, start the real `sticky-calls` binary on that database, drive HTTP load
 //! from this process, and report throughput, latency percentiles, errors, the ratio to a
-//! trivial endpoint, the server's peak RSS and the database size, as a markdown table
+//! trivial endpoint, the server's CPU per request, the share of the machine's cores left idle,
+//! the server's peak RSS and the database size, as a markdown table
 //! (printed and written to `bench-results/latest.md`) and JSON (`bench-results/latest.json`).
 
 mod load;
