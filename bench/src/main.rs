@@ -700,8 +700,9 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
     out.push_str(&format!(
         "\nCores idle: the share of the machine's cores that no process (server, database, load \
          generator) used during the scenario. A closed-loop scenario that leaves cores idle is \
-         bound by its {} connections each waiting for an answer, not by the CPU: its req/s is \
-         what that many connections get, not the server's capacity.\n",
+         not bound by the CPU alone (its requests also wait: for the database, for each other, \
+         for a core the scheduler has yet to give them): its req/s is what {} connections get, \
+         not necessarily the most the machine can serve.\n",
         args.concurrency
     ));
     for r in reports {
