@@ -686,17 +686,24 @@ async fn seed_backend(customers: u64, backend: &str, url: &str) -> anyhow::Resul
     })
 }
 
-fn markdown(args: &Args, reports: &[BackendReport]) -> String {
+fn markdown(args: &Args, priority: server::Priority, reports: &[BackendReport]) -> String {
     let mut out = format!(
-        "# Sticky Calls benchmark\n\n{} connections, {} cores, {}, tenant plan `{}`{}.\n",
+        "# Sticky Calls benchmark\n\n{} connections, {} cores, {}, tenant plan `{}`{}{}.\n",
         args.concurrency,
         std::thread::available_parallelism().map_or(0, usize::from),
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         args.plan.as_deref().unwrap_or("unlimited"),
         args.server_workers
             .map(|n| format!(", {n} server worker threads"))
+            .unwrap_or_default(),
+        priority
+            .nice
+            .map(|n| format!(", nice {n}"))
             .unwrap_or_default()
     );
+    if let Some(note) = priority.note() {
+        out.push_str(&format!("\n{note}\n"));
+    }
     out.push_str(&format!(
         "\nCores idle: the share of the machine's cores that no process (server, database, load \
          generator) used during the scenario. A closed-loop scenario that leaves cores idle is \
@@ -784,9 +791,15 @@ fn markdown(args: &Args, reports: &[BackendReport]) -> String {
     out
 }
 
-fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
+fn json_report(
+    args: &Args,
+    priority: server::Priority,
+    reports: &[BackendReport],
+) -> serde_json::Value {
     json!({
         "concurrency": args.concurrency,
+        "nice": priority.nice,
+        "nice_at_start": priority.started_at,
         "server_worker_threads": args.server_workers,
         "backends": reports.iter().map(|r| json!({
             "backend": r.backend,
@@ -826,11 +839,14 @@ fn json_report(args: &Args, reports: &[BackendReport]) -> serde_json::Value {
 }
 
 /// Writes what has been measured so far (a later backend's failure keeps the earlier ones).
-fn write(args: &Args, reports: &[BackendReport]) -> anyhow::Result<()> {
-    std::fs::write(args.out.join("latest.md"), markdown(args, reports))?;
+fn write(args: &Args, priority: server::Priority, reports: &[BackendReport]) -> anyhow::Result<()> {
+    std::fs::write(
+        args.out.join("latest.md"),
+        markdown(args, priority, reports),
+    )?;
     std::fs::write(
         args.out.join("latest.json"),
-        serde_json::to_string_pretty(&json_report(args, reports))?,
+        serde_json::to_string_pretty(&json_report(args, priority, reports))?,
     )?;
     eprintln!(
         "written to {}/latest.md and latest.json",
@@ -876,15 +892,23 @@ fn remove_sqlite(file: &Path) {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Before the runtime's threads exist, so that they and the server inherit it.
+    let priority = server::normal_priority();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args, priority))
+}
+
+async fn run(args: Args, priority: server::Priority) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let mut reports = Vec::new();
     if !args.no_sqlite {
         let url = fresh_sqlite(&args.out, args.reuse, args.customers)?;
         reports.push(run_backend(&args, args.customers, "SQLite", url, None).await?);
-        write(&args, &reports)?;
+        write(&args, priority, &reports)?;
     }
     if let Some(admin) = args.postgres_url.as_ref().filter(|u| !u.is_empty()) {
         let name = format!("sc_bench_{}", std::process::id());
@@ -907,9 +931,9 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?,
         );
-        write(&args, &reports)?;
+        write(&args, priority, &reports)?;
     }
-    println!("{}", markdown(&args, &reports));
+    println!("{}", markdown(&args, priority, &reports));
     if !args.reuse {
         remove_sqlite(&args.out.join("bench.db"));
     }

@@ -185,9 +185,102 @@ pub fn machine_times() -> Option<MachineTimes> {
     MachineTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
+/// The scheduling priority the benchmark ran at (its nice value), which the server and the
+/// load generator share: it starts the server, which inherits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Priority {
+    /// The nice value of the run (`None` where it cannot be read).
+    pub nice: Option<i32>,
+    /// The nice value the benchmark was started with, when that was above 0 and it lowered
+    /// it to 0.
+    pub started_at: Option<i32>,
+}
+
+impl Priority {
+    /// What the report says of it: nothing at normal priority; a lowered value; or, when the
+    /// run stayed at a lower priority, that its latencies include the other processes'.
+    pub fn note(&self) -> Option<String> {
+        match (self.nice, self.started_at) {
+            (Some(0), Some(was)) => Some(format!(
+                "Started at nice {was}; the benchmark lowered it to 0 (normal priority) before \
+                 starting the server and the load."
+            )),
+            (Some(n), _) if n > 0 => Some(format!(
+                "Run at nice {n}, a lower priority than the machine's other processes at 0, which \
+                 take the cores first whenever they run: the latencies include their bursts. \
+                 Started by a user allowed to lower it (root, `CAP_SYS_NICE` or `RLIMIT_NICE`), \
+                 the benchmark runs at 0."
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Puts the benchmark at normal priority (nice 0) when it was started at a lower one and may
+/// raise it. Some shells and job runners start commands at nice 5 or more; at that priority
+/// the server and the load generator yield the cores to every process at normal priority on
+/// the machine (its database and message brokers, their timers and housekeeping), and each
+/// of their bursts stalls the paced scenarios (`bench-results/HISTORY.md`, "the benchmark's
+/// priority"). A production server does not run below the processes beside it. Call it before any other thread starts: on Linux a nice value belongs to each thread,
+/// and new threads and processes inherit their creator's.
+pub fn normal_priority() -> Priority {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let Ok(nice) = getpriority_process(None) else {
+            return Priority {
+                nice: None,
+                started_at: None,
+            };
+        };
+        if nice > 0 && setpriority_process(None, 0).is_ok() {
+            return Priority {
+                nice: getpriority_process(None).ok(),
+                started_at: Some(nice),
+            };
+        }
+        Priority {
+            nice: Some(nice),
+            started_at: None,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    Priority {
+        nice: None,
+        started_at: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_names_a_priority_below_normal_and_a_lowered_one() {
+        let at = |nice, started_at| Priority { nice, started_at }.note();
+        assert_eq!(at(Some(0), None), None);
+        assert_eq!(at(None, None), None);
+        assert_eq!(at(Some(-5), None), None);
+        let lowered = at(Some(0), Some(5)).unwrap();
+        assert!(lowered.starts_with("Started at nice 5;"), "{lowered}");
+        let low = at(Some(5), None).unwrap();
+        assert!(low.starts_with("Run at nice 5,"), "{low}");
+        assert!(low.contains("the latencies include their bursts"), "{low}");
+    }
+
+    /// Run as this test runs, the benchmark ends at a nice value no higher than it started
+    /// with, and at 0 whenever it says it lowered it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn normal_priority_never_lowers_the_priority() {
+        let before = rustix::process::getpriority_process(None).unwrap();
+        let p = std::thread::spawn(normal_priority).join().unwrap();
+        let nice = p.nice.unwrap();
+        assert!(nice <= before.max(0), "{p:?} from {before}");
+        if let Some(was) = p.started_at {
+            assert_eq!((was, nice), (before, 0));
+        }
+    }
 
     #[test]
     fn idle_share_counts_idle_and_iowait_over_all_time() {
