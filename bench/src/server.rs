@@ -221,8 +221,9 @@ impl Priority {
 /// the server and the load generator yield the cores to every process at normal priority on
 /// the machine (its database and message brokers, their timers and housekeeping), and each
 /// of their bursts stalls the paced scenarios (`bench-results/HISTORY.md`, "the benchmark's
-/// priority"). A production server does not run below the processes beside it. Call it before any other thread starts: on Linux a nice value belongs to each thread,
-/// and new threads and processes inherit their creator's.
+/// priority"). A production server does not run below the processes beside it. Call it
+/// before any other thread starts: on Linux a nice value belongs to each thread, and new
+/// threads and processes inherit their creator's.
 pub fn normal_priority() -> Priority {
     #[cfg(target_os = "linux")]
     {
