@@ -4,7 +4,8 @@
 //! engine's bulk import, start the real `sticky-calls` binary on that database, drive HTTP load
 //! from this process, and report throughput, latency percentiles, errors, the ratio to a
 //! trivial endpoint, the server's CPU per request, the share of the machine's cores left idle,
-//! the server's peak RSS and the database size, as a markdown table
+//! the server's peak RSS and the database size, with the nice value it ran at (see
+//! `server::normal_priority`), as a markdown table
 //! (printed and written to `bench-results/latest.md`) and JSON (`bench-results/latest.json`).
 
 mod load;
