@@ -194,6 +194,10 @@ pub struct Measured {
     pub storage_reads: Option<u64>,
     /// The share of the machine's cores left idle during the run (0 to 1), when readable.
     pub cores_idle: Option<f64>,
+    /// CPU time the machine spent during the run on anything but the servers and the load
+    /// generator (the database's server when it runs here, other services, the kernel's
+    /// threads), when readable.
+    pub others_cpu: Option<Duration>,
     /// What the server did after the run, until it was quiet, when readable.
     pub after: Option<After>,
 }
@@ -325,6 +329,7 @@ pub async fn run(
         server_cpu: None,
         storage_reads: None,
         cores_idle: None,
+        others_cpu: None,
         after: None,
     }
 }

@@ -4,8 +4,9 @@
 //! engine's bulk import, start the real `sticky-calls` binary on that database, drive HTTP load
 //! from this process, and report throughput, latency percentiles, errors, the ratio to a
 //! trivial endpoint, the server's CPU per request, the share of the machine's cores left idle,
-//! the server's peak RSS and the database size, with the nice value it ran at (see
-//! `server::normal_priority`), as a markdown table
+//! the CPU that other processes on the machine used meanwhile, the server's peak RSS and the
+//! database size, with the nice value it ran at (see `server::normal_priority`), as a markdown
+//! table
 //! (printed and written to `bench-results/latest.md`) and JSON (`bench-results/latest.json`).
 
 mod load;
@@ -150,16 +151,27 @@ async fn measure_unsettled(
         servers.cpu_time(),
         servers.storage_reads(),
         server::machine_times(),
+        server::our_ticks(servers),
     );
     let mut m = run.await;
-    m.cores_idle = before
-        .2
-        .zip(server::machine_times())
-        .and_then(|(b, a)| a.idle_since(&b));
+    let machine = before.2.zip(server::machine_times());
+    m.cores_idle = machine.and_then(|(b, a)| a.idle_since(&b));
     m.server_cpu = before
         .0
         .zip(servers.cpu_time())
         .map(|(b, a)| a.saturating_sub(b));
+    let ours = before
+        .3
+        .zip(server::our_ticks(servers))
+        .map(|(b, a)| a.saturating_sub(b));
+    m.others_cpu = machine
+        .and_then(|(b, a)| a.busy_since(&b))
+        .zip(ours)
+        .map(|(busy, ours)| {
+            Duration::from_secs_f64(
+                busy.saturating_sub(ours) as f64 / server::clock_ticks_per_second() as f64,
+            )
+        });
     m.storage_reads = before
         .1
         .zip(servers.storage_reads())
@@ -710,7 +722,13 @@ fn markdown(args: &Args, priority: server::Priority, reports: &[BackendReport]) 
          generator) used during the scenario. A closed-loop scenario that leaves cores idle is \
          not bound by the CPU alone (its requests also wait: for the database, for each other, \
          for a core the scheduler has yet to give them): its req/s is what {} connections get, \
-         not necessarily the most the machine can serve.\n",
+         not necessarily the most the machine can serve.\n\nOthers' CPU: the CPU time the \
+         machine spent during the scenario on anything but the servers and the load generator \
+         (the database's server when it runs on this machine, other services, the kernel's \
+         threads), counted at the kernel's ticks (10 ms), so small values are rough. At half \
+         the known starts' throughput the cores have little to spare: another process's burst \
+         (a service's periodic job that takes a core for a few hundred milliseconds) shows here \
+         and in that window's p99 at once.\n",
         args.concurrency
     ));
     for r in reports {
@@ -733,7 +751,7 @@ fn markdown(args: &Args, priority: server::Priority, reports: &[BackendReport]) 
             r.ryw.1,
             r.ryw.0,
         ));
-        out.push_str("| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | vs trivial | server CPU µs/req | CPU after, µs/req | storage reads KB/req | cores idle |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | vs trivial | server CPU µs/req | CPU after, µs/req | storage reads KB/req | cores idle | others' CPU ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for m in &r.results {
             let name = match (m.rate, m.window) {
                 (Some(rate), Some((k, of))) => format!(
@@ -746,7 +764,7 @@ fn markdown(args: &Args, priority: server::Priority, reports: &[BackendReport]) 
             };
             let h = &m.latency;
             out.push_str(&format!(
-                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0}% | {} | {} | {} | {} |\n",
+                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0}% | {} | {} | {} | {} | {} |\n",
                 m.throughput(),
                 ms(h.value_at_quantile(0.5)),
                 ms(h.value_at_quantile(0.9)),
@@ -764,25 +782,36 @@ fn markdown(args: &Args, priority: server::Priority, reports: &[BackendReport]) 
                     .map_or("?".into(), |kb| format!("{kb:.1}")),
                 m.cores_idle
                     .map_or("?".into(), |idle| format!("{:.0}%", 100.0 * idle)),
+                m.others_cpu
+                    .map_or("?".into(), |cpu| format!("{:.0}", cpu.as_secs_f64() * 1e3)),
             ));
         }
         for (scenario, what) in [
             (Scenario::StartKnownAni, "Known callers' starts"),
             (Scenario::Trivial, "The trivial endpoint"),
         ] {
-            let windows: Vec<f64> = r
+            let windows: Vec<&Measured> = r
                 .results
                 .iter()
                 .filter(|m| m.window.is_some() && m.scenario == scenario)
+                .collect();
+            let p99s: Vec<f64> = windows
+                .iter()
                 .map(|m| ms(m.latency.value_at_quantile(0.99)))
                 .collect();
-            if let Some(worst) = windows.iter().copied().reduce(f64::max) {
+            if let Some(worst) = p99s.iter().copied().reduce(f64::max) {
                 out.push_str(&format!(
-                    "\n{what} at half the known starts' throughput, p99 of each of {} consecutive windows: {} ms (worst {worst:.2} ms).\n",
-                    windows.len(),
+                    "\n{what} at half the known starts' throughput, p99 of each of {} consecutive windows: {} ms (worst {worst:.2} ms); others' CPU in each: {} ms.\n",
+                    p99s.len(),
+                    p99s.iter()
+                        .map(|p| format!("{p:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     windows
                         .iter()
-                        .map(|p| format!("{p:.2}"))
+                        .map(|m| m
+                            .others_cpu
+                            .map_or("?".into(), |cpu| format!("{:.0}", cpu.as_secs_f64() * 1e3)))
                         .collect::<Vec<_>>()
                         .join(", "),
                 ));
@@ -834,6 +863,7 @@ fn json_report(
                 })),
                 "server_storage_read_kb_per_request": m.storage_kb_per_request(),
                 "cores_idle": m.cores_idle,
+                "others_cpu_ms": m.others_cpu.map(|cpu| cpu.as_secs_f64() * 1e3),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

@@ -139,6 +139,32 @@ impl Drop for Server {
     }
 }
 
+/// CPU time a process (`/proc/{process}`: a process id, or `self`) has used so far in clock
+/// ticks, threads that have ended included (`utime` and `stime` of `/proc/{process}/stat`).
+fn process_ticks(process: &str) -> Option<u64> {
+    parse_process_ticks(&std::fs::read_to_string(format!("/proc/{process}/stat")).ok()?)
+}
+
+/// `utime + stime` of a `/proc/PID/stat` line: the 14th and 15th fields, counted after the
+/// command's name in parentheses (which may hold spaces and parentheses itself).
+fn parse_process_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The CPU time, in clock ticks, that the servers and the benchmark's own process (the load
+/// generator) have used so far, threads that have ended included: the pacer's thread of each
+/// paced run, the servers' blocking-pool threads.
+pub fn our_ticks(servers: &Servers) -> Option<u64> {
+    let own = process_ticks("self")?;
+    servers.0.iter().try_fold(own, |sum, s| {
+        Some(sum + process_ticks(&s.child.id().to_string())?)
+    })
+}
+
 /// The machine's cores' time so far, summed over all of them (`/proc/stat`, in clock ticks):
 /// what every process (server, database, load generator) left idle, and the total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +204,27 @@ impl MachineTimes {
         let idle = self.idle.checked_sub(earlier.idle)?;
         (total > 0).then(|| idle as f64 / total as f64)
     }
+
+    /// The cores' time, in clock ticks, that some process (or the kernel) used between
+    /// `earlier` and these times. Counted by the kernel at each tick, so it includes processes
+    /// that started and ended in between.
+    pub fn busy_since(&self, earlier: &Self) -> Option<u64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let idle = self.idle.checked_sub(earlier.idle)?;
+        total.checked_sub(idle)
+    }
+}
+
+/// The unit of `/proc/stat`'s times.
+#[cfg(target_os = "linux")]
+pub fn clock_ticks_per_second() -> u64 {
+    rustix::param::clock_ticks_per_second()
+}
+
+/// The unit of `/proc/stat`'s times (only Linux has that file).
+#[cfg(not(target_os = "linux"))]
+pub fn clock_ticks_per_second() -> u64 {
+    100
 }
 
 /// The machine's cores' time so far, when readable (Linux).
@@ -292,6 +339,38 @@ mod tests {
         assert!((share - 250.0 / 650.0).abs() < 1e-9, "{share}");
         assert_eq!(before.idle_since(&before), None);
         assert_eq!(before.idle_since(&after), None);
+    }
+
+    #[test]
+    fn busy_time_is_what_was_not_idle() {
+        let before = MachineTimes::parse("cpu  100 0 50 800 50 0 0 0 0 0\n").unwrap();
+        let after = MachineTimes::parse("cpu  400 0 150 1000 100 0 0 0 0 0\n").unwrap();
+        // 650 ticks passed, 250 of them idle or waiting for I/O.
+        assert_eq!(after.busy_since(&before), Some(400));
+        assert_eq!(before.busy_since(&after), None);
+    }
+
+    #[test]
+    fn a_process_cpu_time_is_its_user_and_system_ticks() {
+        // The name may hold spaces and parentheses; utime 1500 and stime 250 follow it.
+        let stat = "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194560 929 0 0 0 1500 250 0 0 20 0 \
+                    3 0 3337 21766144 1088 18446744073709551615";
+        assert_eq!(parse_process_ticks(stat), Some(1750));
+        assert_eq!(parse_process_ticks("4242 (x) S 1 2"), None);
+        assert_eq!(parse_process_ticks("no name here"), None);
+    }
+
+    /// This process's own ticks can be read, and grow with its work.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn own_ticks_grow_with_work() {
+        let before = process_ticks("self").unwrap();
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(process_ticks("self").unwrap() > before);
     }
 
     #[test]
