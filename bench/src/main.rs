@@ -151,7 +151,7 @@ async fn measure_unsettled(
         servers.cpu_time(),
         servers.storage_reads(),
         server::machine_times(),
-        server::our_ticks(servers),
+        server::OtherProcesses::read(servers),
     );
     let mut m = run.await;
     let machine = before.2.zip(server::machine_times());
@@ -160,17 +160,11 @@ async fn measure_unsettled(
         .0
         .zip(servers.cpu_time())
         .map(|(b, a)| a.saturating_sub(b));
-    let ours = before
+    m.others_cpu = before
         .3
-        .zip(server::our_ticks(servers))
-        .map(|(b, a)| a.saturating_sub(b));
-    m.others_cpu = machine
-        .and_then(|(b, a)| a.busy_since(&b))
-        .zip(ours)
-        .map(|(busy, ours)| {
-            Duration::from_secs_f64(
-                busy.saturating_sub(ours) as f64 / server::clock_ticks_per_second() as f64,
-            )
+        .zip(server::OtherProcesses::read(servers))
+        .map(|(b, a)| {
+            Duration::from_secs_f64(a.since(&b) as f64 / server::clock_ticks_per_second() as f64)
         });
     m.storage_reads = before
         .1
@@ -725,7 +719,8 @@ fn markdown(args: &Args, priority: server::Priority, reports: &[BackendReport]) 
          not necessarily the most the machine can serve.\n\nOthers' CPU: the CPU time the \
          machine spent during the scenario on anything but the servers and the load generator \
          (the database's server when it runs on this machine, other services, the kernel's \
-         threads), counted at the kernel's ticks (10 ms), so small values are rough. At half \
+         threads; a process that ended counts through the parent that reaped it), from each \
+         process's own times in 10 ms ticks. At half \
          the known starts' throughput the cores have little to spare: another process's burst \
          (a service's periodic job that takes a core for a few hundred milliseconds) shows here \
          and in that window's p99 at once.\n",

@@ -140,29 +140,67 @@ impl Drop for Server {
 }
 
 /// CPU time a process (`/proc/{process}`: a process id, or `self`) has used so far in clock
-/// ticks, threads that have ended included (`utime` and `stime` of `/proc/{process}/stat`).
+/// ticks, its threads that have ended and the children it has reaped included (`utime`,
+/// `stime`, `cutime` and `cstime` of `/proc/{process}/stat`).
 fn process_ticks(process: &str) -> Option<u64> {
     parse_process_ticks(&std::fs::read_to_string(format!("/proc/{process}/stat")).ok()?)
 }
 
-/// `utime + stime` of a `/proc/PID/stat` line: the 14th and 15th fields, counted after the
-/// command's name in parentheses (which may hold spaces and parentheses itself).
+/// `utime + stime + cutime + cstime` of a `/proc/PID/stat` line: its 14th to 17th fields,
+/// counted after the command's name in parentheses (which may hold spaces and parentheses
+/// itself).
 fn parse_process_ticks(stat: &str) -> Option<u64> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    (11..=14).try_fold(0u64, |sum, i| {
+        Some(sum + fields.get(i)?.parse::<u64>().ok()?)
+    })
 }
 
-/// The CPU time, in clock ticks, that the servers and the benchmark's own process (the load
-/// generator) have used so far, threads that have ended included: the pacer's thread of each
-/// paced run, the servers' blocking-pool threads.
-pub fn our_ticks(servers: &Servers) -> Option<u64> {
-    let own = process_ticks("self")?;
-    servers.0.iter().try_fold(own, |sum, s| {
-        Some(sum + process_ticks(&s.child.id().to_string())?)
-    })
+/// Every process's CPU time so far, in clock ticks ([`process_ticks`]), but the benchmark's
+/// own (the load generator) and the servers'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherProcesses(std::collections::HashMap<u32, u64>);
+
+impl OtherProcesses {
+    /// Reads `/proc`; `None` where it cannot be read.
+    pub fn read(servers: &Servers) -> Option<Self> {
+        let mut ours: Vec<u32> = servers.0.iter().map(|s| s.child.id()).collect();
+        ours.push(std::process::id());
+        let mut ticks = std::collections::HashMap::new();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // A process that ended since the listing is skipped: its time counts through its
+            // parent's, once reaped.
+            if let Some(t) = (!ours.contains(&pid))
+                .then(|| process_ticks(&pid.to_string()))
+                .flatten()
+            {
+                ticks.insert(pid, t);
+            }
+        }
+        Some(Self(ticks))
+    }
+
+    /// The CPU time, in clock ticks, that these processes used since `earlier`: each one's
+    /// growth, all of it for a process that was not there (or whose id a new process took);
+    /// a process that started and ended in between counts through the parent that reaped it
+    /// (RabbitMQ's server, for the VM it boots every minute).
+    pub fn since(&self, earlier: &Self) -> u64 {
+        self.0
+            .iter()
+            .map(|(pid, &now)| match earlier.0.get(pid) {
+                Some(&then) if then <= now => now - then,
+                _ => now,
+            })
+            .sum()
+    }
 }
 
 /// The machine's cores' time so far, summed over all of them (`/proc/stat`, in clock ticks):
@@ -204,24 +242,15 @@ impl MachineTimes {
         let idle = self.idle.checked_sub(earlier.idle)?;
         (total > 0).then(|| idle as f64 / total as f64)
     }
-
-    /// The cores' time, in clock ticks, that some process (or the kernel) used between
-    /// `earlier` and these times. Counted by the kernel at each tick, so it includes processes
-    /// that started and ended in between.
-    pub fn busy_since(&self, earlier: &Self) -> Option<u64> {
-        let total = self.total.checked_sub(earlier.total)?;
-        let idle = self.idle.checked_sub(earlier.idle)?;
-        total.checked_sub(idle)
-    }
 }
 
-/// The unit of `/proc/stat`'s times.
+/// The unit of `/proc`'s times.
 #[cfg(target_os = "linux")]
 pub fn clock_ticks_per_second() -> u64 {
     rustix::param::clock_ticks_per_second()
 }
 
-/// The unit of `/proc/stat`'s times (only Linux has that file).
+/// The unit of `/proc`'s times (only Linux has it).
 #[cfg(not(target_os = "linux"))]
 pub fn clock_ticks_per_second() -> u64 {
     100
@@ -342,20 +371,22 @@ mod tests {
     }
 
     #[test]
-    fn busy_time_is_what_was_not_idle() {
-        let before = MachineTimes::parse("cpu  100 0 50 800 50 0 0 0 0 0\n").unwrap();
-        let after = MachineTimes::parse("cpu  400 0 150 1000 100 0 0 0 0 0\n").unwrap();
-        // 650 ticks passed, 250 of them idle or waiting for I/O.
-        assert_eq!(after.busy_since(&before), Some(400));
-        assert_eq!(before.busy_since(&after), None);
+    fn other_processes_count_their_growth_and_new_processes_whole() {
+        let before = OtherProcesses([(1, 100), (2, 50), (3, 500)].into_iter().collect());
+        // 1 grew by 20; 2 ended (its parent's growth counts it); 3's id went to a new process
+        // with 7 ticks; 4 is new.
+        let after = OtherProcesses([(1, 120), (3, 7), (4, 30)].into_iter().collect());
+        assert_eq!(after.since(&before), 20 + 7 + 30);
+        assert_eq!(before.since(&before), 0);
     }
 
     #[test]
-    fn a_process_cpu_time_is_its_user_and_system_ticks() {
-        // The name may hold spaces and parentheses; utime 1500 and stime 250 follow it.
-        let stat = "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194560 929 0 0 0 1500 250 0 0 20 0 \
+    fn a_process_cpu_time_is_its_own_and_its_reaped_childrens_ticks() {
+        // The name may hold spaces and parentheses; utime 1500, stime 250, cutime 40 and
+        // cstime 2 follow it.
+        let stat = "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194560 929 0 0 0 1500 250 40 2 20 0 \
                     3 0 3337 21766144 1088 18446744073709551615";
-        assert_eq!(parse_process_ticks(stat), Some(1750));
+        assert_eq!(parse_process_ticks(stat), Some(1792));
         assert_eq!(parse_process_ticks("4242 (x) S 1 2"), None);
         assert_eq!(parse_process_ticks("no name here"), None);
     }
