@@ -154,8 +154,10 @@ async fn measure_unsettled(
         server::OtherProcesses::read(servers),
     );
     let mut m = run.await;
-    let machine = before.2.zip(server::machine_times());
-    m.cores_idle = machine.and_then(|(b, a)| a.idle_since(&b));
+    m.cores_idle = before
+        .2
+        .zip(server::machine_times())
+        .and_then(|(b, a)| a.idle_since(&b));
     m.server_cpu = before
         .0
         .zip(servers.cpu_time())
@@ -720,10 +722,9 @@ fn markdown(args: &Args, priority: server::Priority, reports: &[BackendReport]) 
          machine spent during the scenario on anything but the servers and the load generator \
          (the database's server when it runs on this machine, other services, the kernel's \
          threads; a process that ended counts through the parent that reaped it), from each \
-         process's own times in 10 ms ticks. At half \
-         the known starts' throughput the cores have little to spare: another process's burst \
-         (a service's periodic job that takes a core for a few hundred milliseconds) shows here \
-         and in that window's p99 at once.\n",
+         process's own times in 10 ms ticks. At half the known starts' throughput the cores \
+         have little to spare: another process's burst (a service's periodic job that takes a \
+         core for a few hundred milliseconds) shows here and in that window's p99 at once.\n",
         args.concurrency
     ));
     for r in reports {

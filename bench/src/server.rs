@@ -159,7 +159,7 @@ fn parse_process_ticks(stat: &str) -> Option<u64> {
 
 /// Every process's CPU time so far, in clock ticks ([`process_ticks`]), but the benchmark's
 /// own (the load generator) and the servers'.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct OtherProcesses(std::collections::HashMap<u32, u64>);
 
 impl OtherProcesses {
