@@ -90,6 +90,11 @@ fn describe() {
         "Ends run again alone after PostgreSQL broke a deadlock"
     );
     metrics::describe_counter!(
+        "sticky_ends_waited_apart_total",
+        "Ends that waited apart from their batch for their tenant's lock, held by another \
+         write of that tenant (an erasure, an import, a sweep) (PostgreSQL)"
+    );
+    metrics::describe_counter!(
         "sticky_cache_lookups_total",
         "Look-ups in the in-process caches, by cache and result (hit, miss)"
     );

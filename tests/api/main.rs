@@ -60,3 +60,4 @@ mod platforms;
 mod races;
 mod scale_out;
 mod system;
+mod tenant_waits;

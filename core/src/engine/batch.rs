@@ -165,8 +165,10 @@ fn reply_error(e: &EngineError) -> DbErr {
 
 impl CallWriter {
     /// Starts the writer task on the current tokio runtime. `writes` is the engine's writer
-    /// lock: batches never interleave with an end's transaction.
-    pub(super) fn spawn(db: DatabaseConnection, writes: Arc<Mutex<()>>) -> Self {
+    /// lock where it has one (in-memory SQLite): batches never interleave with another
+    /// write's transaction there. On PostgreSQL it has none, and a batch waits for no other
+    /// write: a write that holds a tenant's lock holds up none of the starts.
+    pub(super) fn spawn(db: DatabaseConnection, writes: Option<Arc<Mutex<()>>>) -> Self {
         let target = Target::of(db);
         let (queue, mut rx) = mpsc::unbounded_channel::<Pending>();
         tokio::spawn(async move {
@@ -186,7 +188,7 @@ impl CallWriter {
                     }
                 }
                 let result = {
-                    let _writer = writes.lock().await;
+                    let _writer = super::writer_lock(writes.as_deref()).await;
                     target.insert(&batch).await
                 };
                 match result {
@@ -200,7 +202,7 @@ impl CallWriter {
                         tracing::warn!(error = %e, rows = batch.len(), "call insert batch failed; retrying row by row");
                         for p in batch {
                             let result = {
-                                let _writer = writes.lock().await;
+                                let _writer = super::writer_lock(writes.as_deref()).await;
                                 target.insert(std::slice::from_ref(&p)).await
                             };
                             let _ = p.reply.send(

@@ -6,7 +6,11 @@
 //! [`MAX_ENDS`] (while another batch runs, only once [`ENOUGH`] are waiting or that batch
 //! has finished: [`next_batch`]), and runs them in one transaction:
 //!
-//! 1. one statement takes the locks of all of them (`locks::begin_ends`);
+//! 1. one statement takes the locks of all of them (`locks::begin_ends`). A tenant's lock is
+//!    only tried: when another write of that tenant holds it (an erasure, an import's
+//!    transaction, a retention sweep), the batch gives way and runs again without that
+//!    tenant's ends, which wait for the lock apart ([`Apart`]), so that one tenant's write
+//!    holds up no other tenant's ends;
 //! 2. one reads all their calls' rows, one the customers they name, locked, and (when there
 //!    are any) one the customers their calls are linked to, locked;
 //! 3. each end is decided as it would be alone (`end::decide`), one after the other, given
@@ -76,8 +80,8 @@ const BUSY: usize = 1;
 /// Ends waiting that make a batch worth starting however many batches run.
 const ENOUGH: usize = 8;
 
-/// How long a small batch waits at most while others run: a batch held up (behind another
-/// tenant's import, say) does not hold up the others for longer.
+/// How long a small batch waits at most while others run: a batch held up (waiting for a lock
+/// another end holds, say) does not hold up the others for longer.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// How an end was dealt with.
@@ -122,9 +126,15 @@ impl EndBatcher {
         let (queue, rx) = mpsc::unbounded_channel::<Pending>();
         let rx = Arc::new(Mutex::new(rx));
         let running = Arc::new(Running::default());
+        let apart = Arc::new(Apart::default());
         for _ in 0..workers {
-            let (db, caches, rx, running) =
-                (db.clone(), caches.clone(), rx.clone(), running.clone());
+            let (db, caches, rx, running, apart) = (
+                db.clone(),
+                caches.clone(),
+                rx.clone(),
+                running.clone(),
+                apart.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     // The queue is held while a batch is gathered, not while it runs.
@@ -132,7 +142,7 @@ impl EndBatcher {
                     let Some((batch, _running)) = batch else {
                         break;
                     };
-                    run(&db, &caches, batch).await;
+                    run(&db, &caches, &apart, batch).await;
                 }
             });
         }
@@ -218,11 +228,47 @@ fn stopped() -> EngineError {
     EngineError::Corrupt("the end batcher has stopped".into())
 }
 
-/// Runs a batch, then (if it failed) each of its ends alone, and answers each end.
-async fn run(db: &DatabaseConnection, caches: &Caches, batch: Vec<Pending>) {
+/// Runs a worker's batch, then (if it failed) each of its ends alone, and answers each end.
+/// The ends of tenants whose lock another write holds (an erasure, an import, a sweep) are
+/// left to wait [`Apart`], and the others run without them: one tenant's write holds up no
+/// other tenant's ends.
+async fn run(
+    db: &DatabaseConnection,
+    caches: &Arc<Caches>,
+    apart: &Arc<Apart>,
+    batch: Vec<Pending>,
+) {
+    let mut batch = batch;
+    let result = loop {
+        match together(db, caches, &batch, false).await {
+            Ok(Tried::Blocked(tenants)) => {
+                let (held, free): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .partition(|end| tenants.contains(&end.tenant.0));
+                apart.take(db, caches, held);
+                if free.is_empty() {
+                    return;
+                }
+                batch = free;
+            }
+            Ok(Tried::Ran(outcomes)) => break Ok(outcomes),
+            Err(e) => break Err(e),
+        }
+    };
+    settle(db, caches, batch, result).await;
+}
+
+/// Answers the ends of a batch that ran (`result`), or, if it failed, runs each of them alone
+/// first.
+async fn settle(
+    db: &DatabaseConnection,
+    caches: &Caches,
+    batch: Vec<Pending>,
+    result: Result<Vec<Outcome>, EngineError>,
+) {
     #[allow(clippy::cast_precision_loss)] // at most MAX_ENDS
     metrics::histogram!("sticky_end_batch_size").record(batch.len() as f64);
-    let outcomes: Vec<Result<Outcome, EngineError>> = match together(db, caches, &batch).await {
+    let outcomes: Vec<Result<Outcome, EngineError>> = match result {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
         // The database is out of reach: every end is told so (503), none is tried again.
         Err(EngineError::Database(
@@ -246,7 +292,8 @@ async fn run(db: &DatabaseConnection, caches: &Caches, batch: Vec<Pending>) {
     }
 }
 
-/// An end in a transaction of its own, again when PostgreSQL chose it to give way.
+/// An end in a transaction of its own, again when PostgreSQL chose it to give way. It waits
+/// for its tenant's lock: it runs only after its batch failed, which is rare.
 async fn alone(
     db: &DatabaseConnection,
     caches: &Caches,
@@ -255,12 +302,85 @@ async fn alone(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match together(db, caches, std::slice::from_ref(end)).await {
-            Ok(mut outcome) => return Ok(outcome.remove(0)),
+        match together(db, caches, std::slice::from_ref(end), true).await {
+            Ok(Tried::Ran(mut outcome)) => return Ok(outcome.remove(0)),
+            Ok(Tried::Blocked(_)) => {
+                return Err(EngineError::Corrupt(
+                    "an end waiting for its tenant's lock gave way".into(),
+                ));
+            }
             Err(e) if attempt < 3 && locks::retryable(&e) => {
                 metrics::counter!("sticky_end_retries_total").increment(1);
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Ends whose tenant's lock another write holds, waiting for it apart from the workers, so
+/// that the workers go on with other tenants' ends. One task per such tenant, on one of the
+/// pool's connections, runs that tenant's ends in batches once it has the lock; the ends of
+/// that tenant that workers find blocked meanwhile join its queue.
+#[derive(Default)]
+struct Apart {
+    waiting: std::sync::Mutex<std::collections::HashMap<i64, Vec<Pending>>>,
+}
+
+impl Apart {
+    /// Leaves these ends to wait for their tenants' locks.
+    fn take(self: &Arc<Self>, db: &DatabaseConnection, caches: &Arc<Caches>, ends: Vec<Pending>) {
+        use std::collections::hash_map::Entry;
+        metrics::counter!("sticky_ends_waited_apart_total").increment(ends.len() as u64);
+        let Ok(mut waiting) = self.waiting.lock() else {
+            for end in ends {
+                answer(
+                    end,
+                    Err(EngineError::Corrupt(
+                        "the ends waiting apart were lost".into(),
+                    )),
+                );
+            }
+            return;
+        };
+        for end in ends {
+            match waiting.entry(end.tenant.0) {
+                Entry::Occupied(mut queue) => queue.get_mut().push(end),
+                Entry::Vacant(slot) => {
+                    let tenant = *slot.key();
+                    slot.insert(vec![end]);
+                    let (apart, db, caches) = (self.clone(), db.clone(), caches.clone());
+                    tokio::spawn(async move { apart.serve(tenant, &db, &caches).await });
+                }
+            }
+        }
+    }
+
+    /// Runs the tenant's waiting ends, a batch at a time, until none is left.
+    async fn serve(&self, tenant: i64, db: &DatabaseConnection, caches: &Caches) {
+        loop {
+            let batch: Vec<Pending> = {
+                let Ok(mut waiting) = self.waiting.lock() else {
+                    return;
+                };
+                match waiting.get_mut(&tenant) {
+                    Some(queue) if !queue.is_empty() => {
+                        let n = queue.len().min(MAX_ENDS);
+                        queue.drain(..n).collect()
+                    }
+                    _ => {
+                        waiting.remove(&tenant);
+                        return;
+                    }
+                }
+            };
+            let result = match together(db, caches, &batch, true).await {
+                Ok(Tried::Ran(outcomes)) => Ok(outcomes),
+                Ok(Tried::Blocked(_)) => Err(EngineError::Corrupt(
+                    "ends waiting for their tenant's lock gave way".into(),
+                )),
+                Err(e) => Err(e),
+            };
+            settle(db, caches, batch, result).await;
         }
     }
 }
@@ -274,13 +394,23 @@ fn answer(end: Pending, outcome: Result<Outcome, EngineError>) {
     let _ = end.reply.send(reply);
 }
 
+/// What [`together`] did.
+enum Tried {
+    /// What became of each end, in their order.
+    Ran(Vec<Outcome>),
+    /// Nothing: these tenants' locks were taken by other writes (only when not waiting).
+    Blocked(Vec<i64>),
+}
+
 /// Runs the ends in one transaction (see the module's comment) and commits it; what became of
-/// each, in their order.
+/// each, in their order. Unless `wait`, it gives way (writing nothing) when another write
+/// holds or waits for the lock of one of the ends' tenants, and says whose.
 async fn together(
     db: &DatabaseConnection,
     caches: &Caches,
     ends: &[Pending],
-) -> Result<Vec<Outcome>, EngineError> {
+    wait: bool,
+) -> Result<Tried, EngineError> {
     let tx = db.begin().await?;
     let c = Conn::Tx(&tx);
     let mut tenants: Vec<i64> = ends.iter().map(|e| e.tenant.0).collect();
@@ -294,7 +424,11 @@ async fn together(
         })
         .collect();
     let mut keys: Vec<LockKey> = named_keys.iter().flatten().copied().collect();
-    locks::begin_ends(c, &mut tenants, &mut keys).await?;
+    let blocked = locks::begin_ends(c, &mut tenants, &mut keys, wait).await?;
+    if !blocked.is_empty() {
+        tx.rollback().await?;
+        return Ok(Tried::Blocked(blocked));
+    }
     let mut calls = read_calls(c, ends).await?;
     let mut named = lock_named(c, ends).await?;
     let mut linked = lock_linked(c, ends, &calls).await?;
@@ -409,7 +543,7 @@ async fn together(
             touched.forget(caches).await;
         }
     }
-    Ok(outcomes)
+    Ok(Tried::Ran(outcomes))
 }
 
 /// What ends will touch, or touched.

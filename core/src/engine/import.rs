@@ -548,11 +548,9 @@ impl Engine {
         tenant: TenantId,
         batch: Vec<ImportedCustomer>,
     ) -> Result<ImportReport, EngineError> {
-        let writes = self.writes.clone();
         let pool = self.db.get_postgres_connection_pool().clone();
         let caches = self.caches.clone();
         tokio::spawn(async move {
-            let _writer = writes.lock().await;
             let mut tx = pool.begin().await.map_err(sqlx_err)?;
             sqlx::query(super::TENANT_LOCK)
                 .bind(tenant.0)

@@ -82,6 +82,12 @@ impl LockKey {
 /// next, may add some: see [`lock`]). All in one sorted order (`tenants` and `keys` are sorted
 /// and deduplicated here), one statement whatever the number of ends: its text never changes.
 ///
+/// With `wait`, it waits for each tenant's lock. Without, it only tries them
+/// (`pg_try_advisory_xact_lock_shared`) and answers the tenants whose lock another write
+/// holds or waits for (an erasure, an import's transaction, a sweep): the batch then gives
+/// way, and those tenants' ends wait apart from it, so that a write of one tenant holds up no
+/// other tenant's ends (`end_batch.rs`). Empty when it took them all.
+///
 /// Unless every commit must reach the disk first (`STICKY_SYNC=full`), the same statement
 /// makes the transaction commit without waiting for PostgreSQL's log flush
 /// (`synchronous_commit = off` for this transaction only): the ends are visible to every
@@ -91,36 +97,68 @@ pub(super) async fn begin_ends(
     c: Conn<'_>,
     tenants: &mut Vec<i64>,
     keys: &mut Vec<LockKey>,
-) -> Result<(), EngineError> {
-    const LOCKS: &str = "(SELECT count(pg_advisory_xact_lock_shared(t)) FROM \
-         (SELECT t FROM unnest(string_to_array($1, ',')::int8[]) AS u(t) ORDER BY t) s), \
-         (SELECT count(pg_advisory_xact_lock(a, b)) FROM (SELECT a, b FROM \
-         unnest(string_to_array($2, ',')::int4[], string_to_array($3, ',')::int4[]) AS k(a, b) \
-         ORDER BY a, b) s)";
-    static ASYNC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!("SELECT set_config('synchronous_commit', 'off', true), {LOCKS}")
+    wait: bool,
+) -> Result<Vec<i64>, EngineError> {
+    /// The tenants' locks, then the keys', as `tenants` (with `wait`, a count) or `blocked`
+    /// (the tenants not locked: `1,2`, or null), and `locked` (a count).
+    fn locks(wait: bool) -> String {
+        let tenants =
+            "(SELECT t FROM unnest(string_to_array($1, ',')::int8[]) AS u(t) ORDER BY t) s";
+        let tenants = if wait {
+            format!(
+                "(SELECT count(pg_advisory_xact_lock_shared(t))::text FROM {tenants}) AS tenants"
+            )
+        } else {
+            format!(
+                "(SELECT string_agg(t::text, ',') FROM {tenants} \
+                 WHERE NOT pg_try_advisory_xact_lock_shared(t)) AS blocked"
+            )
+        };
+        format!(
+            "{tenants}, (SELECT count(pg_advisory_xact_lock(a, b)) FROM (SELECT a, b FROM \
+             unnest(string_to_array($2, ',')::int4[], string_to_array($3, ',')::int4[]) \
+             AS k(a, b) ORDER BY a, b) s) AS locked"
+        )
+    }
+    static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+        let async_commit = "set_config('synchronous_commit', 'off', true) AS sync";
+        [
+            format!("SELECT {async_commit}, {}", locks(true)),
+            format!("SELECT {async_commit}, {}", locks(false)),
+            format!("SELECT {}", locks(true)),
+            format!("SELECT {}", locks(false)),
+        ]
     });
-    static FULL: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("SELECT {LOCKS}"));
     tenants.sort_unstable();
     tenants.dedup();
     keys.sort_unstable();
     keys.dedup();
-    let sql = if crate::db::full_sync() {
-        &FULL
-    } else {
-        &ASYNC
-    };
-    c.execute(
-        sql.as_str(),
-        &[
-            joined(tenants.iter()).as_str().into(),
-            joined(keys.iter().map(|k| k.0)).as_str().into(),
-            joined(keys.iter().map(|k| k.1)).as_str().into(),
-        ],
-    )
-    .await?;
-    Ok(())
+    let full = crate::db::full_sync();
+    let sql = &SQL[usize::from(full) * 2 + usize::from(!wait)];
+    // The tenants' column follows `sync` unless there is none.
+    let column = usize::from(!full);
+    let blocked = c
+        .query_one(
+            sql,
+            &[
+                joined(tenants.iter()).as_str().into(),
+                joined(keys.iter().map(|k| k.0)).as_str().into(),
+                joined(keys.iter().map(|k| k.1)).as_str().into(),
+            ],
+            |r| r.text(column),
+        )
+        .await?
+        .flatten();
+    Ok(match (wait, blocked) {
+        (false, Some(list)) => list
+            .split(',')
+            .map(|t| {
+                t.parse()
+                    .map_err(|_| EngineError::Corrupt(format!("a tenant lock answered {t:?}")))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    })
 }
 
 /// `1,2,3`.

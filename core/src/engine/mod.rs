@@ -54,7 +54,11 @@ pub struct TenantId(pub i64);
 pub struct Engine {
     db: DatabaseConnection,
     region: DefaultRegion,
-    writes: Arc<Mutex<()>>,
+    /// The process-wide writer lock, off PostgreSQL: SQLite has one writer at a time, and its
+    /// writes are queued here rather than refused as busy. `None` on PostgreSQL, where each
+    /// write takes its tenant's advisory lock instead (`TENANT_LOCK`, `locks.rs`), which also
+    /// orders it with the other processes' writes: no write waits for another tenant's.
+    writes: Option<Arc<Mutex<()>>>,
     caches: Arc<cache::Caches>,
     call_writer: batch::CallWriter,
     /// On PostgreSQL, the starts' identity reads, gathered.
@@ -76,6 +80,14 @@ const DIALLED_NUMBERS: usize = 1024;
 /// Takes the tenant's advisory lock exclusively until the transaction ends (PostgreSQL): what
 /// every write but a fine end holds (an end takes it shared: `locks.rs`).
 const TENANT_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// The process-wide writer lock, held, where there is one (see [`Engine`]'s `writes`).
+async fn writer_lock(writes: Option<&Mutex<()>>) -> Option<MutexGuard<'_, ()>> {
+    match writes {
+        Some(lock) => Some(lock.lock().await),
+        None => None,
+    }
+}
 
 /// A connection for the call path's reads.
 enum ReadConn<'a> {
@@ -333,7 +345,8 @@ impl Engine {
 
     /// [`Engine::new`] with read caches of `cache_bytes` in all.
     fn with_cache(db: DatabaseConnection, region: DefaultRegion, cache_bytes: u64) -> Self {
-        let writes = Arc::new(Mutex::new(()));
+        let writes =
+            (db.get_database_backend() != DbBackend::Postgres).then(|| Arc::new(Mutex::new(())));
         let caches = Arc::new(cache::Caches::new(cache_bytes));
         Self {
             call_writer: batch::CallWriter::spawn(db.clone(), writes.clone()),
@@ -533,14 +546,14 @@ impl Engine {
         .map_err(|e| EngineError::Corrupt(format!("a commit did not finish: {e}")))?
     }
 
-    /// Starts a serialised write: the process-wide writer lock, then a transaction that holds
-    /// the database's write lock from its first statement (SQLite) or the tenant's advisory
+    /// Starts a serialised write: a transaction that holds the database's write lock from its
+    /// first statement, after the process-wide writer lock (SQLite), or the tenant's advisory
     /// lock (PostgreSQL).
     async fn begin_write(
         &self,
         tenant: TenantId,
-    ) -> Result<(MutexGuard<'_, ()>, DatabaseTransaction), DbErr> {
-        let guard = self.writes.lock().await;
+    ) -> Result<(Option<MutexGuard<'_, ()>>, DatabaseTransaction), DbErr> {
+        let guard = writer_lock(self.writes.as_deref()).await;
         let tx = match self.db.get_database_backend() {
             DbBackend::Sqlite => {
                 self.db
