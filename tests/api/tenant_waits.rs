@@ -1,6 +1,6 @@
 //! A write that holds or waits for its tenant's lock on PostgreSQL (an erasure, an import's
 //! transaction, a retention sweep: each takes the tenant's advisory lock) holds up none of the
-//! calls of other tenants, and none of its own tenant's starts: no process-wide lock stands
+//! calls of other tenants, and none of its own tenant's new starts: no process-wide lock stands
 //! behind it, and the tenant's ends wait for it apart from the other tenants' ends.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
