@@ -59,10 +59,12 @@ async fn a_write_waiting_for_its_tenant_holds_up_no_other_call(app: TestApp) {
         }
     }));
     let meanwhile = async {
-        // Until PostgreSQL shows the erasure waiting.
+        // Until PostgreSQL shows the erasure waiting (in this test's database: other tests
+        // share the server).
         let waiting = Statement::from_string(
             DbBackend::Postgres,
-            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         );
         let mut tries = 0;
         loop {
