@@ -1,7 +1,8 @@
 //! A write that holds or waits for its tenant's lock on PostgreSQL (an erasure, an import's
 //! transaction, a retention sweep: each takes the tenant's advisory lock) holds up none of the
 //! calls of other tenants, and none of its own tenant's new starts: no process-wide lock stands
-//! behind it, and the tenant's ends wait for it apart from the other tenants' ends.
+//! behind it, and the tenant's ends wait for it apart from the other tenants' ends. And an end
+//! is not held up by a start's call row being written for its customer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,7 +11,10 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use serde_json::json;
 use sticky_calls_tests::TestApp;
 
-postgres_tests!(a_write_waiting_for_its_tenant_holds_up_no_other_call);
+postgres_tests!(
+    a_write_waiting_for_its_tenant_holds_up_no_other_call,
+    an_end_is_not_held_up_by_a_call_row_being_written_for_its_customer,
+);
 
 /// Long enough for any call on a test machine; the calls below take milliseconds unless
 /// something holds them up until the tenant's lock is let go, which happens only after.
@@ -152,4 +156,65 @@ async fn a_write_waiting_for_its_tenant_holds_up_no_other_call(app: TestApp) {
         )
         .await;
     assert_eq!(gone.body["band"], "low", "{}", gone.body);
+}
+
+/// A start's call row names the customer it matched, and the foreign key's check share-locks
+/// that customer's row until the row's batch commits (on any process). An end writing to the
+/// customer locks the row only against other writers of it (`FOR NO KEY UPDATE`), so neither
+/// waits for the other: here the share lock is held by another connection while ends of the
+/// customer's calls run, one for each way an end finds its customer (the call's link, a
+/// reference, the caller's number).
+async fn an_end_is_not_held_up_by_a_call_row_being_written_for_its_customer(app: TestApp) {
+    let ani = "+14155550111";
+    app.start_call(json!({"call_id": "a-1", "identity_hints": {"ani": ani}}))
+        .await;
+    app.end_call(json!({"call_id": "a-1", "customer_ref": "alice"}))
+        .await;
+    let linked = app
+        .start_call(json!({"call_id": "a-2", "identity_hints": {"ani": ani}}))
+        .await;
+    assert_eq!(linked["customer_ref"], "alice", "{linked}");
+    let tenant = app.default_tenant().await;
+
+    // What a start's insert of a call row for alice takes, held by another connection.
+    let db = sea_orm::Database::connect(&app.database_url)
+        .await
+        .expect("connect");
+    let holder = db.begin().await.expect("begin");
+    let locked = holder
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id FROM customers WHERE tenant_id = $1 AND customer_ref = 'alice' FOR KEY SHARE",
+            [tenant.0.into()],
+        ))
+        .await
+        .expect("share lock");
+    assert_eq!(locked.rows_affected(), 1);
+
+    let ends = [
+        // Its call is linked to alice.
+        json!({"call_id": "a-2", "variables": {"via": "link"}}),
+        // It names her.
+        json!({"call_id": "a-3", "customer_ref": "alice", "variables": {"via_ref": "ref"}}),
+        // Its caller's number is hers.
+        json!({"call_id": "a-4", "identity_hints": {"ani": ani}, "variables": {"via_number": "number"}}),
+    ];
+    for end in ends {
+        let ended = tokio::time::timeout(PATIENCE, app.post("/v1/calls/end", end.clone()))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("an end of alice's waited for a call row being written: {end}")
+            });
+        assert_eq!(ended.status, 200, "{}", ended.body);
+        assert_eq!(ended.body["customer_ref"], "alice", "{}", ended.body);
+    }
+    holder.rollback().await.expect("let go");
+
+    let next = app
+        .start_call(json!({"call_id": "a-5", "identity_hints": {"ani": ani}}))
+        .await;
+    let variables = &next["context"]["variables"];
+    assert_eq!(variables["via"], "link", "{next}");
+    assert_eq!(variables["via_ref"], "ref", "{next}");
+    assert_eq!(variables["via_number"], "number", "{next}");
 }

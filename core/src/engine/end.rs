@@ -931,7 +931,7 @@ async fn lock_customer(
 ) -> Result<Option<customer::Model>, EngineError> {
     c.query_one(
         &format!(
-            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1 AND tenant_id = $2 FOR UPDATE"
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1 AND tenant_id = $2 FOR NO KEY UPDATE"
         ),
         &[id.into(), tenant.0.into()],
         customer_from_row,

@@ -854,7 +854,7 @@ async fn lock_named(
         format!(
             "SELECT {CUSTOMER_COLUMNS}, x.i FROM json_to_recordset($1::json) AS x(i int8, t int8, r text) \
              JOIN customers ON customers.tenant_id = x.t AND customers.customer_ref = x.r \
-             FOR UPDATE OF customers"
+             ORDER BY customers.id FOR NO KEY UPDATE OF customers"
         )
     });
     let wanted: Vec<serde_json::Value> = ends
@@ -878,7 +878,7 @@ async fn lock_linked(
         format!(
             "SELECT {CUSTOMER_COLUMNS}, x.i FROM json_to_recordset($1::json) AS x(i int8, t int8, c int8) \
              JOIN customers ON customers.id = x.c AND customers.tenant_id = x.t \
-             FOR UPDATE OF customers"
+             ORDER BY customers.id FOR NO KEY UPDATE OF customers"
         )
     });
     let wanted: Vec<serde_json::Value> = ends

@@ -11,9 +11,12 @@
 //!    and two ends naming one new reference create one customer;
 //! 2. identities the call's start recorded that the request does not name, once the call's
 //!    row is read (usually none; see [`lock`]);
-//! 3. the one customer each end writes to, by its row (`SELECT ... FOR UPDATE`, read afresh;
-//!    the customers named by reference, and those the calls are linked to, are read and
-//!    locked for the whole batch in one statement each).
+//! 3. the one customer each end writes to, by its row (`SELECT ... FOR NO KEY UPDATE`, read
+//!    afresh; the customers named by reference, and those the calls are linked to, are read
+//!    and locked for the whole batch in one statement each, in the order of their ids). Not
+//!    `FOR UPDATE`: that would also wait for, and hold up, the foreign keys' checks of rows
+//!    being written that name the customer (a start's call row, on any process), which
+//!    share-lock it until their batch commits.
 //!
 //! Ends of one batch run one after another in its transaction, so each sees what the ones
 //! before it wrote, as if they had run one at a time.

@@ -290,7 +290,7 @@ pub(super) async fn lock_customer_by_ref(
     tenant: TenantId,
     customer_ref: &str,
 ) -> Result<Option<customer::Model>, EngineError> {
-    customer_by_ref(c, tenant, customer_ref, " FOR UPDATE").await
+    customer_by_ref(c, tenant, customer_ref, " FOR NO KEY UPDATE").await
 }
 
 async fn customer_by_ref(
