@@ -14,6 +14,7 @@ backend_tests!(
     a_late_end_of_an_earlier_call_never_overwrites_what_a_later_call_saved,
     sensitive_variables_are_returned_only_at_high_confidence,
     calls_past_the_retention_period_are_swept,
+    a_long_retention_sweep_deletes_every_old_call_chunk_by_chunk,
     a_call_moved_to_another_customer_takes_its_number_along,
     a_provisional_customer_is_merged_only_when_the_call_was_theirs,
 );
@@ -494,6 +495,81 @@ async fn calls_past_the_retention_period_are_swept(app: TestApp) {
         text.contains("a recent call") && !text.contains("an old call"),
         "{next}"
     );
+}
+
+/// More old calls than one transaction of the sweep deletes: every one of them goes, and
+/// nothing newer.
+async fn a_long_retention_sweep_deletes_every_old_call_chunk_by_chunk(app: TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    use sticky_core::engine::settings::SWEEP_CHUNK;
+    app.send(
+        "PUT",
+        "/v1/settings",
+        Some(&app.key),
+        Some(json!({"retention_days": 30}).to_string()),
+    )
+    .await;
+    for (id, summary) in [("r-old", "an old call"), ("r-new", "a recent call")] {
+        app.end_call(json!({"call_id": id, "customer_ref": "lee",
+            "identity_hints": {"ani": "+14155550990"}, "summary": summary}))
+            .await;
+    }
+    app.count_calls().await;
+    let db = app.state.engine.db();
+    let backend = db.get_database_backend();
+    let placeholder = match backend {
+        sea_orm::DbBackend::Postgres => "$1",
+        _ => "?",
+    };
+    let old = sticky_core::now() - chrono::Duration::days(40);
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!("UPDATE calls SET ended_at = {placeholder} WHERE call_id = 'r-old'"),
+        [old.into()],
+    ))
+    .await
+    .expect("backdate");
+    // Two chunks and one call of copies of the old call.
+    let copies = 2 * SWEEP_CHUNK;
+    let columns = "platform, ani, ani_withheld, dnis, external_ids, matched_customer_id, \
+        confidence, band, recommended_action, signals, candidates, customer_id, status, intent, \
+        intent_status, summary, variables, started_at, ended_at, created_at, updated_at";
+    db.execute_unprepared(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {copies}) \
+         INSERT INTO calls (tenant_id, call_id, {columns}) \
+         SELECT tenant_id, call_id || '-' || CAST(n.i AS TEXT), {columns} \
+         FROM calls CROSS JOIN n WHERE call_id = 'r-old'"
+    ))
+    .await
+    .expect("copies");
+    assert_eq!(app.count_calls().await, 2 + i64::try_from(copies).unwrap());
+
+    let swept = app
+        .state
+        .engine
+        .sweep_retention(sticky_core::now())
+        .await
+        .expect("sweep");
+    assert_eq!(swept, copies + 1);
+    assert_eq!(app.count_calls().await, 1, "only the recent call is left");
+    assert_eq!(app.get("/v1/calls/r-new").await.status, StatusCode::OK);
+    assert_eq!(
+        app.get(&format!("/v1/calls/r-old-{copies}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let lee = app.get("/v1/customers/lee").await.body;
+    let text = lee.to_string();
+    assert!(
+        text.contains("a recent call") && !text.contains("an old call"),
+        "{lee}"
+    );
+    let again = app
+        .state
+        .engine
+        .sweep_retention(sticky_core::now())
+        .await
+        .expect("sweep");
+    assert_eq!(again, 0);
 }
 
 async fn a_call_moved_to_another_customer_takes_its_number_along(app: TestApp) {

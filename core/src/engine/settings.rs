@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::end::Touched;
 use super::{ContextJson, Engine, StartAnswer, TenantId};
@@ -21,6 +21,9 @@ use crate::scoring::Band;
 pub const MAX_SENSITIVE_VARIABLES: usize = 100;
 /// The longest retention: ten years.
 pub const MAX_RETENTION_DAYS: u32 = 3650;
+/// Calls (or customers' variables) a sweep deletes per transaction: what the tenant's writes
+/// wait for at most.
+pub const SWEEP_CHUNK: u64 = 1_000;
 
 /// A tenant's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -167,6 +170,11 @@ impl Engine {
     /// variables as recorded on the call) that ended, or started, before it; their customers'
     /// contexts are rebuilt on the next read. Returns the calls deleted.
     ///
+    /// A tenant's calls go [`SWEEP_CHUNK`] at a time, each chunk in a transaction of its own
+    /// under the tenant's lock: the tenant's ends (and on SQLite every write) wait for one
+    /// chunk, not for the whole sweep, and the calls are never all held in memory. A chunk
+    /// that fails leaves the ones before it deleted and is deleted by the next sweep.
+    ///
     /// # Errors
     /// Database failures.
     pub async fn sweep_retention(&self, now: DateTime<Utc>) -> Result<u64, EngineError> {
@@ -188,7 +196,6 @@ impl Engine {
             if let (Some(lite), Some(age)) = (&self.lite, age) {
                 lite.move_open(lite.open_older_than(tenant, age)?).await?;
             }
-            let (_writer, tx) = self.begin_write(tenant).await?;
             let old = sea_orm::Condition::all()
                 .add(call::Column::TenantId.eq(tenant.0))
                 .add(
@@ -200,29 +207,52 @@ impl Engine {
                                 .add(call::Column::StartedAt.lt(cutoff)),
                         ),
                 );
-            let calls = call::Entity::find().filter(old.clone()).all(&tx).await?;
-            let customers: BTreeSet<i64> = calls.iter().filter_map(|c| c.customer_id).collect();
-            let erased = calls.into_iter().map(|c| c.call_id).collect();
-            deleted += call::Entity::delete_many()
-                .filter(old)
-                .exec(&tx)
-                .await?
-                .rows_affected;
-            // Their documents listed those calls among the latest: rebuilt on the next read.
-            for id in customers {
-                customer_context::Entity::delete_by_id(id).exec(&tx).await?;
-            }
-            self.commit(tx, Touched::widely(tenant)).await?;
-            if let Some(lite) = &self.lite {
-                lite.scrub(tenant, erased, age).await?;
+            loop {
+                let (_writer, tx) = self.begin_write(tenant).await?;
+                let calls: Vec<(i64, String, Option<i64>)> = call::Entity::find()
+                    .select_only()
+                    .column(call::Column::Id)
+                    .column(call::Column::CallId)
+                    .column(call::Column::CustomerId)
+                    .filter(old.clone())
+                    .order_by_asc(call::Column::Id)
+                    .limit(SWEEP_CHUNK)
+                    .into_tuple()
+                    .all(&tx)
+                    .await?;
+                if calls.is_empty() {
+                    break;
+                }
+                let last = calls.len() < usize::try_from(SWEEP_CHUNK).unwrap_or(usize::MAX);
+                let customers: BTreeSet<i64> = calls.iter().filter_map(|c| c.2).collect();
+                deleted += call::Entity::delete_many()
+                    .filter(call::Column::TenantId.eq(tenant.0))
+                    .filter(call::Column::Id.is_in(calls.iter().map(|c| c.0)))
+                    .exec(&tx)
+                    .await?
+                    .rows_affected;
+                // Their documents listed those calls among the latest: rebuilt on the next read.
+                customer_context::Entity::delete_many()
+                    .filter(customer_context::Column::CustomerId.is_in(customers))
+                    .exec(&tx)
+                    .await?;
+                self.commit(tx, Touched::widely(tenant)).await?;
+                if let Some(lite) = &self.lite {
+                    lite.scrub(tenant, calls.into_iter().map(|c| c.1).collect(), age)
+                        .await?;
+                }
+                if last {
+                    break;
+                }
             }
         }
         Ok(deleted)
     }
 
     /// Deletes the variables whose time to live passed by `now` (answers have left them out
-    /// since), tenant by tenant; their customers' contexts are rebuilt on the next read.
-    /// Returns the variables deleted.
+    /// since), tenant by tenant, the variables of [`SWEEP_CHUNK`] customers in each
+    /// transaction; their customers' contexts are rebuilt on the next read. Returns the
+    /// variables deleted.
     ///
     /// # Errors
     /// Database failures.
@@ -236,32 +266,33 @@ impl Engine {
             .into_tuple()
             .all(&self.db)
             .await?;
-        let mut by_tenant: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+        let mut by_tenant: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         for (tenant, customer) in expired {
-            by_tenant.entry(tenant).or_default().insert(customer);
+            by_tenant.entry(tenant).or_default().push(customer);
         }
         let mut deleted = 0;
-        for (tenant, customers) in by_tenant {
+        for (tenant, mut customers) in by_tenant {
             let tenant = TenantId(tenant);
-            let (_writer, tx) = self.begin_write(tenant).await?;
-            // Under the write lock: a variable saved again since (without a time to live, or
-            // with a later one) is not expired any more and stays.
-            deleted += variable::Entity::delete_many()
-                .filter(variable::Column::TenantId.eq(tenant.0))
-                .filter(variable::Column::ExpiresAt.lte(now))
-                .exec(&tx)
-                .await?
-                .rows_affected;
-            for id in &customers {
-                customer_context::Entity::delete_by_id(*id)
+            customers.sort_unstable();
+            customers.dedup();
+            for customers in customers.chunks(usize::try_from(SWEEP_CHUNK).unwrap_or(1)) {
+                let (_writer, tx) = self.begin_write(tenant).await?;
+                // Under the write lock: a variable saved again since (without a time to live,
+                // or with a later one) is not expired any more and stays.
+                deleted += variable::Entity::delete_many()
+                    .filter(variable::Column::TenantId.eq(tenant.0))
+                    .filter(variable::Column::CustomerId.is_in(customers.iter().copied()))
+                    .filter(variable::Column::ExpiresAt.lte(now))
+                    .exec(&tx)
+                    .await?
+                    .rows_affected;
+                customer_context::Entity::delete_many()
+                    .filter(customer_context::Column::CustomerId.is_in(customers.iter().copied()))
                     .exec(&tx)
                     .await?;
+                self.commit(tx, Touched::some(tenant, customers.to_vec(), Vec::new()))
+                    .await?;
             }
-            self.commit(
-                tx,
-                Touched::some(tenant, customers.into_iter().collect(), Vec::new()),
-            )
-            .await?;
         }
         Ok(deleted)
     }
