@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::end::Touched;
 use super::{ContextJson, Engine, StartAnswer, TenantId};
@@ -215,7 +215,6 @@ impl Engine {
                     .column(call::Column::CallId)
                     .column(call::Column::CustomerId)
                     .filter(old.clone())
-                    .order_by_asc(call::Column::Id)
                     .limit(SWEEP_CHUNK)
                     .into_tuple()
                     .all(&tx)
