@@ -428,8 +428,9 @@ async fn sensitive_variables_are_returned_only_at_high_confidence(app: TestApp) 
     assert!(bad.status.is_client_error(), "{}", bad.body);
 }
 
-async fn calls_past_the_retention_period_are_swept(app: TestApp) {
-    use sea_orm::{ConnectionTrait, Statement};
+/// A retention period of 30 days, and two calls of lee's: `r-old` ("an old call") and `r-new`
+/// ("a recent call").
+async fn retention_and_two_calls(app: &TestApp) {
     app.send(
         "PUT",
         "/v1/settings",
@@ -437,12 +438,49 @@ async fn calls_past_the_retention_period_are_swept(app: TestApp) {
         Some(json!({"retention_days": 30}).to_string()),
     )
     .await;
-    let other = app.new_tenant("other").await;
     for (id, summary) in [("r-old", "an old call"), ("r-new", "a recent call")] {
         app.end_call(json!({"call_id": id, "customer_ref": "lee",
             "identity_hints": {"ani": "+14155550990"}, "summary": summary}))
             .await;
     }
+}
+
+/// Makes these calls (of any tenant) end 40 days ago.
+async fn backdate(app: &TestApp, call_ids: &[&str]) {
+    use sea_orm::{ConnectionTrait, Statement};
+    app.count_calls().await;
+    let db = app.state.engine.db();
+    let backend = db.get_database_backend();
+    let placeholder = match backend {
+        sea_orm::DbBackend::Postgres => "$1",
+        _ => "?",
+    };
+    let ids: Vec<String> = call_ids.iter().map(|id| format!("'{id}'")).collect();
+    let old = sticky_core::now() - chrono::Duration::days(40);
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "UPDATE calls SET ended_at = {placeholder} WHERE call_id IN ({})",
+            ids.join(", ")
+        ),
+        [old.into()],
+    ))
+    .await
+    .expect("backdate");
+}
+
+/// Runs the retention sweep; the calls it deleted.
+async fn sweep(app: &TestApp) -> u64 {
+    app.state
+        .engine
+        .sweep_retention(sticky_core::now())
+        .await
+        .expect("sweep")
+}
+
+async fn calls_past_the_retention_period_are_swept(app: TestApp) {
+    let other = app.new_tenant("other").await;
+    retention_and_two_calls(&app).await;
     app.post_as(
         &other,
         "/v1/calls/end",
@@ -451,28 +489,8 @@ async fn calls_past_the_retention_period_are_swept(app: TestApp) {
     )
     .await;
     // Two of the calls ended 40 days ago.
-    app.count_calls().await;
-    let db = app.state.engine.db();
-    let backend = db.get_database_backend();
-    let old = sticky_core::now() - chrono::Duration::days(40);
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        match backend {
-            sea_orm::DbBackend::Postgres => {
-                "UPDATE calls SET ended_at = $1 WHERE call_id IN ('r-old', 'r-theirs')"
-            }
-            _ => "UPDATE calls SET ended_at = ? WHERE call_id IN ('r-old', 'r-theirs')",
-        },
-        [old.into()],
-    ))
-    .await
-    .expect("backdate");
-    let swept = app
-        .state
-        .engine
-        .sweep_retention(sticky_core::now())
-        .await
-        .expect("sweep");
+    backdate(&app, &["r-old", "r-theirs"]).await;
+    let swept = sweep(&app).await;
     assert_eq!(swept, 1, "only the tenant with a retention period");
     assert_eq!(
         app.get("/v1/calls/r-old").await.status,
@@ -500,35 +518,11 @@ async fn calls_past_the_retention_period_are_swept(app: TestApp) {
 /// More old calls than one transaction of the sweep deletes: every one of them goes, and
 /// nothing newer.
 async fn a_long_retention_sweep_deletes_every_old_call_chunk_by_chunk(app: TestApp) {
-    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm::ConnectionTrait;
     use sticky_core::engine::settings::SWEEP_CHUNK;
-    app.send(
-        "PUT",
-        "/v1/settings",
-        Some(&app.key),
-        Some(json!({"retention_days": 30}).to_string()),
-    )
-    .await;
-    for (id, summary) in [("r-old", "an old call"), ("r-new", "a recent call")] {
-        app.end_call(json!({"call_id": id, "customer_ref": "lee",
-            "identity_hints": {"ani": "+14155550990"}, "summary": summary}))
-            .await;
-    }
-    app.count_calls().await;
+    retention_and_two_calls(&app).await;
+    backdate(&app, &["r-old"]).await;
     let db = app.state.engine.db();
-    let backend = db.get_database_backend();
-    let placeholder = match backend {
-        sea_orm::DbBackend::Postgres => "$1",
-        _ => "?",
-    };
-    let old = sticky_core::now() - chrono::Duration::days(40);
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        format!("UPDATE calls SET ended_at = {placeholder} WHERE call_id = 'r-old'"),
-        [old.into()],
-    ))
-    .await
-    .expect("backdate");
     // Two chunks and one call of copies of the old call.
     let copies = 2 * SWEEP_CHUNK;
     let columns = "platform, ani, ani_withheld, dnis, external_ids, matched_customer_id, \
@@ -544,12 +538,7 @@ async fn a_long_retention_sweep_deletes_every_old_call_chunk_by_chunk(app: TestA
     .expect("copies");
     assert_eq!(app.count_calls().await, 2 + i64::try_from(copies).unwrap());
 
-    let swept = app
-        .state
-        .engine
-        .sweep_retention(sticky_core::now())
-        .await
-        .expect("sweep");
+    let swept = sweep(&app).await;
     assert_eq!(swept, copies + 1);
     assert_eq!(app.count_calls().await, 1, "only the recent call is left");
     assert_eq!(app.get("/v1/calls/r-new").await.status, StatusCode::OK);
@@ -563,12 +552,7 @@ async fn a_long_retention_sweep_deletes_every_old_call_chunk_by_chunk(app: TestA
         text.contains("a recent call") && !text.contains("an old call"),
         "{lee}"
     );
-    let again = app
-        .state
-        .engine
-        .sweep_retention(sticky_core::now())
-        .await
-        .expect("sweep");
+    let again = sweep(&app).await;
     assert_eq!(again, 0);
 }
 
