@@ -162,8 +162,9 @@ async fn a_write_waiting_for_its_tenant_holds_up_no_other_call(app: TestApp) {
 /// that customer's row until the row's batch commits (on any process). An end writing to the
 /// customer locks the row only against other writers of it (`FOR NO KEY UPDATE`), so neither
 /// waits for the other: here the share lock is held by another connection while ends of the
-/// customer's calls run, one for each way an end finds its customer (the call's link, a
-/// reference, the caller's number).
+/// customer's calls run, one for each way an end finds its customer (the call's link, its
+/// start's match, a reference, the caller's number). (An end that gives a provisional
+/// customer its reference changes a key, and waits.)
 async fn an_end_is_not_held_up_by_a_call_row_being_written_for_its_customer(app: TestApp) {
     let ani = "+14155550111";
     app.start_call(json!({"call_id": "a-1", "identity_hints": {"ani": ani}}))
@@ -192,8 +193,10 @@ async fn an_end_is_not_held_up_by_a_call_row_being_written_for_its_customer(app:
     assert_eq!(locked.rows_affected(), 1);
 
     let ends = [
-        // Its call is linked to alice.
-        json!({"call_id": "a-2", "variables": {"via": "link"}}),
+        // Its call is linked to alice (by its first end).
+        json!({"call_id": "a-1", "variables": {"via_link": "link"}}),
+        // Its start recognised her.
+        json!({"call_id": "a-2", "variables": {"via": "start"}}),
         // It names her.
         json!({"call_id": "a-3", "customer_ref": "alice", "variables": {"via_ref": "ref"}}),
         // Its caller's number is hers.
@@ -214,7 +217,8 @@ async fn an_end_is_not_held_up_by_a_call_row_being_written_for_its_customer(app:
         .start_call(json!({"call_id": "a-5", "identity_hints": {"ani": ani}}))
         .await;
     let variables = &next["context"]["variables"];
-    assert_eq!(variables["via"], "link", "{next}");
+    assert_eq!(variables["via_link"], "link", "{next}");
+    assert_eq!(variables["via"], "start", "{next}");
     assert_eq!(variables["via_ref"], "ref", "{next}");
     assert_eq!(variables["via_number"], "number", "{next}");
 }

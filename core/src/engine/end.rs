@@ -430,9 +430,11 @@ pub(super) async fn decide<'a>(
                     .ok_or_else(|| EngineError::Corrupt("merge target vanished".into()))?
             }
             (Some(p), None) => {
-                // Read again under its lock: an end beside this one may have named it.
+                // Read again under its lock: an end beside this one may have named it. Locked
+                // for a change of its key (its reference has a unique index), which also waits
+                // for rows being written that name it (a start's call row).
                 let p = match fine {
-                    true => match lock_customer(tx, tenant, p.id).await? {
+                    true => match lock_customer(tx, tenant, p.id, RowLock::Key).await? {
                         Some(p) if p.provisional => {
                             locked = Some(p.id);
                             p
@@ -544,9 +546,11 @@ pub(super) async fn decide<'a>(
         }
         // The customer's row as now stored, locked until the commit.
         if locked != Some(t.id) {
-            *t = lock_customer(tx, tenant, t.id).await?.ok_or_else(|| {
-                EngineError::Corrupt("a customer vanished under a shared tenant lock".into())
-            })?;
+            *t = lock_customer(tx, tenant, t.id, RowLock::NoKey)
+                .await?
+                .ok_or_else(|| {
+                    EngineError::Corrupt("a customer vanished under a shared tenant lock".into())
+                })?;
         }
     }
     let intent_status = match (cmd.intent_status, &cmd.intent) {
@@ -923,15 +927,31 @@ fn count_call(customer_id: i64, now: DateTime<Utc>) -> Write<'static> {
     }
 }
 
+/// How a customer's row is locked (PostgreSQL).
+#[derive(Debug, Clone, Copy)]
+enum RowLock {
+    /// For writes that leave its key columns alone (`FOR NO KEY UPDATE`): rows being written
+    /// that name the customer (their foreign keys' checks share-lock it) do not wait for it.
+    NoKey,
+    /// For a change of its reference, which has a unique index (`FOR UPDATE`): waits for those
+    /// rows' transactions.
+    Key,
+}
+
 /// A customer's row, read and locked until the commit (PostgreSQL).
 async fn lock_customer(
     c: Conn<'_>,
     tenant: TenantId,
     id: i64,
+    lock: RowLock,
 ) -> Result<Option<customer::Model>, EngineError> {
+    let mode = match lock {
+        RowLock::NoKey => "NO KEY UPDATE",
+        RowLock::Key => "UPDATE",
+    };
     c.query_one(
         &format!(
-            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1 AND tenant_id = $2 FOR NO KEY UPDATE"
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1 AND tenant_id = $2 FOR {mode}"
         ),
         &[id.into(), tenant.0.into()],
         customer_from_row,

@@ -13,10 +13,12 @@
 //!    row is read (usually none; see [`lock`]);
 //! 3. the one customer each end writes to, by its row (`SELECT ... FOR NO KEY UPDATE`, read
 //!    afresh; the customers named by reference, and those the calls are linked to, are read
-//!    and locked for the whole batch in one statement each, in the order of their ids). Not
-//!    `FOR UPDATE`: that would also wait for, and hold up, the foreign keys' checks of rows
-//!    being written that name the customer (a start's call row, on any process), which
-//!    share-lock it until their batch commits.
+//!    and locked for the whole batch in one statement each, in the order of their ids within
+//!    the statement). Not `FOR UPDATE`: that would also wait for, and hold up, the foreign
+//!    keys' checks of rows being written that name the customer (a start's call row, on any
+//!    process), which share-lock it until their batch commits. Only an end that names a
+//!    provisional customer locks it `FOR UPDATE`: giving it a reference changes a column
+//!    with a unique index, which waits for those rows whatever the lock taken before.
 //!
 //! Ends of one batch run one after another in its transaction, so each sees what the ones
 //! before it wrote, as if they had run one at a time.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::end::Touched;
 use super::{ContextJson, Engine, StartAnswer, TenantId};
@@ -173,7 +173,8 @@ impl Engine {
     /// A tenant's calls go [`SWEEP_CHUNK`] at a time, each chunk in a transaction of its own
     /// under the tenant's lock: the tenant's ends (and on SQLite every write) wait for one
     /// chunk, not for the whole sweep, and the calls are never all held in memory. A chunk
-    /// that fails leaves the ones before it deleted and is deleted by the next sweep.
+    /// that fails is rolled back whole, the ones before it staying deleted; the next sweep
+    /// deletes the rest.
     ///
     /// # Errors
     /// Database failures.
@@ -207,21 +208,30 @@ impl Engine {
                                 .add(call::Column::StartedAt.lt(cutoff)),
                         ),
                 );
+            // Chunks follow the tenant's calls in the order of their ids (its unique index), so
+            // that a chunk does not read again what those before it deleted.
+            let mut after: Option<String> = None;
             loop {
                 let (_writer, tx) = self.begin_write(tenant).await?;
-                let calls: Vec<(i64, String, Option<i64>)> = call::Entity::find()
+                let mut chunk = call::Entity::find()
                     .select_only()
                     .column(call::Column::Id)
                     .column(call::Column::CallId)
                     .column(call::Column::CustomerId)
-                    .filter(old.clone())
+                    .filter(old.clone());
+                if let Some(after) = after.take() {
+                    chunk = chunk.filter(call::Column::CallId.gt(after));
+                }
+                let calls: Vec<(i64, String, Option<i64>)> = chunk
+                    .order_by_asc(call::Column::CallId)
                     .limit(SWEEP_CHUNK)
                     .into_tuple()
                     .all(&tx)
                     .await?;
-                if calls.is_empty() {
+                let Some((_, last_id, _)) = calls.last() else {
                     break;
-                }
+                };
+                after = Some(last_id.clone());
                 let last = calls.len() < usize::try_from(SWEEP_CHUNK).unwrap_or(usize::MAX);
                 let customers: BTreeSet<i64> = calls.iter().filter_map(|c| c.2).collect();
                 deleted += call::Entity::delete_many()
