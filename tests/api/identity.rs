@@ -445,30 +445,6 @@ async fn retention_and_two_calls(app: &TestApp) {
     }
 }
 
-/// Makes these calls (of any tenant) end 40 days ago.
-async fn backdate(app: &TestApp, call_ids: &[&str]) {
-    use sea_orm::{ConnectionTrait, Statement};
-    app.count_calls().await;
-    let db = app.state.engine.db();
-    let backend = db.get_database_backend();
-    let placeholder = match backend {
-        sea_orm::DbBackend::Postgres => "$1",
-        _ => "?",
-    };
-    let ids: Vec<String> = call_ids.iter().map(|id| format!("'{id}'")).collect();
-    let old = sticky_core::now() - chrono::Duration::days(40);
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        format!(
-            "UPDATE calls SET ended_at = {placeholder} WHERE call_id IN ({})",
-            ids.join(", ")
-        ),
-        [old.into()],
-    ))
-    .await
-    .expect("backdate");
-}
-
 /// Runs the retention sweep; the calls it deleted.
 async fn sweep(app: &TestApp) -> u64 {
     app.state
@@ -489,7 +465,12 @@ async fn calls_past_the_retention_period_are_swept(app: TestApp) {
     )
     .await;
     // Two of the calls ended 40 days ago.
-    backdate(&app, &["r-old", "r-theirs"]).await;
+    app.backdate_calls(&["r-old", "r-theirs"], 40).await;
+    // Lee's answer, as a start reads (and caches) it, lists the old call until the sweep.
+    let before = app
+        .start_call(json!({"call_id": "r-before", "identity_hints": {"ani": "+14155550990"}}))
+        .await;
+    assert!(before.to_string().contains("an old call"), "{before}");
     let swept = sweep(&app).await;
     assert_eq!(swept, 1, "only the tenant with a retention period");
     assert_eq!(
@@ -521,7 +502,7 @@ async fn a_long_retention_sweep_deletes_every_old_call_chunk_by_chunk(app: TestA
     use sea_orm::ConnectionTrait;
     use sticky_core::engine::settings::SWEEP_CHUNK;
     retention_and_two_calls(&app).await;
-    backdate(&app, &["r-old"]).await;
+    app.backdate_calls(&["r-old"], 40).await;
     let db = app.state.engine.db();
     // Two chunks and one call of copies of the old call.
     let copies = 2 * SWEEP_CHUNK;

@@ -16,6 +16,7 @@ postgres_tests!(
     concurrent_ends_naming_one_customer_merge_and_count_every_call,
     after_a_lost_notification_connection_the_caches_are_flushed_and_heard_again,
     two_processes_share_the_end_of_a_quota_exactly,
+    a_retention_sweep_on_one_process_is_heard_by_the_other,
 );
 
 /// Polls `check` until it holds, for at most five seconds (a notification takes
@@ -308,4 +309,50 @@ async fn concurrent_ends_naming_one_customer_merge_and_count_every_call(a: TestA
         zoe.body
     );
     assert_eq!(zoe.body["intents"][0]["intent"], "billing", "{}", zoe.body);
+}
+
+/// A retention sweep tells the other processes which customers' answers lost calls: one that
+/// cached such an answer stops listing the deleted call.
+async fn a_retention_sweep_on_one_process_is_heard_by_the_other(a: TestApp) {
+    let b = a.second_instance().await;
+    let r = a
+        .send(
+            "PUT",
+            "/v1/settings",
+            Some(&a.key),
+            Some(json!({"retention_days": 30}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let ani = "+14155550930";
+    for (id, summary) in [("s-old", "an old call"), ("s-new", "a recent call")] {
+        a.end_call(json!({"call_id": id, "customer_ref": "sol",
+            "identity_hints": {"ani": ani}, "summary": summary}))
+            .await;
+    }
+    a.backdate_calls(&["s-old"], 40).await;
+    // B caches sol's answer, the old call in it.
+    eventually("B lists the old call", |i| {
+        let b = &b;
+        async move {
+            let r = start(b, &format!("s-b-{i}"), ani).await;
+            r["customer_ref"] == "sol" && r.to_string().contains("an old call")
+        }
+    })
+    .await;
+    let swept = a
+        .state
+        .engine
+        .sweep_retention(sticky_core::now())
+        .await
+        .expect("sweep");
+    assert_eq!(swept, 1);
+    eventually("B forgets the swept call", |i| {
+        let b = &b;
+        async move {
+            let r = start(b, &format!("s-b-after-{i}"), ani).await.to_string();
+            r.contains("a recent call") && !r.contains("an old call")
+        }
+    })
+    .await;
 }

@@ -408,6 +408,33 @@ impl TestApp {
             .expect("SQL");
     }
 
+    /// Makes these calls (of any tenant; ids without quotes) end `days` days ago, once every
+    /// call is in the `calls` table.
+    ///
+    /// # Panics
+    /// When it fails.
+    pub async fn backdate_calls(&self, call_ids: &[&str], days: i64) {
+        self.count_calls().await;
+        let db = self.state.engine.db();
+        let backend = db.get_database_backend();
+        let placeholder = match backend {
+            DbBackend::Postgres => "$1",
+            _ => "?",
+        };
+        let ids: Vec<String> = call_ids.iter().map(|id| format!("'{id}'")).collect();
+        let ended = sticky_core::now() - chrono::Duration::days(days);
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "UPDATE calls SET ended_at = {placeholder} WHERE call_id IN ({})",
+                ids.join(", ")
+            ),
+            [ended.into()],
+        ))
+        .await
+        .expect("backdate");
+    }
+
     /// Whether the application's database is PostgreSQL.
     pub fn on_postgres(&self) -> bool {
         self.state.engine.db().get_database_backend() == DbBackend::Postgres

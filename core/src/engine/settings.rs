@@ -22,8 +22,10 @@ pub const MAX_SENSITIVE_VARIABLES: usize = 100;
 /// The longest retention: ten years.
 pub const MAX_RETENTION_DAYS: u32 = 3650;
 /// Calls (or customers' variables) a sweep deletes per transaction: what the tenant's writes
-/// wait for at most.
-pub const SWEEP_CHUNK: u64 = 1_000;
+/// wait for at most. Small enough that the customers a chunk touches fit one notification to
+/// other processes (`coherence::MAX_PAYLOAD`), which then forget only those customers' answers
+/// rather than every cached answer.
+pub const SWEEP_CHUNK: u64 = 500;
 
 /// A tenant's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -240,12 +242,9 @@ impl Engine {
                     .exec(&tx)
                     .await?
                     .rows_affected;
-                // Their documents listed those calls among the latest: rebuilt on the next read.
-                customer_context::Entity::delete_many()
-                    .filter(customer_context::Column::CustomerId.is_in(customers))
-                    .exec(&tx)
+                // Their documents listed those calls among the latest.
+                self.commit_without_documents(tx, tenant, customers.into_iter().collect())
                     .await?;
-                self.commit(tx, Touched::widely(tenant)).await?;
                 if let Some(lite) = &self.lite {
                     lite.scrub(tenant, calls.into_iter().map(|c| c.1).collect(), age)
                         .await?;
@@ -295,15 +294,28 @@ impl Engine {
                     .exec(&tx)
                     .await?
                     .rows_affected;
-                customer_context::Entity::delete_many()
-                    .filter(customer_context::Column::CustomerId.is_in(customers.iter().copied()))
-                    .exec(&tx)
-                    .await?;
-                self.commit(tx, Touched::some(tenant, customers.to_vec(), Vec::new()))
+                self.commit_without_documents(tx, tenant, customers.to_vec())
                     .await?;
             }
         }
         Ok(deleted)
+    }
+
+    /// Drops these customers' stored documents (rebuilt on the next read) and commits, telling
+    /// the caches and the other processes that only these customers' answers changed (the
+    /// identities' links keep their counts).
+    async fn commit_without_documents(
+        &self,
+        tx: sea_orm::DatabaseTransaction,
+        tenant: TenantId,
+        customers: Vec<i64>,
+    ) -> Result<(), EngineError> {
+        customer_context::Entity::delete_many()
+            .filter(customer_context::Column::CustomerId.is_in(customers.iter().copied()))
+            .exec(&tx)
+            .await?;
+        self.commit(tx, Touched::some(tenant, customers, Vec::new()))
+            .await
     }
 }
 
