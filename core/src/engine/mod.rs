@@ -580,6 +580,27 @@ impl Engine {
     }
 }
 
+/// SQLite's plan for a statement, on the migrated schema (SQLite plans without statistics
+/// here, so an empty database plans as a large one does).
+#[cfg(test)]
+pub(crate) async fn sqlite_plan(statement: sea_orm::Statement) -> String {
+    use sea_orm::ConnectionTrait;
+    let db = crate::db::connect_and_migrate("sqlite::memory:")
+        .await
+        .unwrap();
+    let explain = Statement {
+        sql: format!("EXPLAIN QUERY PLAN {}", statement.sql),
+        ..statement
+    };
+    db.query_all_raw(explain)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String>("", "detail").unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

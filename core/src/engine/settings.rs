@@ -172,11 +172,12 @@ impl Engine {
     /// variables as recorded on the call) that ended, or started, before it; their customers'
     /// contexts are rebuilt on the next read. Returns the calls deleted.
     ///
-    /// A tenant's calls go [`SWEEP_CHUNK`] at a time, each chunk in a transaction of its own
-    /// under the tenant's lock: the tenant's ends (and on SQLite every write) wait for one
-    /// chunk, not for the whole sweep, and the calls are never all held in memory. A chunk
-    /// that fails is rolled back whole, the ones before it staying deleted; the next sweep
-    /// deletes the rest.
+    /// A tenant's calls go [`SWEEP_CHUNK`] at a time: each chunk is found without any lock
+    /// (finding it may read all the tenant's calls, there being no index on their ends), then
+    /// deleted in a transaction of its own under the tenant's lock. The tenant's ends (and on
+    /// SQLite every write) wait for one chunk's deletion, not for the search nor the whole
+    /// sweep, and the calls are never all held in memory. A chunk that fails is rolled back
+    /// whole, the ones before it staying deleted; the next sweep deletes the rest.
     ///
     /// # Errors
     /// Database failures.
@@ -199,60 +200,87 @@ impl Engine {
             if let (Some(lite), Some(age)) = (&self.lite, age) {
                 lite.move_open(lite.open_older_than(tenant, age)?).await?;
             }
-            let old = sea_orm::Condition::all()
-                .add(call::Column::TenantId.eq(tenant.0))
-                .add(
-                    sea_orm::Condition::any()
-                        .add(call::Column::EndedAt.lt(cutoff))
-                        .add(
-                            sea_orm::Condition::all()
-                                .add(call::Column::EndedAt.is_null())
-                                .add(call::Column::StartedAt.lt(cutoff)),
-                        ),
-                );
             // Chunks follow the tenant's calls in the order of their ids (its unique index), so
             // that a chunk does not read again what those before it deleted.
             let mut after: Option<String> = None;
             loop {
-                let (_writer, tx) = self.begin_write(tenant).await?;
-                let mut chunk = call::Entity::find()
-                    .select_only()
-                    .column(call::Column::Id)
-                    .column(call::Column::CallId)
-                    .column(call::Column::CustomerId)
-                    .filter(old.clone());
-                if let Some(after) = after.take() {
-                    chunk = chunk.filter(call::Column::CallId.gt(after));
-                }
-                let calls: Vec<(i64, String, Option<i64>)> = chunk
-                    .order_by_asc(call::Column::CallId)
-                    .limit(SWEEP_CHUNK)
-                    .into_tuple()
-                    .all(&tx)
-                    .await?;
-                let Some((_, last_id, _)) = calls.last() else {
+                let found = self.find_old(tenant, cutoff, after.take()).await?;
+                let Some((_, last_id)) = found.last() else {
                     break;
                 };
                 after = Some(last_id.clone());
-                let last = calls.len() < usize::try_from(SWEEP_CHUNK).unwrap_or(usize::MAX);
-                let customers: BTreeSet<i64> = calls.iter().filter_map(|c| c.2).collect();
-                deleted += call::Entity::delete_many()
-                    .filter(call::Column::TenantId.eq(tenant.0))
-                    .filter(call::Column::Id.is_in(calls.iter().map(|c| c.0)))
-                    .exec(&tx)
-                    .await?
-                    .rows_affected;
-                // Their documents listed those calls among the latest.
-                self.commit_without_documents(tx, tenant, customers.into_iter().collect())
+                let last = found.len() < usize::try_from(SWEEP_CHUNK).unwrap_or(usize::MAX);
+                deleted += self
+                    .delete_old(
+                        tenant,
+                        cutoff,
+                        found.into_iter().map(|c| c.0).collect(),
+                        age,
+                    )
                     .await?;
-                if let Some(lite) = &self.lite {
-                    lite.scrub(tenant, calls.into_iter().map(|c| c.1).collect(), age)
-                        .await?;
-                }
                 if last {
                     break;
                 }
             }
+        }
+        Ok(deleted)
+    }
+
+    /// The tenant's next [`SWEEP_CHUNK`] calls past `cutoff` (ids and call ids), in the order
+    /// of their call ids after `after`. Read without the tenant's lock (no write waits for it,
+    /// nor it for one): reaching them may read every call of the tenant when few are old.
+    async fn find_old(
+        &self,
+        tenant: TenantId,
+        cutoff: DateTime<Utc>,
+        after: Option<String>,
+    ) -> Result<Vec<(i64, String)>, EngineError> {
+        let mut page = call::Entity::find()
+            .select_only()
+            .column(call::Column::Id)
+            .column(call::Column::CallId)
+            .filter(call::Column::TenantId.eq(tenant.0))
+            .filter(past(cutoff));
+        if let Some(after) = after {
+            page = page.filter(call::Column::CallId.gt(after));
+        }
+        Ok(page
+            .order_by_asc(call::Column::CallId)
+            .limit(SWEEP_CHUNK)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Deletes, in one transaction under the tenant's lock, those of these calls of the
+    /// tenant's that are still past `cutoff` (an open call found past it may have ended since);
+    /// the number deleted. Their customers' documents go with them, and the journal's records of them
+    /// (SQLite) are overwritten once they are.
+    async fn delete_old(
+        &self,
+        tenant: TenantId,
+        cutoff: DateTime<Utc>,
+        ids: Vec<i64>,
+        age: Option<std::time::Duration>,
+    ) -> Result<u64, EngineError> {
+        let (_writer, tx) = self.begin_write(tenant).await?;
+        let calls: Vec<(i64, String, Option<i64>)> =
+            still_past(ids, cutoff).into_tuple().all(&tx).await?;
+        if calls.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let customers: BTreeSet<i64> = calls.iter().filter_map(|c| c.2).collect();
+        let deleted = delete_by_id(calls.iter().map(|c| c.0).collect())
+            .exec(&tx)
+            .await?
+            .rows_affected;
+        // Their documents listed those calls among the latest.
+        self.commit_without_documents(tx, tenant, customers.into_iter().collect())
+            .await?;
+        if let Some(lite) = &self.lite {
+            lite.scrub(tenant, calls.into_iter().map(|c| c.1).collect(), age)
+                .await?;
         }
         Ok(deleted)
     }
@@ -319,6 +347,35 @@ impl Engine {
     }
 }
 
+/// Of these calls (ids, call ids and customers), those still past `cutoff`. By id, not by
+/// tenant as well (the ids are one tenant's, and a call's tenant and id never change): given
+/// the tenant, SQLite would walk all its calls along an index that starts with it.
+fn still_past(ids: Vec<i64>, cutoff: DateTime<Utc>) -> sea_orm::Select<call::Entity> {
+    call::Entity::find()
+        .select_only()
+        .column(call::Column::Id)
+        .column(call::Column::CallId)
+        .column(call::Column::CustomerId)
+        .filter(call::Column::Id.is_in(ids))
+        .filter(past(cutoff))
+}
+
+/// Deletes these calls (by id alone, as [`still_past`] reads them).
+fn delete_by_id(ids: Vec<i64>) -> sea_orm::DeleteMany<call::Entity> {
+    call::Entity::delete_many().filter(call::Column::Id.is_in(ids))
+}
+
+/// Calls past a retention cutoff: ended before it, or still open and started before it.
+fn past(cutoff: DateTime<Utc>) -> sea_orm::Condition {
+    sea_orm::Condition::any()
+        .add(call::Column::EndedAt.lt(cutoff))
+        .add(
+            sea_orm::Condition::all()
+                .add(call::Column::EndedAt.is_null())
+                .add(call::Column::StartedAt.lt(cutoff)),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,5 +396,103 @@ mod tests {
             "retention_days"
         );
         assert!(TenantSettings::parse(Vec::new(), Some(MAX_RETENTION_DAYS + 1)).is_err());
+    }
+
+    /// A call found past the period but ended before its chunk took the lock stays; the
+    /// others found go.
+    #[tokio::test]
+    async fn a_chunk_deletes_only_the_calls_still_old_under_the_lock() {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = crate::db::connect_and_migrate("sqlite::memory:")
+            .await
+            .unwrap();
+        let keys = crate::keys::KeyStore::new(db.clone(), 4, std::time::Duration::from_secs(1));
+        let tenant = keys.create_tenant("t").await.unwrap().id;
+        let other = keys.create_tenant("o").await.unwrap().id;
+        let engine = Engine::open(db.clone(), crate::domain::DefaultRegion::default())
+            .await
+            .unwrap();
+        for (t, call) in [(tenant, "a"), (tenant, "b"), (tenant, "c"), (other, "a")] {
+            let cmd = crate::commands::StartCall {
+                call_id: crate::domain::CallId::parse(call).unwrap(),
+                platform: crate::domain::Platform::parse("api").unwrap(),
+                hints: crate::commands::IdentityHints {
+                    ani: Some("+14155551234".into()),
+                    dnis: None,
+                    external_ids: Vec::new(),
+                    attestation: None,
+                },
+            };
+            engine.start_call(t, cmd).await.unwrap();
+        }
+        let now = crate::now();
+        let sql = |sql: &str, at: DateTime<Utc>| {
+            let db = db.clone();
+            let sql = sql.to_owned();
+            async move {
+                db.execute_raw(Statement::from_sql_and_values(
+                    db.get_database_backend(),
+                    sql,
+                    [at.into()],
+                ))
+                .await
+                .unwrap();
+            }
+        };
+        // Open, started 40 days ago: past a 30 days' period, all of them.
+        sql(
+            "UPDATE calls SET started_at = ?",
+            now - chrono::Duration::days(40),
+        )
+        .await;
+        // "c" was never old.
+        sql("UPDATE calls SET started_at = ? WHERE call_id = 'c'", now).await;
+        let cutoff = now - chrono::Duration::days(30);
+        let found = engine.find_old(tenant, cutoff, None).await.unwrap();
+        let names: Vec<&str> = found.iter().map(|c| c.1.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "the tenant's old calls, in order");
+        assert!(
+            engine
+                .find_old(tenant, cutoff, Some("b".into()))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // "b" ends meanwhile: no longer past the period.
+        sql("UPDATE calls SET ended_at = ? WHERE call_id = 'b'", now).await;
+        let deleted = engine
+            .delete_old(tenant, cutoff, found.iter().map(|c| c.0).collect(), None)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+        let left: Vec<(i64, String)> = call::Entity::find()
+            .select_only()
+            .column(call::Column::TenantId)
+            .column(call::Column::CallId)
+            .order_by_asc(call::Column::Id)
+            .into_tuple()
+            .all(&db)
+            .await
+            .unwrap();
+        let left: Vec<(TenantId, &str)> = left
+            .iter()
+            .map(|(t, c)| (TenantId(*t), c.as_str()))
+            .collect();
+        assert_eq!(left, [(tenant, "b"), (tenant, "c"), (other, "a")]);
+    }
+
+    /// A chunk's calls are read again, and deleted, by their ids (a chunk's worth of them), not
+    /// by walking the tenant's calls.
+    #[tokio::test]
+    async fn a_chunk_reads_and_deletes_its_calls_by_id() {
+        use sea_orm::{DbBackend, QueryTrait};
+        let ids: Vec<i64> = (1..=i64::try_from(SWEEP_CHUNK).unwrap()).collect();
+        let read = still_past(ids.clone(), crate::now()).build(DbBackend::Sqlite);
+        let delete = delete_by_id(ids).build(DbBackend::Sqlite);
+        for statement in [read, delete] {
+            let plan = super::super::sqlite_plan(statement).await;
+            assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
+        }
     }
 }
