@@ -105,6 +105,14 @@ async fn another_tenant_sees_and_changes_nothing_on_any_endpoint(app: TestApp) {
     assert_eq!(theirs.body["variables"], json!({"secret": "theirs"}));
     assert_eq!(theirs.body["intents"], json!([]));
     assert_eq!(theirs.body["call_count"], 1);
+    // Erasing the number erases their call from it, not ours.
+    let erase_number = send("DELETE", "/v1/customers?ani=%2B14155551234".into(), None).await;
+    assert_eq!(erase_number.status, StatusCode::OK, "erase number");
+    assert_eq!(erase_number.body["deleted"]["calls"], 1, "their c1 only");
+    assert_eq!(
+        erase_number.body["deleted"]["identities"], 1,
+        "their link only"
+    );
     let erase = send("DELETE", "/v1/customers/alice".into(), None).await;
     assert_eq!(erase.status, StatusCode::OK, "erases their own alice");
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::Expr,
+    sea_query::{Expr, ExprTrait},
 };
 use serde_json::Value;
 
@@ -131,16 +131,15 @@ async fn linked_to(
         .await?)
 }
 
-/// The call ids of the tenant's calls that `which` selects.
+/// The call ids of the calls that `which` selects (one of the conditions below, each of one
+/// tenant's calls).
 async fn ids_of_calls(
     c: &impl sea_orm::ConnectionTrait,
-    tenant: TenantId,
     which: Condition,
 ) -> Result<HashSet<String>, EngineError> {
     Ok(call::Entity::find()
         .select_only()
         .column(call::Column::CallId)
-        .filter(call::Column::TenantId.eq(tenant.0))
         .filter(which)
         .into_tuple::<String>()
         .all(c)
@@ -149,15 +148,50 @@ async fn ids_of_calls(
         .collect())
 }
 
-/// Calls that carry a customer's data: linked to them, or matched to them and never linked.
-fn calls_of(customer_id: i64) -> Condition {
-    Condition::any()
-        .add(call::Column::CustomerId.eq(customer_id))
+/// The tenant's calls that carry a customer's data: linked to them, or matched to them and
+/// never linked. Found through the indexes on the customer columns: the tenant is checked on
+/// the rows they find, in a form no index serves (`tenant_id + 0`, the same number). A plain
+/// `tenant_id = ?` would lead SQLite, which keeps no statistics to tell it how many rows a
+/// tenant has, to walk all the tenant's calls along the index that starts with it: about a
+/// second for each million calls, under the write lock in an erasure.
+fn calls_of(tenant: TenantId, customer_id: i64) -> Condition {
+    Condition::all()
         .add(
-            Condition::all()
-                .add(call::Column::CustomerId.is_null())
-                .add(call::Column::MatchedCustomerId.eq(customer_id)),
+            Expr::col((call::Entity, call::Column::TenantId))
+                .add(0)
+                .eq(tenant.0),
         )
+        .add(
+            Condition::any()
+                .add(call::Column::CustomerId.eq(customer_id))
+                .add(
+                    Condition::all()
+                        .add(call::Column::CustomerId.is_null())
+                        .add(call::Column::MatchedCustomerId.eq(customer_id)),
+                ),
+        )
+}
+
+/// Of these calls (ids and call ids), those still from the number: read by id alone (the ids
+/// are one tenant's, and a call's tenant and id never change).
+fn still_from(ids: Vec<i64>, number: &str) -> sea_orm::Select<call::Entity> {
+    call::Entity::find()
+        .select_only()
+        .column(call::Column::Id)
+        .column(call::Column::CallId)
+        .filter(call::Column::Id.is_in(ids))
+        .filter(call::Column::Ani.eq(number))
+}
+
+/// Calls read or deleted by id at a time (a statement's list of them).
+const BY_ID: usize = 500;
+
+/// The tenant's calls from a number. No index leads to them: a statement with this
+/// condition reads all the tenant's calls.
+fn calls_from(tenant: TenantId, number: &str) -> Condition {
+    Condition::all()
+        .add(call::Column::TenantId.eq(tenant.0))
+        .add(call::Column::Ani.eq(number))
 }
 
 impl Engine {
@@ -360,8 +394,7 @@ impl Engine {
             })
             .collect();
         let rows = call::Entity::find()
-            .filter(call::Column::TenantId.eq(tenant.0))
-            .filter(calls_of(c.id))
+            .filter(calls_of(tenant, c.id))
             .order_by_asc(call::Column::Id)
             .all(&self.db)
             .await?;
@@ -396,16 +429,17 @@ impl Engine {
             Some(lite) => lite.open_matching(tenant, c.id)?,
             None => Vec::new(),
         };
-        let scrubbed = self.before_erasing(tenant, open, calls_of(c.id)).await?;
+        let scrubbed = self
+            .before_erasing(tenant, open, vec![calls_of(tenant, c.id)], HashSet::new())
+            .await?;
         let (_writer, tx) = self.begin_write(tenant).await?;
         let c = find_customer_by_ref(Conn::Tx(&tx), tenant, customer_ref.as_str())
             .await?
             .ok_or_else(not_found)?;
-        let erased = self.erasing(&tx, tenant, calls_of(c.id)).await?;
+        let erased = self.erasing(&tx, calls_of(tenant, c.id)).await?;
         let report = ErasureReport {
             calls: call::Entity::delete_many()
-                .filter(call::Column::TenantId.eq(tenant.0))
-                .filter(calls_of(c.id))
+                .filter(calls_of(tenant, c.id))
                 .exec(&tx)
                 .await?
                 .rows_affected,
@@ -455,18 +489,23 @@ impl Engine {
     /// overwritten (a record whose call has no row would be read back as open, see
     /// `OpenCalls::scrub`). Each of these calls now has its row, so a record of it is of no
     /// use even if the erasure fails. Only this tenant's open calls are looked at. Returns the
-    /// calls whose records were looked for.
+    /// calls whose records were looked for: those any of `which` selects (each read apart,
+    /// through its own index), and the calls `found` already.
     async fn before_erasing(
         &self,
         tenant: TenantId,
         open: Vec<call::Model>,
-        which: Condition,
+        which: Vec<Condition>,
+        found: HashSet<String>,
     ) -> Result<HashSet<String>, EngineError> {
         let Some(lite) = &self.lite else {
             return Ok(HashSet::new());
         };
         lite.move_open(open).await?;
-        let ids = ids_of_calls(&self.db, tenant, which).await?;
+        let mut ids = found;
+        for which in which {
+            ids.extend(ids_of_calls(&self.db, which).await?);
+        }
         lite.scrub(tenant, ids.clone(), None).await?;
         Ok(ids)
     }
@@ -477,11 +516,10 @@ impl Engine {
     async fn erasing(
         &self,
         tx: &sea_orm::DatabaseTransaction,
-        tenant: TenantId,
         which: Condition,
     ) -> Result<HashSet<String>, EngineError> {
         match self.lite {
-            Some(_) => ids_of_calls(tx, tenant, which).await,
+            Some(_) => ids_of_calls(tx, which).await,
             None => Ok(HashSet::new()),
         }
     }
@@ -519,46 +557,61 @@ impl Engine {
         number: &PhoneNumber,
     ) -> Result<ErasureReport, EngineError> {
         let value = number.as_str();
-        // The open calls from the number, and those that matched a customer linked to it
-        // (erased with them if they were known only through it).
-        let scrubbed = match &self.lite {
-            Some(lite) => {
-                let linked = linked_to(&self.db, tenant, value).await?;
-                let mut open = lite.open_with_number(tenant, value)?;
-                let mut which = Condition::any().add(call::Column::Ani.eq(value));
-                for id in linked {
-                    open.extend(lite.open_matching(tenant, id)?);
-                    which = which.add(calls_of(id));
-                }
-                self.before_erasing(tenant, open, which).await?
+        // On a SQLite file, the open calls from the number, and those that matched a customer
+        // linked to it (erased with them if they were known only through it), move into
+        // `calls` first.
+        let mut linked_calls = Vec::new();
+        if let Some(lite) = &self.lite {
+            let mut open = lite.open_with_number(tenant, value)?;
+            for id in linked_to(&self.db, tenant, value).await? {
+                open.extend(lite.open_matching(tenant, id)?);
+                linked_calls.push(calls_of(tenant, id));
             }
-            None => HashSet::new(),
-        };
-        let (_writer, tx) = self.begin_write(tenant).await?;
-        let linked = linked_to(&tx, tenant, value).await?;
-        let mut erased = self
-            .erasing(
-                &tx,
+            lite.move_open(open).await?;
+        }
+        // The calls from the number are found before the write lock is taken: numbers have no
+        // index (one would cost every call's write), so finding them reads all the tenant's
+        // calls, which no write waits for out here. Under the lock those still from the
+        // number are read again by id, and erased. A call from the number written meanwhile
+        // came after the erasure began, as if it came just after it.
+        let found: Vec<(i64, String)> = call::Entity::find()
+            .select_only()
+            .column(call::Column::Id)
+            .column(call::Column::CallId)
+            .filter(calls_from(tenant, value))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let scrubbed = self
+            .before_erasing(
                 tenant,
-                Condition::all().add(call::Column::Ani.eq(value)),
+                Vec::new(),
+                linked_calls,
+                found.iter().map(|c| c.1.clone()).collect(),
             )
             .await?;
-        let from_number = Condition::all()
-            .add(call::Column::TenantId.eq(tenant.0))
-            .add(call::Column::Ani.eq(value));
-        let call_ids: Vec<String> = call::Entity::find()
-            .filter(from_number.clone())
-            .all(&tx)
-            .await?
-            .into_iter()
-            .map(|c| c.call_id)
-            .collect();
-        let mut report = ErasureReport {
-            calls: call::Entity::delete_many()
-                .filter(from_number)
+        let (_writer, tx) = self.begin_write(tenant).await?;
+        let linked = linked_to(&tx, tenant, value).await?;
+        let mut from_number: Vec<(i64, String)> = Vec::with_capacity(found.len());
+        for chunk in found.chunks(BY_ID) {
+            let ids = chunk.iter().map(|c| c.0).collect();
+            from_number.extend(still_from(ids, value).into_tuple().all(&tx).await?);
+        }
+        let mut deleted = 0;
+        for chunk in from_number.chunks(BY_ID) {
+            deleted += call::Entity::delete_many()
+                .filter(call::Column::Id.is_in(chunk.iter().map(|c| c.0)))
                 .exec(&tx)
                 .await?
-                .rows_affected,
+                .rows_affected;
+        }
+        let call_ids: Vec<String> = from_number.into_iter().map(|c| c.1).collect();
+        let mut erased: HashSet<String> = match self.lite {
+            Some(_) => call_ids.iter().cloned().collect(),
+            None => HashSet::new(),
+        };
+        let mut report = ErasureReport {
+            calls: deleted,
             identities: identity::Entity::delete_many()
                 .filter(identity::Column::TenantId.eq(tenant.0))
                 .filter(identity::Column::Kind.eq(identity::KIND_ANI))
@@ -571,7 +624,7 @@ impl Engine {
             intents: 0,
         };
         // Intents opened on those calls no longer point at them.
-        for chunk in call_ids.chunks(500) {
+        for chunk in call_ids.chunks(BY_ID) {
             intent::Entity::update_many()
                 .col_expr(
                     intent::Column::LastCallId,
@@ -593,10 +646,9 @@ impl Engine {
             // The document of the context holds recent calls: it is rebuilt on the next read.
             customer_context::Entity::delete_by_id(id).exec(&tx).await?;
             if c.provisional && identities_left == 0 {
-                erased.extend(self.erasing(&tx, tenant, calls_of(id)).await?);
+                erased.extend(self.erasing(&tx, calls_of(tenant, id)).await?);
                 report.calls += call::Entity::delete_many()
-                    .filter(call::Column::TenantId.eq(tenant.0))
-                    .filter(calls_of(id))
+                    .filter(calls_of(tenant, id))
                     .exec(&tx)
                     .await?
                     .rows_affected;
@@ -676,12 +728,17 @@ impl Engine {
             Some(n) => self.erase_number(tenant, n).await?,
             None => ErasureReport::default(),
         };
-        let this_call = || Condition::all().add(call::Column::CallId.eq(call_id.as_str()));
-        let scrubbed = self.before_erasing(tenant, Vec::new(), this_call()).await?;
+        let this_call = || {
+            Condition::all()
+                .add(call::Column::TenantId.eq(tenant.0))
+                .add(call::Column::CallId.eq(call_id.as_str()))
+        };
+        let scrubbed = self
+            .before_erasing(tenant, Vec::new(), vec![this_call()], HashSet::new())
+            .await?;
         let (_writer, tx) = self.begin_write(tenant).await?;
-        let erased = self.erasing(&tx, tenant, this_call()).await?;
+        let erased = self.erasing(&tx, this_call()).await?;
         report.calls += call::Entity::delete_many()
-            .filter(call::Column::TenantId.eq(tenant.0))
             .filter(this_call())
             .exec(&tx)
             .await?
@@ -807,5 +864,60 @@ impl Engine {
             last_call_id: updated.last_call_id,
             due_at: updated.due_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{DbBackend, QueryTrait};
+
+    use super::*;
+
+    /// Under its lock, an erasure finds a customer's calls through the indexes on customers,
+    /// and reads again the calls a number's erasure found by their ids, rather than walking
+    /// all the tenant's calls.
+    #[tokio::test]
+    async fn erasures_find_calls_under_the_lock_through_indexes() {
+        let tenant = TenantId(7);
+        for statement in [
+            call::Entity::find()
+                .filter(calls_of(tenant, 42))
+                .build(DbBackend::Sqlite),
+            call::Entity::delete_many()
+                .filter(calls_of(tenant, 42))
+                .build(DbBackend::Sqlite),
+        ] {
+            let plan = super::super::sqlite_plan(statement).await;
+            assert!(plan.contains("ix_calls_customer_ended"), "{plan}");
+            assert!(plan.contains("ix_calls_matched_customer"), "{plan}");
+            assert!(!plan.contains("ux_calls_tenant_call_id"), "{plan}");
+        }
+        let ids: Vec<i64> = (1..=i64::try_from(BY_ID).unwrap()).collect();
+        let plan =
+            super::super::sqlite_plan(still_from(ids, "+14155550100").build(DbBackend::Sqlite))
+                .await;
+        assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
+    }
+
+    /// The tenant's check on a customer's calls is a real check, on PostgreSQL as on SQLite.
+    #[test]
+    fn the_tenant_is_checked_on_a_customers_calls() {
+        for (backend, check) in [
+            (
+                DbBackend::Sqlite,
+                r#"WHERE "calls"."tenant_id" + ? = ? AND"#,
+            ),
+            (
+                DbBackend::Postgres,
+                r#"WHERE "calls"."tenant_id" + $1 = $2 AND"#,
+            ),
+        ] {
+            let statement = call::Entity::find()
+                .filter(calls_of(TenantId(7), 42))
+                .build(backend);
+            assert!(statement.sql.contains(check), "{}", statement.sql);
+            let values = statement.values.unwrap().0;
+            assert_eq!(values.get(1), Some(&7_i64.into()));
+        }
     }
 }
