@@ -1,7 +1,7 @@
 //! Customers outside a call: look-up, GDPR export and erasure, unlinking a wrong identity,
 //! resolving an intent; and reading a stored call back.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -229,30 +229,28 @@ impl Engine {
         ani: Option<&PhoneNumber>,
         external_id: Option<&ExternalId>,
     ) -> Result<Vec<CustomerSummary>, EngineError> {
-        let mut any = Condition::any();
-        if let Some(n) = ani {
-            any = any.add(
-                Condition::all()
-                    .add(identity::Column::Kind.eq(identity::KIND_ANI))
-                    .add(identity::Column::Value.eq(n.as_str())),
+        // One statement per identity, each along the index on (tenant, kind, value): with both
+        // in one (an `OR`), SQLite would walk all the tenant's identities.
+        let keys = ani
+            .map(|n| (identity::KIND_ANI, n.as_str().to_owned()))
+            .into_iter()
+            .chain(external_id.map(|e| (identity::KIND_EXTERNAL, e.pair())));
+        let mut ids = BTreeSet::new();
+        for (kind, value) in keys {
+            ids.extend(
+                identity::Entity::find()
+                    .select_only()
+                    .column(identity::Column::CustomerId)
+                    .filter(identity::Column::TenantId.eq(tenant.0))
+                    .filter(identity::Column::Kind.eq(kind))
+                    .filter(identity::Column::Value.eq(value))
+                    .limit(100)
+                    .into_tuple::<i64>()
+                    .all(&self.db)
+                    .await?,
             );
         }
-        if let Some(e) = external_id {
-            any = any.add(
-                Condition::all()
-                    .add(identity::Column::Kind.eq(identity::KIND_EXTERNAL))
-                    .add(identity::Column::Value.eq(e.pair())),
-            );
-        }
-        let ids = identity::Entity::find()
-            .select_only()
-            .column(identity::Column::CustomerId)
-            .filter(identity::Column::TenantId.eq(tenant.0))
-            .filter(any)
-            .limit(100)
-            .into_tuple::<i64>()
-            .all(&self.db)
-            .await?;
+        let ids = ids.into_iter().take(100);
         let mut found: Vec<customer::Model> = customers_by_id(Conn::Pool(&self.db), tenant, ids)
             .await?
             .into_values()
