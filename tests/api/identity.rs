@@ -152,7 +152,7 @@ async fn erasure_by_number_removes_what_was_kept_for_it_and_nothing_else(app: Te
     .await;
     app.end_call(json!({"call_id": "n-2", "customer_ref": "hana",
         "identity_hints": {"ani": "+14155550950", "external_ids": {"crm_id": "crm-hana"}},
-        "summary": "also from the number"}))
+        "summary": "also from the number", "intent": "refund"}))
         .await;
     app.end_call(json!({"call_id": "n-3", "customer_ref": "hana",
         "identity_hints": {"ani": "+14155550951"}, "summary": "from her own line"}))
@@ -205,6 +205,13 @@ async fn erasure_by_number_removes_what_was_kept_for_it_and_nothing_else(app: Te
     let text = hana.to_string();
     assert!(
         text.contains("from her own line") && !text.contains("also from the number"),
+        "{hana}"
+    );
+    // Her intent stays, no longer pointing at the erased call.
+    assert_eq!(hana["intents"][0]["intent"], "refund", "{hana}");
+    assert_eq!(
+        hana["intents"][0]["last_call_id"],
+        serde_json::Value::Null,
         "{hana}"
     );
     let by_crm = app
