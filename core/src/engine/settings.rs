@@ -254,8 +254,8 @@ impl Engine {
 
     /// Deletes, in one transaction under the tenant's lock, those of these calls of the
     /// tenant's that are still past `cutoff` (an open call found past it may have ended since);
-    /// the number deleted. Their customers' documents go with them, and the journal's records of them
-    /// (SQLite) are overwritten once they are.
+    /// the number deleted. Their customers' documents go with them, and the journal's records
+    /// of them (SQLite) are overwritten once they are.
     async fn delete_old(
         &self,
         tenant: TenantId,
