@@ -675,7 +675,8 @@ mod tests {
         }
     }
 
-    fn start(call_id: &str) -> crate::commands::StartCall {
+    /// A start of `call_id` from one number.
+    pub(super) fn start(call_id: &str) -> crate::commands::StartCall {
         crate::commands::StartCall {
             call_id: crate::domain::CallId::parse(call_id).unwrap(),
             platform: crate::domain::Platform::parse("api").unwrap(),

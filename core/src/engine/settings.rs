@@ -413,16 +413,7 @@ mod tests {
             .await
             .unwrap();
         for (t, call) in [(tenant, "a"), (tenant, "b"), (tenant, "c"), (other, "a")] {
-            let cmd = crate::commands::StartCall {
-                call_id: crate::domain::CallId::parse(call).unwrap(),
-                platform: crate::domain::Platform::parse("api").unwrap(),
-                hints: crate::commands::IdentityHints {
-                    ani: Some("+14155551234".into()),
-                    dnis: None,
-                    external_ids: Vec::new(),
-                    attestation: None,
-                },
-            };
+            let cmd = super::super::tests::start(call);
             engine.start_call(t, cmd).await.unwrap();
         }
         let now = crate::now();
