@@ -378,15 +378,13 @@ pub async fn export(engine: &Engine, tenant: TenantId, out: &mut dyn Write) -> a
     let mut after = 0;
     let mut written = 0;
     loop {
-        let page = engine.customer_refs(tenant, after, 500).await?;
+        let page = engine.export_customers(tenant, after, 500).await?;
         let Some((last, _)) = page.last() else {
             break;
         };
         after = *last;
-        for (_, r) in page {
-            let r =
-                CustomerRef::parse(&r).map_err(|e| anyhow::anyhow!("a stored reference: {e}"))?;
-            let dto = CustomerExportDto::from(engine.export_customer(tenant, &r).await?);
+        for (_, export) in page {
+            let dto = CustomerExportDto::from(export);
             let json = dto.to_json().unwrap_or(Value::Null);
             serde_json::to_writer(&mut *out, &json)?;
             out.write_all(b"\n")?;

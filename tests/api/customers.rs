@@ -6,6 +6,7 @@ use sticky_calls_tests::TestApp;
 
 backend_tests!(
     the_export_holds_everything_stored_about_the_customer,
+    the_tenants_export_in_pages_holds_each_customers_export,
     erasure_removes_everything_and_nothing_is_matched_afterwards,
     customers_can_be_looked_up_by_number_or_external_id,
     a_lookup_needs_a_usable_identity,
@@ -52,6 +53,88 @@ async fn the_export_holds_everything_stored_about_the_customer(app: TestApp) {
     let missing = app.get("/v1/customers/nobody").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.body["error"]["code"], "customer_not_found");
+}
+
+/// The whole tenant's export (`sticky-calls export`) reads customers a page at a time: each
+/// customer in it is exactly their own export, whatever else is on the page, and no other
+/// tenant's customer is in it.
+async fn the_tenants_export_in_pages_holds_each_customers_export(app: TestApp) {
+    seed(&app).await;
+    // Matched alice at its start, has not ended.
+    app.start_call(json!({"call_id": "c2", "identity_hints": {"ani": "+14155551234"}}))
+        .await;
+    // Matched alice at its start, ended as bob's (from a number of his own too).
+    app.start_call(json!({"call_id": "c3", "identity_hints": {"ani": "+14155551234"}}))
+        .await;
+    app.end_call(json!({"call_id": "c3", "customer_ref": "bob",
+        "identity_hints": {"ani": "+14155551235"}, "summary": "bob on alice's line",
+        "intent": "billing", "variables": {"tier": "gold"}}))
+        .await;
+    // A provisional customer, and a customer without calls.
+    app.end_call(json!({"call_id": "c4", "identity_hints": {"ani": "+14155551236"}}))
+        .await;
+    app.end_call(json!({"call_id": "c5", "customer_ref": "cy"}))
+        .await;
+    let other = app.new_tenant("other").await;
+    let theirs = app
+        .post_as(
+            &other,
+            "/v1/calls/end",
+            json!({"call_id": "c1", "customer_ref": "them",
+                "identity_hints": {"ani": "+14155551234"}}),
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
+
+    let tenant = app.default_tenant().await;
+    let engine = &app.state.engine;
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = engine.export_customers(tenant, after, 2).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        pages.push(page);
+    }
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2]);
+    let exports: Vec<_> = pages.into_iter().flatten().map(|(_, e)| e).collect();
+    let refs: Vec<&str> = exports
+        .iter()
+        .map(|e| e.customer.customer_ref.as_str())
+        .collect();
+    assert_eq!(
+        refs[..2],
+        ["alice", "bob"],
+        "in the order they were created"
+    );
+    assert!(exports[2].customer.provisional);
+    assert_eq!(refs[3], "cy");
+    for e in &exports {
+        let r = sticky_core::domain::CustomerRef::parse(&e.customer.customer_ref).unwrap();
+        assert_eq!(e, &engine.export_customer(tenant, &r).await.unwrap());
+    }
+    let calls = |i: usize| -> Vec<(&str, Option<&str>, Option<&str>)> {
+        exports[i]
+            .calls
+            .iter()
+            .map(|c| {
+                (
+                    c.call_id.as_str(),
+                    c.matched_customer_ref.as_deref(),
+                    c.customer_ref.as_deref(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        calls(0),
+        [("c1", None, Some("alice")), ("c2", Some("alice"), None)]
+    );
+    assert_eq!(calls(1), [("c3", Some("alice"), Some("bob"))]);
+    assert_eq!(exports[1].variables["tier"], "gold");
+    assert_eq!(exports[1].intents[0].intent, "billing");
+    assert_eq!(calls(2), [("c4", None, Some(refs[2]))]);
+    assert_eq!(calls(3), [("c5", None, Some("cy"))]);
 }
 
 async fn erasure_removes_everything_and_nothing_is_matched_afterwards(app: TestApp) {

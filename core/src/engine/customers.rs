@@ -1,7 +1,7 @@
 //! Customers outside a call: look-up, GDPR export and erasure, unlinking a wrong identity,
 //! resolving an intent; and reading a stored call back.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::context;
 use super::end::{IntentChange, Touched, set_intent};
 use super::sql::Conn;
-use super::store::{call_record, customers_by_id, find_call, find_customer_by_ref};
+use super::store::{call_record, customers_by_id, find_call, find_customer_by_ref, record_of};
 use super::{CallRecord, Engine, TenantId};
 use crate::domain::{CallId, CustomerRef, ExternalId, IntentName, IntentStatus, PhoneNumber};
 use crate::entities::{call, customer, customer_context, identity, intent, variable};
@@ -155,6 +155,12 @@ async fn ids_of_calls(
 /// tenant has, to walk all the tenant's calls along the index that starts with it: about a
 /// second for each million calls, under the write lock in an erasure.
 fn calls_of(tenant: TenantId, customer_id: i64) -> Condition {
+    calls_of_all(tenant, &[customer_id])
+}
+
+/// The tenant's calls that carry the data of any of these customers (see [`calls_of`]).
+fn calls_of_all(tenant: TenantId, customer_ids: &[i64]) -> Condition {
+    let ids = || customer_ids.iter().copied();
     Condition::all()
         .add(
             Expr::col((call::Entity, call::Column::TenantId))
@@ -163,23 +169,26 @@ fn calls_of(tenant: TenantId, customer_id: i64) -> Condition {
         )
         .add(
             Condition::any()
-                .add(call::Column::CustomerId.eq(customer_id))
+                .add(call::Column::CustomerId.is_in(ids()))
                 .add(
+                    // `customer_id + 0`: for many ids SQLite would otherwise read the calls
+                    // linked to nobody (`customer_id IS NULL`) along the customer index.
                     Condition::all()
-                        .add(call::Column::CustomerId.is_null())
-                        .add(call::Column::MatchedCustomerId.eq(customer_id)),
+                        .add(
+                            Expr::col((call::Entity, call::Column::CustomerId))
+                                .add(0)
+                                .is_null(),
+                        )
+                        .add(call::Column::MatchedCustomerId.is_in(ids())),
                 ),
         )
 }
 
-/// The tenant's customers after the id `after`, in the order of their ids, up to `limit`
-/// (ids and references). Along the ids (the tenant checked as `tenant_id + 0`, as in
-/// [`calls_of`]): `tenant_id = ?` would read and sort all the tenant's customers for each page.
-fn refs_after(tenant: TenantId, after: i64, limit: u64) -> sea_orm::Select<customer::Entity> {
+/// The tenant's customers after the id `after`, in the order of their ids, up to `limit`.
+/// Along the ids (the tenant checked as `tenant_id + 0`, as in [`calls_of`]): `tenant_id = ?`
+/// would read and sort all the tenant's customers for each page.
+fn customers_after(tenant: TenantId, after: i64, limit: u64) -> sea_orm::Select<customer::Entity> {
     customer::Entity::find()
-        .select_only()
-        .column(customer::Column::Id)
-        .column(customer::Column::CustomerRef)
         .filter(
             Expr::col((customer::Entity, customer::Column::TenantId))
                 .add(0)
@@ -210,6 +219,44 @@ fn calls_from(tenant: TenantId, number: &str) -> Condition {
     Condition::all()
         .add(call::Column::TenantId.eq(tenant.0))
         .add(call::Column::Ani.eq(number))
+}
+
+/// The tenant's intents that point at one of these calls (ids and call ids). Intents have no
+/// index on their calls, so each statement reads all the tenant's intents: for up to
+/// `per_statement` calls one statement names them, and for more (a switchboard's number, with
+/// thousands of calls) the intents that point at any call are read once and sorted out here,
+/// rather than read again for each list of calls.
+async fn intents_pointing_at(
+    c: &impl sea_orm::ConnectionTrait,
+    tenant: TenantId,
+    calls: &[(i64, String)],
+    per_statement: usize,
+) -> Result<Vec<i64>, EngineError> {
+    if calls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = intent::Entity::find()
+        .select_only()
+        .column(intent::Column::Id)
+        .filter(intent::Column::TenantId.eq(tenant.0));
+    if calls.len() <= per_statement {
+        return Ok(query
+            .filter(intent::Column::LastCallId.is_in(calls.iter().map(|c| c.1.as_str())))
+            .into_tuple()
+            .all(c)
+            .await?);
+    }
+    let wanted: HashSet<&str> = calls.iter().map(|c| c.1.as_str()).collect();
+    Ok(query
+        .column(intent::Column::LastCallId)
+        .filter(intent::Column::LastCallId.is_not_null())
+        .into_tuple::<(i64, String)>()
+        .all(c)
+        .await?
+        .into_iter()
+        .filter(|(_, call)| wanted.contains(call.as_str()))
+        .map(|(id, _)| id)
+        .collect())
 }
 
 impl Engine {
@@ -304,23 +351,6 @@ impl Engine {
         Ok(page.iter().map(summary).collect())
     }
 
-    /// A page of the tenant's customers, in the order they were created: up to `limit` ids
-    /// and references after the id `after` (0 for the first page).
-    ///
-    /// # Errors
-    /// Database failures only.
-    pub async fn customer_refs(
-        &self,
-        tenant: TenantId,
-        after: i64,
-        limit: u64,
-    ) -> Result<Vec<(i64, String)>, EngineError> {
-        Ok(refs_after(tenant, after, limit)
-            .into_tuple()
-            .all(&self.db)
-            .await?)
-    }
-
     /// Which of `refs` the tenant already has.
     ///
     /// # Errors
@@ -355,27 +385,70 @@ impl Engine {
         let c = find_customer_by_ref(Conn::Pool(&self.db), tenant, customer_ref.as_str())
             .await?
             .ok_or_else(not_found)?;
+        self.exports(tenant, vec![c])
+            .await?
+            .pop()
+            .map(|(_, e)| e)
+            .ok_or_else(not_found)
+    }
+
+    /// Everything stored about the tenant's customers after the id `after` (0 for the first),
+    /// up to `limit` of them in the order of their ids, each with its id (the last one is the
+    /// next page's `after`). Each page is read in a few statements, whatever its size.
+    ///
+    /// # Errors
+    /// Database failures only.
+    pub async fn export_customers(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, CustomerExport)>, EngineError> {
+        let page = customers_after(tenant, after, limit).all(&self.db).await?;
+        self.exports(tenant, page).await
+    }
+
+    /// The exports of these customers of the tenant (read under its filter), in their order:
+    /// one statement per table for all of them.
+    async fn exports(
+        &self,
+        tenant: TenantId,
+        page: Vec<customer::Model>,
+    ) -> Result<Vec<(i64, CustomerExport)>, EngineError> {
+        if page.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = page.iter().map(|c| c.id).collect();
         // The open calls that matched them are part of their calls.
         if let Some(lite) = &self.lite {
-            lite.move_open(lite.open_matching(tenant, c.id)?).await?;
+            let mut open = Vec::new();
+            for &id in &ids {
+                open.extend(lite.open_matching(tenant, id)?);
+            }
+            lite.move_open(open).await?;
         }
-        let identities = identity::Entity::find()
-            .filter(identity::Column::CustomerId.eq(c.id))
+        let mut identities: HashMap<i64, Vec<IdentityRecord>> = HashMap::new();
+        for i in identity::Entity::find()
+            .filter(identity::Column::CustomerId.is_in(ids.iter().copied()))
             .order_by_asc(identity::Column::Id)
             .all(&self.db)
             .await?
-            .into_iter()
-            .map(|i| IdentityRecord {
-                kind: i.kind,
-                value: i.value,
-                call_count: i.call_count,
-                first_seen_at: i.first_seen_at,
-                last_seen_at: i.last_seen_at,
-            })
-            .collect();
+        {
+            identities
+                .entry(i.customer_id)
+                .or_default()
+                .push(IdentityRecord {
+                    kind: i.kind,
+                    value: i.value,
+                    call_count: i.call_count,
+                    first_seen_at: i.first_seen_at,
+                    last_seen_at: i.last_seen_at,
+                });
+        }
         // An expired variable is gone for every reader, before the sweep deletes it.
-        let variables = variable::Entity::find()
-            .filter(variable::Column::CustomerId.eq(c.id))
+        let mut variables: HashMap<i64, BTreeMap<String, Value>> = HashMap::new();
+        for v in variable::Entity::find()
+            .filter(variable::Column::CustomerId.is_in(ids.iter().copied()))
             .filter(
                 Condition::any()
                     .add(variable::Column::ExpiresAt.is_null())
@@ -383,42 +456,69 @@ impl Engine {
             )
             .all(&self.db)
             .await?
-            .into_iter()
-            .map(|v| Ok((v.name, serde_json::from_str(&v.value)?)))
-            .collect::<Result<BTreeMap<_, _>, EngineError>>()?;
-        let intents = intent::Entity::find()
-            .filter(intent::Column::CustomerId.eq(c.id))
+        {
+            variables
+                .entry(v.customer_id)
+                .or_default()
+                .insert(v.name, serde_json::from_str(&v.value)?);
+        }
+        let mut intents: HashMap<i64, Vec<IntentRecord>> = HashMap::new();
+        for i in intent::Entity::find()
+            .filter(intent::Column::CustomerId.is_in(ids.iter().copied()))
             .order_by_asc(intent::Column::Id)
             .all(&self.db)
             .await?
-            .into_iter()
-            .map(|i| IntentRecord {
-                intent: i.intent,
-                status: i.status,
-                opened_at: i.opened_at,
-                updated_at: i.updated_at,
-                resolved_at: i.resolved_at,
-                last_call_id: i.last_call_id,
-                due_at: i.due_at,
-            })
-            .collect();
+        {
+            intents
+                .entry(i.customer_id)
+                .or_default()
+                .push(IntentRecord {
+                    intent: i.intent,
+                    status: i.status,
+                    opened_at: i.opened_at,
+                    updated_at: i.updated_at,
+                    resolved_at: i.resolved_at,
+                    last_call_id: i.last_call_id,
+                    due_at: i.due_at,
+                });
+        }
         let rows = call::Entity::find()
-            .filter(calls_of(tenant, c.id))
+            .filter(calls_of_all(tenant, &ids))
             .order_by_asc(call::Column::Id)
             .all(&self.db)
             .await?;
-        let mut calls = Vec::with_capacity(rows.len());
+        // The calls name customers outside the page too (matched at the start, linked to
+        // another at the end).
+        let mut refs: HashMap<i64, customer::Model> =
+            page.iter().map(|c| (c.id, c.clone())).collect();
+        let others: Vec<i64> = rows
+            .iter()
+            .flat_map(|r| r.customer_id.into_iter().chain(r.matched_customer_id))
+            .filter(|id| !refs.contains_key(id))
+            .collect();
+        refs.extend(customers_by_id(Conn::Pool(&self.db), tenant, others).await?);
+        let mut calls: HashMap<i64, Vec<CallRecord>> = HashMap::new();
         for row in rows {
-            calls.push(call_record(Conn::Pool(&self.db), tenant, row).await?);
+            // A call is its linked customer's, else (never linked) its matched customer's.
+            let Some(owner) = row.customer_id.or(row.matched_customer_id) else {
+                continue;
+            };
+            calls.entry(owner).or_default().push(record_of(row, &refs)?);
         }
-        Ok(CustomerExport {
-            customer: summary(&c),
-            created_at: c.created_at,
-            identities,
-            variables,
-            intents,
-            calls,
-        })
+        Ok(page
+            .into_iter()
+            .map(|c| {
+                let export = CustomerExport {
+                    customer: summary(&c),
+                    created_at: c.created_at,
+                    identities: identities.remove(&c.id).unwrap_or_default(),
+                    variables: variables.remove(&c.id).unwrap_or_default(),
+                    intents: intents.remove(&c.id).unwrap_or_default(),
+                    calls: calls.remove(&c.id).unwrap_or_default(),
+                };
+                (c.id, export)
+            })
+            .collect())
     }
 
     /// Erases a customer and everything stored about them, in one transaction.
@@ -591,20 +691,8 @@ impl Engine {
             .into_tuple()
             .all(&self.db)
             .await?;
-        // So are the intents that point at them (intents have no index on their calls).
-        let mut pointing: Vec<i64> = Vec::new();
-        for chunk in found.chunks(BY_ID) {
-            pointing.extend(
-                intent::Entity::find()
-                    .select_only()
-                    .column(intent::Column::Id)
-                    .filter(intent::Column::TenantId.eq(tenant.0))
-                    .filter(intent::Column::LastCallId.is_in(chunk.iter().map(|c| c.1.clone())))
-                    .into_tuple::<i64>()
-                    .all(&self.db)
-                    .await?,
-            );
-        }
+        // So are the intents that point at them.
+        let pointing = intents_pointing_at(&self.db, tenant, &found, BY_ID).await?;
         let scrubbed = self
             .before_erasing(
                 tenant,
@@ -938,14 +1026,91 @@ mod tests {
         assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
     }
 
-    /// The export's pages of customers follow their ids, without sorting the tenant's.
+    /// The export's pages of customers follow their ids, without sorting the tenant's, and
+    /// their calls are found through the customers' indexes.
     #[tokio::test]
     async fn pages_of_customers_follow_their_ids() {
-        let plan =
-            super::super::sqlite_plan(refs_after(TenantId(7), 1000, 500).build(DbBackend::Sqlite))
-                .await;
+        let plan = super::super::sqlite_plan(
+            customers_after(TenantId(7), 1000, 500).build(DbBackend::Sqlite),
+        )
+        .await;
         assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        // A page's calls are found through the indexes on customers too.
+        let ids: Vec<i64> = (1..=500).collect();
+        let plan = super::super::sqlite_plan(
+            call::Entity::find()
+                .filter(calls_of_all(TenantId(7), &ids))
+                .build(DbBackend::Sqlite),
+        )
+        .await;
+        assert!(plan.contains("ix_calls_customer_ended"), "{plan}");
+        assert!(plan.contains("ix_calls_matched_customer"), "{plan}");
+        assert!(!plan.contains("ux_calls_tenant_call_id"), "{plan}");
+    }
+
+    /// The intents that point at a number's calls are the same whether the calls are few
+    /// (named in one statement) or many (the tenant's intents read once), and never another
+    /// tenant's.
+    #[tokio::test]
+    async fn intents_pointing_at_calls_are_found_for_few_calls_and_many() {
+        use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+        let db = crate::db::connect_and_migrate("sqlite::memory:")
+            .await
+            .unwrap();
+        let keys = crate::keys::KeyStore::new(db.clone(), 4, std::time::Duration::from_secs(1));
+        let tenant = keys.create_tenant("t").await.unwrap().id;
+        let other = keys.create_tenant("o").await.unwrap().id;
+        let now = crate::now();
+        let mut intents = BTreeMap::new();
+        for (t, who) in [(tenant, "ana"), (other, "bo")] {
+            let customer = customer::ActiveModel {
+                tenant_id: Set(t.0),
+                customer_ref: Set(who.into()),
+                provisional: Set(false),
+                call_count: Set(0),
+                created_at: Set(now),
+                updated_at: Set(now),
+                ..Default::default()
+            }
+            .insert(&db)
+            .await
+            .unwrap();
+            for (name, call) in [
+                ("billing", Some("c-1")),
+                ("refund", Some("c-2")),
+                ("move", None),
+            ] {
+                let row = intent::ActiveModel {
+                    tenant_id: Set(t.0),
+                    customer_id: Set(customer.id),
+                    intent: Set(name.into()),
+                    status: Set("open".into()),
+                    opened_at: Set(now),
+                    updated_at: Set(now),
+                    last_call_id: Set(call.map(Into::into)),
+                    ..Default::default()
+                }
+                .insert(&db)
+                .await
+                .unwrap();
+                intents.insert((t.0, name), row.id);
+            }
+        }
+        let calls = [(1, "c-1".to_owned()), (2, "c-9".to_owned())];
+        for per_statement in [1, BY_ID] {
+            let mut found = intents_pointing_at(&db, tenant, &calls, per_statement)
+                .await
+                .unwrap();
+            found.sort_unstable();
+            assert_eq!(found, [intents[&(tenant.0, "billing")]], "{per_statement}");
+        }
+        assert!(
+            intents_pointing_at(&db, tenant, &[], 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// The tenant's check on a customer's calls is a real check, on PostgreSQL as on SQLite.

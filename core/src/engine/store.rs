@@ -703,6 +703,15 @@ pub(super) async fn call_record(
         row.matched_customer_id.into_iter().chain(row.customer_id),
     )
     .await?;
+    record_of(row, &refs)
+}
+
+/// A stored call as the API shows it, given its customers (the matched and the linked one) by
+/// id: a customer missing from `refs` (erased) is shown as none.
+pub(super) fn record_of(
+    row: call::Model,
+    refs: &HashMap<i64, customer::Model>,
+) -> Result<CallRecord, EngineError> {
     let reference = |id: Option<i64>| {
         id.and_then(|id| refs.get(&id))
             .map(|m| m.customer_ref.clone())
