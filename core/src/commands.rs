@@ -16,8 +16,9 @@ use crate::error::FieldError;
 pub const MAX_VARIABLES: usize = 100;
 /// A variable's value, as JSON text, may be at most this many bytes.
 pub const MAX_VARIABLE_BYTES: usize = 4 * 1024;
-/// A summary may be at most this many bytes.
-pub const MAX_SUMMARY_BYTES: usize = 8 * 1024;
+/// A summary may be at most this many characters (Unicode scalar values, as JSON Schema's
+/// `maxLength` counts them).
+pub const MAX_SUMMARY_CHARS: usize = 8 * 1024;
 /// At most this many external ids on one call.
 pub const MAX_EXTERNAL_IDS: usize = 20;
 /// A dialled number as given may be at most this many characters.
@@ -206,12 +207,13 @@ impl VariableChanges {
 /// Checks a summary's size.
 ///
 /// # Errors
-/// When it is over [`MAX_SUMMARY_BYTES`].
+/// When it is over [`MAX_SUMMARY_CHARS`].
 pub fn parse_summary(field: &str, summary: String) -> Result<String, FieldError> {
-    if summary.len() > MAX_SUMMARY_BYTES {
+    // Counted only past the bytes that many characters could take at the least.
+    if summary.len() > MAX_SUMMARY_CHARS && summary.chars().count() > MAX_SUMMARY_CHARS {
         return Err(FieldError::new(
             field,
-            format!("must be at most {MAX_SUMMARY_BYTES} bytes"),
+            format!("must be at most {MAX_SUMMARY_CHARS} characters"),
         ));
     }
     // Line breaks and tabs are text; other control characters (NUL above all, which
@@ -311,9 +313,13 @@ mod tests {
         assert_eq!(err.field, "h.dnis");
     }
 
+    /// Counted in characters, as the API document's `maxLength` counts them.
     #[test]
-    fn summaries_are_limited_to_8_kib() {
+    fn summaries_are_limited_to_8192_characters() {
         assert!(parse_summary("summary", "a".repeat(8192)).is_ok());
+        assert!(parse_summary("summary", "é".repeat(8192)).is_ok());
+        assert!(parse_summary("summary", "🎧".repeat(8192)).is_ok());
+        assert!(parse_summary("summary", "é".repeat(8193)).is_err());
         assert_eq!(
             parse_summary("summary", "a".repeat(8193))
                 .unwrap_err()

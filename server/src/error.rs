@@ -295,7 +295,12 @@ pub fn render(err: poem::Error) -> Response {
                 "missing_field",
                 format!("`{}` is required", p.name),
             )
-        } else if p.reason.contains("verification failed") {
+        } else if p.reason.contains("verification failed")
+            // A number past what its type holds (`limit=18446744073709551616`) is past the
+            // maximum too, not of another type.
+            || p.reason.contains("too large")
+            || p.reason.contains("too small")
+        {
             ApiError::invalid(
                 p.name,
                 format!(
@@ -311,6 +316,15 @@ pub fn render(err: poem::Error) -> Response {
             )
         };
         return poem::error::ResponseError::as_response(&api.with_field(p.name));
+    }
+    // A path whose percent-encoding does not decode (`/v1/calls/%FF`): the router cannot
+    // tell which parameter it was.
+    if err.is::<poem::error::ParsePathError>() {
+        return poem::error::ResponseError::as_response(&ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            "a path parameter is not valid percent-encoded UTF-8",
+        ));
     }
     let status = err.status();
     let api = match status {

@@ -108,6 +108,16 @@ pub fn classify(path: &str, err: &serde_json::Error) -> ApiError {
         Category::Syntax | Category::Eof | Category::Io => {
             (StatusCode::BAD_REQUEST, "malformed_json", None)
         }
+        // A key given twice: the request is ambiguous, whichever value would win.
+        Category::Data if message.starts_with("duplicate field") => {
+            let name = between_backticks(&message);
+            let full = match (&field, name) {
+                (Some(p), Some(n)) => Some(format!("{p}.{n}")),
+                (None, Some(n)) => Some(n.to_owned()),
+                (p, None) => p.clone(),
+            };
+            (StatusCode::BAD_REQUEST, "malformed_json", full)
+        }
         // The path already ends with the unknown key.
         Category::Data if message.starts_with("unknown field") => {
             let full = field.or_else(|| between_backticks(&message).map(str::to_owned));
@@ -200,10 +210,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         classify(&path, e.inner())
     })?;
+    // One JSON document: anything but whitespace after it is malformed, not ignored.
+    de.end().map_err(|e| classify("", &e))?;
     Ok(value)
 }
 
@@ -325,6 +337,23 @@ mod tests {
             ),
             (r#"{"call_id": 5}"#, "invalid_type", Some("call_id")),
             (r#"{"call_id": "a", "x": 1}"#, "unknown_field", Some("x")),
+            (r#"{"call_id": "a"}xyz"#, "malformed_json", None),
+            (r#"{"call_id": "a"}}"#, "malformed_json", None),
+            (
+                r#"{"call_id": "a"} {"call_id": "b"}"#,
+                "malformed_json",
+                None,
+            ),
+            (
+                r#"{"call_id": "a", "call_id": "b"}"#,
+                "malformed_json",
+                Some("call_id"),
+            ),
+            (
+                r#"{"call_id": "a", "inner": {"ani": "1", "ani": "2"}}"#,
+                "malformed_json",
+                Some("inner.ani"),
+            ),
             (r#"{}"#, "missing_field", Some("call_id")),
             (
                 r#"{"call_id": "a", "inner": {"ani": 1}}"#,

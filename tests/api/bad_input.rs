@@ -10,6 +10,7 @@ backend_tests!(
     requests_without_a_valid_key_are_unauthorized,
     unknown_routes_and_methods_get_our_error_body,
     an_impossible_key_id_is_not_found,
+    a_path_that_does_not_decode_is_an_invalid_value,
     bad_parameters_are_named_with_stable_codes,
 );
 
@@ -226,12 +227,52 @@ async fn bad_requests_get_a_stable_code_and_write_nothing(app: TestApp) {
             Some("variables.big"),
         ),
         case(
-            "end: summary over 8 KiB",
+            "end: summary over 8,192 characters",
             END,
             json!({"call_id": "a", "summary": "x".repeat(8200)}).to_string(),
             422,
             "invalid_value",
             Some("summary"),
+        ),
+        case(
+            "end: summary over 8,192 characters of two bytes each",
+            END,
+            json!({"call_id": "a", "summary": "é".repeat(8193)}).to_string(),
+            422,
+            "invalid_value",
+            Some("summary"),
+        ),
+        case(
+            "start: something after the JSON object",
+            START,
+            r#"{"call_id": "a"}xyz"#,
+            400,
+            "malformed_json",
+            None,
+        ),
+        case(
+            "start: a second JSON object",
+            START,
+            r#"{"call_id": "a"} {"call_id": "b"}"#,
+            400,
+            "malformed_json",
+            None,
+        ),
+        case(
+            "start: a key given twice",
+            START,
+            r#"{"call_id": "a", "call_id": "b"}"#,
+            400,
+            "malformed_json",
+            Some("call_id"),
+        ),
+        case(
+            "end: a callback due in the year 0",
+            END,
+            r#"{"call_id": "a", "intent": "callback", "intent_due_at": "0001-01-01T00:00:00+01:00"}"#,
+            422,
+            "invalid_value",
+            Some("intent_due_at"),
         ),
         case(
             "end: NUL in the summary",
@@ -413,6 +454,20 @@ async fn unknown_routes_and_methods_get_our_error_body(app: TestApp) {
     assert_eq!(r.body["error"]["code"], "method_not_allowed");
 }
 
+/// A path that does not decode to text is refused, not looked up.
+async fn a_path_that_does_not_decode_is_an_invalid_value(app: TestApp) {
+    for path in ["/v1/calls/%FF", "/v1/customers/%FF"] {
+        let r = app.get(path).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {}",
+            r.body
+        );
+        assert_eq!(r.body["error"]["code"], "invalid_value", "{}", r.body);
+    }
+}
+
 /// A key id that no key can have (a NUL, which PostgreSQL refuses in text) is simply not
 /// found, on both databases.
 async fn an_impossible_key_id_is_not_found(app: TestApp) {
@@ -449,6 +504,12 @@ async fn bad_parameters_are_named_with_stable_codes(app: TestApp) {
             "external_id",
         ),
         ("/v1/customers?ani=", 422, "invalid_value", "ani"),
+        (
+            "/v1/customers?limit=18446744073709551616",
+            422,
+            "invalid_value",
+            "limit",
+        ),
     ] {
         let r = app.get(path).await;
         assert_eq!(r.status.as_u16(), status, "{path}: {}", r.body);

@@ -20,6 +20,7 @@ backend_tests!(
     ends_from_two_sources_merge_in_either_order,
     a_resolved_intent_leaves_the_open_list,
     callbacks_are_listed_first_with_where_they_stand,
+    a_due_time_reads_back_alike_on_both_databases,
     a_variable_with_a_time_to_live_is_forgotten_when_it_expires,
     a_time_to_live_alone_gives_a_saved_variable_an_expiry,
     a_null_variable_removes_the_key,
@@ -1076,6 +1077,45 @@ async fn a_merge_carries_the_calls_still_open_that_matched_the_merged_customer(a
         .collect();
     assert_eq!(calls, ["c0", "c1", "c2", "c3"]);
     assert_eq!(app.count_calls().await, 4);
+}
+
+/// A due time is kept as both databases can store it: to the microsecond, and a leap second
+/// as the second after it. The start's answer (the stored document) and the export (the
+/// tables) agree.
+async fn a_due_time_reads_back_alike_on_both_databases(app: TestApp) {
+    let ani = "+14155550432";
+    for (call_id, intent, due) in [
+        ("due-1", "callback_leap", "2030-12-31T23:59:60Z"),
+        ("due-2", "callback_fine", "2030-12-05T15:00:00.123456789Z"),
+    ] {
+        app.end_call(
+            json!({"call_id": call_id, "customer_ref": "lea", "intent": intent,
+            "intent_due_at": due, "identity_hints": {"ani": ani}}),
+        )
+        .await;
+    }
+    let want = [
+        ("callback_leap", "2031-01-01T00:00:00+00:00"),
+        ("callback_fine", "2030-12-05T15:00:00.123456+00:00"),
+    ];
+    let export = app.get("/v1/customers/lea").await.body;
+    let answer = app
+        .start_call(json!({"call_id": "due-3", "identity_hints": {"ani": ani}}))
+        .await;
+    for (intents, what) in [
+        (&export["intents"], "export"),
+        (&answer["context"]["open_intents"], "start"),
+    ] {
+        for (intent, due) in want {
+            let found = intents
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["intent"] == intent)
+                .unwrap_or_else(|| panic!("{what}: {intent} in {intents}"));
+            assert_eq!(found["due_at"], due, "{what}: {found}");
+        }
+    }
 }
 
 async fn callbacks_are_listed_first_with_where_they_stand(app: TestApp) {

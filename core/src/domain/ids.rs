@@ -251,17 +251,23 @@ impl IntentStatus {
 /// When the value is not such a time.
 pub fn parse_due_at(value: &str) -> Result<chrono::DateTime<chrono::Utc>, InvalidValue> {
     use chrono::Datelike;
-    chrono::DateTime::parse_from_rfc3339(value.trim())
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .ok()
+    let t = chrono::DateTime::parse_from_rfc3339(value.trim()).map_err(|_| {
+        InvalidValue(
+            "intent_due_at must be an RFC 3339 time with its offset, such as \
+             `2026-12-05T15:00:00Z`"
+                .into(),
+        )
+    })?;
+    // Stored as both databases can keep it: to the microsecond (PostgreSQL's precision), a
+    // leap second (`23:59:60`) as the second after it (PostgreSQL reads it so; SQLite would
+    // keep the text of a time that never was).
+    let nanos = t.timestamp_subsec_nanos();
+    let seconds = t.timestamp() + i64::from(nanos / 1_000_000_000);
+    chrono::DateTime::from_timestamp(seconds, nanos % 1_000_000_000 / 1_000 * 1_000)
         // Years that RFC 3339 can write back (an offset can push 9999 into 10000).
         .filter(|t| (1..=9999).contains(&t.year()))
         .ok_or_else(|| {
-            InvalidValue(
-                "intent_due_at must be an RFC 3339 time with its offset, such as \
-                 `2026-12-05T15:00:00Z`"
-                    .into(),
-            )
+            InvalidValue("intent_due_at must fall between the years 1 and 9999 in UTC".into())
         })
 }
 
@@ -275,6 +281,22 @@ mod tests {
         assert!(parse_due_at("9999-12-31T23:59:59-23:59").is_err());
         assert!(parse_due_at("0001-01-01T00:00:00+01:00").is_err());
         assert!(parse_due_at("tomorrow").is_err());
+    }
+
+    /// What both databases store alike: microseconds, and no leap second.
+    #[test]
+    fn a_due_time_is_kept_to_the_microsecond_and_a_leap_second_is_the_next() {
+        let at = |s: &str| parse_due_at(s).unwrap().to_rfc3339();
+        assert_eq!(
+            at("2026-12-05T15:00:00.123456789Z"),
+            "2026-12-05T15:00:00.123456+00:00"
+        );
+        assert_eq!(at("2026-12-31T23:59:60Z"), "2027-01-01T00:00:00+00:00");
+        assert_eq!(
+            at("2026-12-31T23:59:60.5+00:00"),
+            "2027-01-01T00:00:00.500+00:00"
+        );
+        assert_eq!(at("2026-12-05T16:00:00+01:00"), "2026-12-05T15:00:00+00:00");
     }
 
     #[test]

@@ -147,9 +147,16 @@ impl Ani {
         {
             return Self::Withheld(WithheldReason::Withheld);
         }
+        // An extension after the number is left out (only a value with more than digits can
+        // carry one: the usual number is not searched).
+        let compact = if compact.bytes().all(|b| b.is_ascii_digit() || b == b'+') {
+            &compact[..]
+        } else {
+            without_extension(&compact)
+        };
         let (plus, digits) = match compact.strip_prefix('+') {
             Some(rest) => (true, rest),
-            None => (false, compact.as_str()),
+            None => (false, compact),
         };
         if !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Self::Withheld(if digits.chars().any(|c| c.is_ascii_alphabetic()) {
@@ -249,6 +256,28 @@ fn nanp_e164(digits: &str) -> Option<PhoneNumber> {
     .then(|| PhoneNumber(format!("+{digits}")))
 }
 
+/// A number without the extension written after it (`ext. 1234`, `x1234`, `#1234`, in the
+/// compact form: separators already removed): the extension is a line behind the number, and
+/// the number is what identifies the caller (as E.164 writes it, without the extension).
+fn without_extension(compact: &str) -> &str {
+    let lower = compact.to_ascii_lowercase();
+    for marker in ["extension", "ext", "x", "#"] {
+        let Some(at) = lower.find(marker) else {
+            continue;
+        };
+        let (head, tail) = (&compact[..at], &lower[at + marker.len()..]);
+        let digits = head.strip_prefix('+').unwrap_or(head);
+        if !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !tail.is_empty()
+            && tail.bytes().all(|b| b.is_ascii_digit())
+        {
+            return head;
+        }
+    }
+    compact
+}
+
 /// E.164 allows at most 15 digits; anything shorter than 7 is a short code or an extension,
 /// not a caller line. Full validity (`is_valid`) is deliberately not required: it rejects
 /// fictional and newly allocated ranges that real platforms do deliver.
@@ -344,6 +373,24 @@ mod tests {
         ];
         for raw in cases {
             assert_eq!(e164(raw).as_deref(), Some("+14155551234"), "input {raw:?}");
+        }
+    }
+
+    /// An extension after the number is left out: the number is the caller's line.
+    #[test]
+    fn an_extension_after_the_number_is_left_out() {
+        for raw in [
+            "+1 (415) 555-1234 ext. 1234",
+            "415-555-1234 x12",
+            "+14155551234#9",
+            "+1 415 555 1234 extension 77",
+            "tel:+1-415-555-1234;ext=55",
+        ] {
+            assert_eq!(e164(raw).as_deref(), Some("+14155551234"), "input {raw:?}");
+        }
+        // Not a number followed by an extension.
+        for raw in ["ext 1234", "x1234", "+14155551234 ext", "+1415x555x1234"] {
+            assert_eq!(e164(raw), None, "input {raw:?}");
         }
     }
 

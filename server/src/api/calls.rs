@@ -198,7 +198,7 @@ pub struct EndCallRequest {
     /// Saving the variable again without one keeps it for good.
     #[oai(nullable)]
     pub variable_ttl_seconds: Option<BTreeMap<String, u64>>,
-    /// The call's summary (up to 8 KiB); when absent, `variables.summary` is used.
+    /// The call's summary (up to 8,192 characters); when absent, `variables.summary` is used.
     #[oai(nullable)]
     pub summary: Option<String>,
     /// Hints known at the end; they complete the start's.

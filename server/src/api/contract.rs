@@ -39,6 +39,8 @@ const CUSTOMER_REF: &str = "^[A-Za-z0-9_.:@+-]+$";
 const INTENT: &str = "^[A-Za-z0-9_.:-]+$";
 /// A platform's slug.
 const PLATFORM: &str = "^[a-z0-9_-]+$";
+/// A tenant's name (`sticky_core::keys::parse_tenant_name`).
+const TENANT_NAME: &str = "^[a-z0-9_-]+$";
 /// A map key that names a variable or an external id: 1 to 64 of `A-Za-z0-9_.-`.
 const KEY: &str = "^[A-Za-z0-9_.-]{1,64}$";
 
@@ -138,6 +140,11 @@ pub fn tighten(doc: &mut Value) {
         doc,
         &props("CreateKeyRequest", "label"),
         json!({"pattern": NO_CONTROL}),
+    );
+    add(
+        doc,
+        &props("SignupRequest", "name"),
+        json!({"minLength": 1, "maxLength": 64, "pattern": TENANT_NAME}),
     );
     // A callback's due time is the due time of an intent given with it.
     add(
