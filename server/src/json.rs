@@ -109,29 +109,21 @@ pub fn classify(path: &str, err: &serde_json::Error) -> ApiError {
             (StatusCode::BAD_REQUEST, "malformed_json", None)
         }
         // A key given twice: the request is ambiguous, whichever value would win.
-        Category::Data if message.starts_with("duplicate field") => {
-            let name = between_backticks(&message);
-            let full = match (&field, name) {
-                (Some(p), Some(n)) => Some(format!("{p}.{n}")),
-                (None, Some(n)) => Some(n.to_owned()),
-                (p, None) => p.clone(),
-            };
-            (StatusCode::BAD_REQUEST, "malformed_json", full)
-        }
+        Category::Data if message.starts_with("duplicate field") => (
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            named(field.as_deref(), &message),
+        ),
         // The path already ends with the unknown key.
         Category::Data if message.starts_with("unknown field") => {
             let full = field.or_else(|| between_backticks(&message).map(str::to_owned));
             (StatusCode::BAD_REQUEST, "unknown_field", full)
         }
-        Category::Data if message.starts_with("missing field") => {
-            let name = between_backticks(&message);
-            let full = match (&field, name) {
-                (Some(p), Some(n)) => Some(format!("{p}.{n}")),
-                (None, Some(n)) => Some(n.to_owned()),
-                (p, None) => p.clone(),
-            };
-            (StatusCode::BAD_REQUEST, "missing_field", full)
-        }
+        Category::Data if message.starts_with("missing field") => (
+            StatusCode::BAD_REQUEST,
+            "missing_field",
+            named(field.as_deref(), &message),
+        ),
         // serde reads a struct from an array too; for a JSON API that is a wrong type.
         Category::Data
             if message.starts_with("invalid type")
@@ -146,6 +138,15 @@ pub fn classify(path: &str, err: &serde_json::Error) -> ApiError {
     match field {
         Some(f) => err.with_field(f),
         None => err,
+    }
+}
+
+/// The field a message names (between backticks) inside the object at `path`.
+fn named(path: Option<&str>, message: &str) -> Option<String> {
+    match (path, between_backticks(message)) {
+        (Some(p), Some(n)) => Some(format!("{p}.{n}")),
+        (None, Some(n)) => Some(n.to_owned()),
+        (p, None) => p.map(str::to_owned),
     }
 }
 
