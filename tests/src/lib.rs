@@ -356,7 +356,12 @@ impl TestApp {
 
     /// `POST /v1/calls/end`, expecting 200.
     pub async fn end_call(&self, body: Value) -> Value {
-        let r = self.post("/v1/calls/end", body).await;
+        self.end_call_as(&self.key, body).await
+    }
+
+    /// Ends a call as the tenant of `key`; asserts success.
+    pub async fn end_call_as(&self, key: &str, body: Value) -> Value {
+        let r = self.post_as(key, "/v1/calls/end", body).await;
         assert_eq!(r.status, StatusCode::OK, "end failed: {}", r.body);
         r.body
     }

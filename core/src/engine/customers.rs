@@ -68,6 +68,20 @@ pub struct IntentRecord {
     pub due_at: Option<DateTime<Utc>>,
 }
 
+impl From<intent::Model> for IntentRecord {
+    fn from(i: intent::Model) -> Self {
+        Self {
+            intent: i.intent,
+            status: i.status,
+            opened_at: i.opened_at,
+            updated_at: i.updated_at,
+            resolved_at: i.resolved_at,
+            last_call_id: i.last_call_id,
+            due_at: i.due_at,
+        }
+    }
+}
+
 /// Everything stored about a customer (the GDPR export).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomerExport {
@@ -469,18 +483,7 @@ impl Engine {
             .all(&self.db)
             .await?
         {
-            intents
-                .entry(i.customer_id)
-                .or_default()
-                .push(IntentRecord {
-                    intent: i.intent,
-                    status: i.status,
-                    opened_at: i.opened_at,
-                    updated_at: i.updated_at,
-                    resolved_at: i.resolved_at,
-                    last_call_id: i.last_call_id,
-                    due_at: i.due_at,
-                });
+            intents.entry(i.customer_id).or_default().push(i.into());
         }
         let rows = call::Entity::find()
             .filter(calls_of_all(tenant, &ids))
@@ -982,15 +985,7 @@ impl Engine {
         context::refresh(Conn::Tx(&tx), tenant, &[c.id]).await?;
         self.commit(tx, Touched::some(tenant, vec![c.id], Vec::new()))
             .await?;
-        Ok(IntentRecord {
-            intent: updated.intent,
-            status: updated.status,
-            opened_at: updated.opened_at,
-            updated_at: updated.updated_at,
-            resolved_at: updated.resolved_at,
-            last_call_id: updated.last_call_id,
-            due_at: updated.due_at,
-        })
+        Ok(updated.into())
     }
 }
 
@@ -1055,12 +1050,7 @@ mod tests {
     #[tokio::test]
     async fn intents_pointing_at_calls_are_found_for_few_calls_and_many() {
         use sea_orm::{ActiveModelTrait, ActiveValue::Set};
-        let db = crate::db::connect_and_migrate("sqlite::memory:")
-            .await
-            .unwrap();
-        let keys = crate::keys::KeyStore::new(db.clone(), 4, std::time::Duration::from_secs(1));
-        let tenant = keys.create_tenant("t").await.unwrap().id;
-        let other = keys.create_tenant("o").await.unwrap().id;
+        let (db, tenant, other) = super::super::tests::two_tenants().await;
         let now = crate::now();
         let mut intents = BTreeMap::new();
         for (t, who) in [(tenant, "ana"), (other, "bo")] {

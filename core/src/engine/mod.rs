@@ -676,6 +676,17 @@ mod tests {
     }
 
     /// A start of `call_id` from one number.
+    /// A migrated in-memory database with two tenants.
+    pub(super) async fn two_tenants() -> (DatabaseConnection, TenantId, TenantId) {
+        let db = crate::db::connect_and_migrate("sqlite::memory:")
+            .await
+            .unwrap();
+        let keys = crate::keys::KeyStore::new(db.clone(), 4, std::time::Duration::from_secs(1));
+        let tenant = keys.create_tenant("t").await.unwrap().id;
+        let other = keys.create_tenant("o").await.unwrap().id;
+        (db, tenant, other)
+    }
+
     pub(super) fn start(call_id: &str) -> crate::commands::StartCall {
         crate::commands::StartCall {
             call_id: crate::domain::CallId::parse(call_id).unwrap(),

@@ -403,12 +403,7 @@ mod tests {
     #[tokio::test]
     async fn a_chunk_deletes_only_the_calls_still_old_under_the_lock() {
         use sea_orm::{ConnectionTrait, Statement};
-        let db = crate::db::connect_and_migrate("sqlite::memory:")
-            .await
-            .unwrap();
-        let keys = crate::keys::KeyStore::new(db.clone(), 4, std::time::Duration::from_secs(1));
-        let tenant = keys.create_tenant("t").await.unwrap().id;
-        let other = keys.create_tenant("o").await.unwrap().id;
+        let (db, tenant, other) = super::super::tests::two_tenants().await;
         let engine = Engine::open(db.clone(), crate::domain::DefaultRegion::default())
             .await
             .unwrap();
