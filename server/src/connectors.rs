@@ -166,15 +166,15 @@ pub fn public_base(state: &AppState, req: &Request) -> String {
     }
 }
 
-/// A host as a request may name one: a name, an IPv4 or a bracketed IPv6 address, with a
-/// port. Anything else (`<`, spaces, a path) is not taken from a header: the address goes
+/// A host as a request may name one: a name (`_` included, as container names have it), an
+/// IPv4 or a bracketed IPv6 address, with a port. Anything else (`<`, spaces, a path) is not taken from a header: the address goes
 /// into agents' prompts and the Postman collection.
 fn plausible_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+        })
 }
 
 /// The server's address as the request names it (see [`public_base`]).
@@ -408,6 +408,10 @@ mod tests {
             "http://sticky.example.com"
         );
         assert_eq!(base(&[("host", "[::1]:8080")]), "http://[::1]:8080");
+        assert_eq!(
+            base(&[("host", "sticky_calls:8080")]),
+            "http://sticky_calls:8080"
+        );
         assert_eq!(
             base(&[
                 ("host", "10.0.0.5:8080"),
